@@ -1,0 +1,111 @@
+"""Build ImageNet-100 (the CMC class subset) from an ImageNet-1k folder tree by symlinking.
+
+    python -m orchestrator.prepare_imagenet100 IMAGENET_ROOT OUT [--classes FILE]
+
+Links `IMAGENET_ROOT/{train,val}/<wnid>` into `OUT/{train,val}/<wnid>` for the 100 listed classes,
+so the `imagefolder` dataset reads OUT with no copy. Everything is checked before anything is
+linked, and a rerun on a correct OUT is a no-op.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+
+NUM_CLASSES = 100
+VAL_PER_CLASS = 50
+SPLITS = ("train", "val")
+# What torchvision's ImageFolder reads (it lower-cases the suffix), so the counts are what training sees.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class PrepareError(Exception):
+    """A problem the user can fix; the CLI prints it as one line."""
+
+
+def read_classes(path: str | Path | None = None) -> list[str]:
+    """WordNet ids, one a line; the packaged CMC list by default."""
+    if path is None:
+        text = resources.files("orchestrator").joinpath("resources/imagenet100_classes.txt").read_text()
+    else:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise PrepareError(f"cannot read class file {path}: {e.strerror}; give a file with one WordNet id a line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def count_images(folder: Path) -> int:
+    with os.scandir(folder) as entries:
+        return sum(1 for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
+
+
+def _check_source(root: Path, classes: list[str]) -> None:
+    if len(classes) != NUM_CLASSES or len(set(classes)) != NUM_CLASSES:
+        raise PrepareError(f"the class list has {len(set(classes))} distinct ids, ImageNet-100 needs {NUM_CLASSES}; fix --classes")
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            raise PrepareError(f"{root / split} not found: IMAGENET_ROOT must hold train/<wnid>/ and val/<wnid>/ (val sorted into class folders)")
+    missing = [f"{split}/{wnid}" for split in SPLITS for wnid in classes if not (root / split / wnid).is_dir()]
+    if missing:
+        raise PrepareError(f"{len(missing)} class folders missing under {root} (first: {missing[0]}); is it the full ImageNet-1k tree with val sorted into class folders?")
+    for wnid in classes:
+        n = count_images(root / "val" / wnid)
+        if n != VAL_PER_CLASS:
+            raise PrepareError(f"{root / 'val' / wnid} holds {n} images, ImageNet-1k has exactly {VAL_PER_CLASS} per class; restore the full validation set")
+
+
+def _link_split(source: Path, dest: Path, classes: list[str]) -> None:
+    if dest.is_dir():
+        extra = sorted(set(os.listdir(dest)) - set(classes))
+        if extra:
+            raise PrepareError(f"{dest} already holds {len(extra)} entries that are not ImageNet-100 classes (first: {extra[0]}); remove them or choose an empty OUT")
+    dest.mkdir(parents=True, exist_ok=True)
+    for wnid in classes:
+        link, target = dest / wnid, (source / wnid).resolve()
+        if link.is_symlink() and link.resolve() == target:
+            continue
+        if link.exists() or link.is_symlink():
+            raise PrepareError(f"{link} already exists and is not a link to {target}; remove it or choose an empty OUT")
+        link.symlink_to(target, target_is_directory=True)
+
+
+def build_imagenet100(root: str | Path, out: str | Path, classes: list[str]) -> dict:
+    """Link the classes of `root` into `out` and return {out, classes, train_images, val_images}.
+
+    Raises PrepareError (nothing linked) when the source is incomplete or `out` holds something else.
+    """
+    root, out = Path(root), Path(out)
+    _check_source(root, classes)
+    for split in SPLITS:
+        _link_split(root / split, out / split, classes)
+    summary = {"out": str(out), "classes": NUM_CLASSES}
+    for split in SPLITS:  # counted through the links, so a broken link shows up here
+        summary[f"{split}_images"] = sum(count_images(out / split / wnid) for wnid in classes)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.prepare_imagenet100", description=__doc__.splitlines()[0])
+    parser.add_argument("imagenet_root", help="ImageNet-1k folder holding train/<wnid>/ and val/<wnid>/")
+    parser.add_argument("out", help="folder to create the ImageNet-100 links in (data.root of an imagefolder spec)")
+    parser.add_argument("--classes", help="class list, one WordNet id a line (default: the packaged CMC list)")
+    args = parser.parse_args(argv)
+    try:
+        summary = build_imagenet100(args.imagenet_root, args.out, read_classes(args.classes))
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot access {e.filename}: {e.strerror}; check the path and its permissions", file=sys.stderr)
+        return 2
+    print(f"ImageNet-100 ready at {summary['out']}: {summary['classes']} classes, "
+          f"{summary['train_images']} train images, {summary['val_images']} val images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Validated settings of one training run: the plain dict that crosses from driver to workers.
+
+The driver (orchestrator.spec) composes these models with the search, Tune, resources and MLflow
+sections; the workers re-validate the dict they receive, so a typo can never train silently with a
+default. Unknown keys are errors everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Weighting = Literal["none", "entropy", "threshold", "entropy+threshold"]
+PeerWeighting = Literal["uniform", "inverse"]
+Method = Literal["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    """Where the images come from and how they are shaped."""
+
+    name: Literal["digits", "imagefolder", "synthetic"] = "digits"
+    root: Optional[str] = Field(None, description="imagefolder: folder holding train/ and val/")
+    image_size: int = Field(16, ge=8, le=1024)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="digits: share held out for validation")
+    train_subset: Optional[int] = Field(None, ge=10, description="use only this many training images")
+    augment: bool = Field(False, description="digits/synthetic: random shifts; imagefolder always augments")
+    num_classes: int = Field(10, ge=2, description="synthetic only; the others read it from the data")
+    synthetic_train_size: int = Field(512, ge=10)
+    synthetic_val_size: int = Field(128, ge=10)
+    loader_workers: int = Field(0, ge=0, le=64)
+    split_seed: int = Field(0, ge=0, description="fixes the train/val split (and synthetic data) across run seeds")
+
+    @model_validator(mode="after")
+    def _root_needed(self) -> "DataConfig":
+        if self.name == "imagefolder" and not self.root:
+            raise ValueError("data.root is required for imagefolder: set it to the folder holding train/ and val/")
+        return self
+
+
+class OptimConfig(Strict):
+    """A training schedule; the teacher and the students each have one."""
+
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1, le=8192)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0.0, le=10.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(5e-4, ge=0.0, le=1.0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TeacherConfig(OptimConfig):
+    """The frozen teacher: trained once per setting and cached, or loaded from a checkpoint."""
+
+    arch: str = "resnet50"
+    checkpoint: Optional[str] = Field(None, description="a state_dict file to load instead of training")
+    init_weights: Optional[str] = Field(None, description="local weights file to start training from")
+    seed: int = Field(0, ge=0, description="the teacher's own seed: student seeds share one teacher")
+    cache_soft_labels: bool = Field(True, description="store its train-split logits when the data are deterministic")
+
+
+class StudentsConfig(OptimConfig):
+    """The students and their shared schedule."""
+
+    archs: list[str] = Field(default_factory=lambda: ["resnet18", "mobilenet_v2"], min_length=1, max_length=2)
+    init_weights: dict[str, str] = Field(default_factory=dict, description="arch -> local weights file")
+    channels_last: bool = True
+    amp: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+
+
+class LossConfig(Strict):
+    """The one loss every method is a setting of (see trainables.losses)."""
+
+    method: Method = "ua_dual"
+    temperature: float = Field(4.0, gt=0.0, le=100.0)
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the teacher term; 1 - alpha on CE")
+    beta: float = Field(1.0, ge=0.0, le=100.0, description="weight of the peer term")
+    weighting: Weighting = "entropy"
+    threshold: Optional[float] = Field(None, gt=0.0, le=1.0, description="ignore the teacher where H/logC > it")
+    peer_weighting: PeerWeighting = "uniform"
+
+
+class RunConfig(Strict):
+    """Everything one training run needs: what the driver sends to every worker."""
+
+    seed: int = Field(0, ge=0)
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    students: StudentsConfig = Field(default_factory=StudentsConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    teacher_dir: Optional[str] = Field(None, description="set by the driver: the prepared teacher's cache folder")

@@ -1,0 +1,150 @@
+"""Datasets: digits (ships with scikit-learn), synthetic (no files at all), imagefolder (ImageNet-100).
+
+Every item is `(image[3, S, S] float, label int, index int)`: the index is the sample's position in
+its split, the key of the teacher's cached soft labels. No Ray or MLflow here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from trainables.config import DataConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def random_shift(image: torch.Tensor) -> torch.Tensor:
+    """Translate by up to 1/8 of the size (edge-replicating pad, then a random crop).
+
+    Draws from torch's global RNG, which the training loop seeds and DataLoader re-seeds per worker,
+    so workers do not repeat each other's shifts.
+    """
+    size = image.shape[-1]
+    pad = max(1, size // 8)
+    dy, dx = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+    padded = F.pad(image, (pad, pad, pad, pad), mode="replicate")
+    return padded[:, dy : dy + size, dx : dx + size]
+
+
+class TensorImages(Dataset):
+    """A split held in memory as one N x 1 x S x S tensor, so an item is an index (and a shift)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, augment: bool):
+        self.images, self.labels, self.augment = images, labels, augment
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        image = self.images[index].repeat(3, 1, 1)
+        return (random_shift(image) if self.augment else image), int(self.labels[index]), index
+
+
+class SyntheticImages(Dataset):
+    """Gaussian-noise images with random labels, drawn per index: any size, no memory, no files."""
+
+    def __init__(self, size: int, num_classes: int, image_size: int, seed: int, split: int, augment: bool):
+        self.image_size, self.augment = image_size, augment
+        self.seed = (seed, split)
+        self.labels = torch.from_numpy(np.random.default_rng(self.seed).integers(num_classes, size=size))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        rng = np.random.default_rng((*self.seed, index))
+        image = torch.from_numpy(rng.standard_normal((3, self.image_size, self.image_size), dtype=np.float32))
+        return (random_shift(image) if self.augment else image), int(self.labels[index]), index
+
+
+class Indexed(Dataset):
+    """Selects `indices` of an ImageFolder-like dataset and adds each item's position in the selection."""
+
+    def __init__(self, base: Dataset, indices: list[int]):
+        self.base, self.indices = base, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        image, label = self.base[self.indices[index]]
+        return image, label, index
+
+
+def _digits(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    labels = digits.target
+    train_idx, val_idx = train_test_split(
+        np.arange(len(labels)), test_size=cfg.val_fraction, stratify=labels, random_state=seed
+    )
+    if cfg.train_subset is not None and cfg.train_subset != len(train_idx):
+        if cfg.train_subset > len(train_idx):
+            raise ValueError(f"data.train_subset={cfg.train_subset} exceeds the {len(train_idx)} digits training images")
+        train_idx, _ = train_test_split(
+            train_idx, train_size=cfg.train_subset, stratify=labels[train_idx], random_state=seed
+        )
+    # Resize once at build time: the whole set is < 2k images, and items become plain indexing.
+    images = torch.from_numpy(digits.images).float().div_(16.0).unsqueeze(1)
+    images = F.interpolate(images, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
+    images = (images - 0.5) / 0.5
+    targets = torch.from_numpy(labels)
+
+    def split(idx: np.ndarray, augment: bool) -> TensorImages:
+        idx = torch.from_numpy(idx)
+        return TensorImages(images[idx].contiguous(), targets[idx], augment)
+
+    return split(train_idx, cfg.augment), split(val_idx, False), int(labels.max()) + 1
+
+
+def _synthetic(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
+    train_size = min(cfg.train_subset or cfg.synthetic_train_size, cfg.synthetic_train_size)
+    train = SyntheticImages(train_size, cfg.num_classes, cfg.image_size, seed, 0, cfg.augment)
+    val = SyntheticImages(cfg.synthetic_val_size, cfg.num_classes, cfg.image_size, seed, 1, False)
+    return train, val, cfg.num_classes
+
+
+def _imagefolder(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
+    from torchvision import datasets, transforms
+
+    root = Path(cfg.root)
+    if not (root / "train").is_dir() or not (root / "val").is_dir():
+        raise FileNotFoundError(f"imagefolder root {root} not found or incomplete: it must hold train/ and val/ (one folder per class)")
+    size = cfg.image_size
+    normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    train = datasets.ImageFolder(
+        str(root / "train"),
+        transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]),
+    )
+    val = datasets.ImageFolder(
+        str(root / "val"),
+        transforms.Compose([transforms.Resize(round(size / 0.875)), transforms.CenterCrop(size), transforms.ToTensor(), normalize]),
+    )
+    if train.classes != val.classes:
+        only = sorted(set(train.classes) ^ set(val.classes))
+        raise ValueError(f"{root}: train/ and val/ hold different classes (e.g. {only[:3]}); both need the same class folders")
+    train_idx = list(range(len(train)))
+    if cfg.train_subset is not None:
+        train_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: cfg.train_subset].tolist()
+    return Indexed(train, train_idx), Indexed(val, list(range(len(val)))), len(train.classes)
+
+
+_BUILDERS = {"digits": _digits, "synthetic": _synthetic, "imagefolder": _imagefolder}
+
+
+def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
+    """Train split, validation split, number of classes; the split (not the augmentation) depends on `seed`."""
+    return _BUILDERS[cfg.name](cfg, seed)
+
+
+def train_transform_is_deterministic(cfg: DataConfig) -> bool:
+    """Whether a training image is the same every epoch, so the teacher's soft labels can be cached once."""
+    return cfg.name != "imagefolder" and not cfg.augment

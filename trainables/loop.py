@@ -1,0 +1,212 @@
+"""`train_loop_per_worker`: the dual-student loop that a Ray Train `TorchTrainer` runs on each worker.
+
+One step shares the batch, the data loading and one teacher forward (or a lookup of cached teacher
+logits) between both students; one optimizer steps both, since L_a + L_b has disjoint parameters.
+With beta = 0 the two students are two independent runs that happen to see the same batches.
+Only rank 0 evaluates, reports metrics and writes checkpoints; every rank calls `ray.train.report`.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+
+from trainables.config import OptimConfig, RunConfig
+from trainables.data import build_datasets
+from trainables.losses import needs_teacher, resolve_method, students_loss
+from trainables.metrics import expected_calibration_error, topk_correct
+from trainables.models import build_model
+from trainables.teacher import load_soft_labels, load_teacher
+
+STATE_FILE = "state.pt"
+PREDICTIONS_FILE = "val_predictions.pt"
+
+
+def student_names(archs: list[str]) -> list[str]:
+    """Metric prefixes: the arch name, numbered when both students share it (e.g. DML of two ResNet-18)."""
+    if len(archs) == 2 and archs[0] == archs[1]:
+        return [f"{archs[0]}_1", f"{archs[1]}_2"]
+    return list(archs)
+
+
+def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(step: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
+    """Learning-rate multiplier at an optimizer step: linear warm-up, then cosine, step (x0.1 at 1/2 and 3/4) or flat."""
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm = cfg.warmup_epochs * steps_per_epoch
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if cfg.schedule == "step":
+        return 0.1 ** sum(progress >= p for p in (0.5, 0.75))
+    return 1.0
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+class _Averager:
+    """Running means of named scalars over an epoch."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.n = 0
+
+    def add(self, values: dict[str, torch.Tensor], weight: int) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * weight
+        self.n += weight
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(1, self.n) for k, v in self.sums.items()}
+
+
+@torch.no_grad()
+def evaluate(models: dict[str, nn.Module], loader, device, autocast, teacher=None) -> tuple[dict, dict]:
+    """Val top-1/top-5/ECE per model, and per-sample records (confidence, correctness, teacher certainty)."""
+    records = {name: {"confidence": [], "correct": []} for name in models}
+    labels_all, teacher_logits_all = [], []
+    for m in models.values():
+        m.eval()
+    for images, labels, _ in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        labels_all.append(labels.cpu())
+        with autocast:
+            if teacher is not None:
+                teacher_logits_all.append(teacher(images).float().cpu())
+            for name, m in models.items():
+                logits = m(images).float()
+                probs = logits.softmax(1)
+                records[name]["confidence"].append(probs.max(1).values.cpu())
+                records[name]["correct"].append(topk_correct(logits, labels, 1).cpu())
+                records[name].setdefault("top5", []).append(topk_correct(logits, labels, 5).cpu())
+    metrics, predictions = {}, {"labels": torch.cat(labels_all)}
+    if teacher_logits_all:
+        predictions["teacher_logits"] = torch.cat(teacher_logits_all)
+    for name, rec in records.items():
+        conf, correct, top5 = (torch.cat(rec[k]) for k in ("confidence", "correct", "top5"))
+        metrics[f"{name}/val_top1"] = correct.float().mean().item()
+        metrics[f"{name}/val_top5"] = top5.float().mean().item()
+        metrics[f"{name}/val_ece"] = expected_calibration_error(conf, correct)
+        predictions[name] = {"confidence": conf, "correct": correct}
+    return metrics, predictions
+
+
+def train_loop_per_worker(config: dict) -> None:
+    cfg = RunConfig.model_validate(config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    on_gpu = device.type == "cuda"
+    torch.manual_seed(cfg.seed)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.students.amp else nullcontext())
+    memory_format = torch.channels_last if on_gpu and cfg.students.channels_last else torch.contiguous_format
+
+    loss_settings = resolve_method(cfg.loss.model_dump())
+    train_ds, val_ds, num_classes = build_datasets(cfg.data, cfg.data.split_seed)
+    sc = cfg.students
+    names = student_names(sc.archs)
+    models = {}
+    for name, arch in zip(names, sc.archs):
+        model = build_model(arch, num_classes, cfg.data.image_size, sc.init_weights.get(arch))
+        models[name] = ray.train.torch.prepare_model(model.to(memory_format=memory_format))
+
+    teacher, soft_labels = None, None
+    if needs_teacher(loss_settings):
+        if not cfg.teacher_dir:
+            raise ValueError("this method needs a teacher but no teacher_dir was given: prepare it first")
+        soft_labels = load_soft_labels(cfg.teacher_dir)
+        teacher = load_teacher(Path(cfg.teacher_dir), cfg.teacher.arch, num_classes, cfg.data.image_size, device)
+        teacher = teacher.to(memory_format=memory_format)
+
+    loader_kw = dict(num_workers=cfg.data.loader_workers, pin_memory=on_gpu,
+                     persistent_workers=cfg.data.loader_workers > 0)
+    train_loader = ray.train.torch.prepare_data_loader(
+        torch.utils.data.DataLoader(train_ds, batch_size=sc.batch_size, shuffle=True, drop_last=True,
+                                    generator=torch.Generator().manual_seed(cfg.seed), **loader_kw))
+    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=sc.batch_size * 2, shuffle=False, **loader_kw)
+
+    params = [p for m in models.values() for p in m.parameters()]
+    optimizer = build_optimizer(params, sc)
+    steps_per_epoch = len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, sc))
+
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+        for name, m in models.items():
+            unwrap(m).load_state_dict(state["students"][name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = state["epoch"] + 1
+
+    teacher_val = None
+    for epoch in range(start_epoch, sc.epochs):
+        if world > 1 and hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
+        for m in models.values():
+            m.train()
+        avg = _Averager()
+        seen, started = 0, time.perf_counter()
+        for images, labels, index in train_loader:
+            images = images.to(device, non_blocking=True).to(memory_format=memory_format)
+            labels = labels.to(device, non_blocking=True)
+            with autocast:
+                teacher_logits = None
+                if teacher is not None:
+                    if soft_labels is not None:
+                        teacher_logits = soft_labels[index.cpu()].to(device)
+                    else:
+                        with torch.no_grad():
+                            teacher_logits = teacher(images).float()
+                logits = [m(images).float() for m in models.values()]
+            parts = students_loss(logits, labels, teacher_logits, names=names,
+                                  label_smoothing=sc.label_smoothing, **loss_settings)
+            optimizer.zero_grad(set_to_none=True)
+            parts["total"].backward()
+            optimizer.step()
+            scheduler.step()
+            avg.add({k: v.detach() for k, v in parts.items() if k != "total"}, labels.shape[0])
+            seen += labels.shape[0]
+        train_seconds = time.perf_counter() - started
+
+        metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0],
+                   "images_per_s": seen * world / max(train_seconds, 1e-9), "epoch_seconds": train_seconds}
+        metrics.update({(k if "/" not in k else k.replace("/", "/train_", 1)): v for k, v in avg.means().items()})
+        with tempfile.TemporaryDirectory(prefix="ckpt-") as checkpoint_dir:
+            checkpoint = None
+            if rank == 0:
+                plain = {name: unwrap(m) for name, m in models.items()}
+                if teacher is not None and teacher_val is None:
+                    teacher_val, _ = evaluate({"teacher": teacher}, val_loader, device, autocast)
+                last = epoch + 1 == sc.epochs
+                val, predictions = evaluate(plain, val_loader, device, autocast, teacher if last else None)
+                metrics.update(val)
+                metrics.update(teacher_val or {})
+                metrics["val_top1_mean"] = sum(val[f"{n}/val_top1"] for n in names) / len(names)
+                torch.save({"epoch": epoch, "students": {n: m.state_dict() for n, m in plain.items()},
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                           Path(checkpoint_dir) / STATE_FILE)
+                if last:
+                    torch.save(predictions, Path(checkpoint_dir) / PREDICTIONS_FILE)
+                checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
+            ray.train.report(metrics, checkpoint=checkpoint)

@@ -1,0 +1,130 @@
+"""The frozen teacher: trained (or loaded) once per setting, cached, and shared by every trial.
+
+A teacher is identified by everything that defines it (data, architecture, schedule, seed, source
+checkpoint). Its cache folder holds the weights, a meta file and, when the training transform is
+deterministic, its logits on the training split, so that trials need no teacher forward at all.
+Training a missing teacher is itself a Ray Train run of the student loop (one CE student).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from trainables.config import RunConfig
+from trainables.data import build_datasets, train_transform_is_deterministic
+from trainables.models import build_model
+
+WEIGHTS_FILE = "teacher.pt"
+META_FILE = "meta.json"
+SOFT_LABELS_FILE = "soft_labels.pt"
+
+
+def teacher_identity(cfg: RunConfig) -> dict:
+    """The settings that define the teacher; any change gives another cache entry."""
+    data = cfg.data.model_dump(exclude={"loader_workers"})
+    teacher = cfg.teacher.model_dump()
+    if teacher["checkpoint"]:
+        src = Path(teacher["checkpoint"])
+        stat = src.stat()
+        # A given checkpoint replaces the training schedule; its content is named by size and mtime.
+        teacher = {"arch": teacher["arch"], "checkpoint": str(src.resolve()), "size": stat.st_size,
+                   "mtime_ns": stat.st_mtime_ns}
+    return {"data": data, "teacher": teacher}
+
+
+def teacher_key(cfg: RunConfig) -> str:
+    blob = json.dumps(teacher_identity(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def teacher_dir(cache_root: str | os.PathLike, cfg: RunConfig) -> Path:
+    return Path(cache_root) / f"{cfg.teacher.arch}-{teacher_key(cfg)}"
+
+
+def is_cached(folder: Path) -> bool:
+    return (folder / WEIGHTS_FILE).is_file() and (folder / META_FILE).is_file()
+
+
+def read_meta(folder: Path) -> dict:
+    return json.loads((folder / META_FILE).read_text())
+
+
+def teacher_training_config(cfg: RunConfig) -> RunConfig:
+    """The run that trains the teacher: the student loop with one CE student of the teacher's arch."""
+    t = cfg.teacher
+    optim = t.model_dump(exclude={"arch", "checkpoint", "init_weights", "seed", "cache_soft_labels"})
+    students = {**optim, "archs": [t.arch], "init_weights": {t.arch: t.init_weights} if t.init_weights else {}}
+    return cfg.model_copy(update={
+        "students": type(cfg.students).model_validate({**cfg.students.model_dump(), **students}),
+        "loss": type(cfg.loss).model_validate({**cfg.loss.model_dump(), "method": "ce", "alpha": 0.0,
+                                               "beta": 0.0, "weighting": "none", "peer_weighting": "uniform"}),
+        "teacher_dir": None,
+        "seed": t.seed,
+    })
+
+
+def load_teacher(folder: Path, arch: str, num_classes: int, image_size: int,
+                 device: torch.device | str = "cpu") -> nn.Module:
+    """The teacher in eval mode with gradients off: it is never trained by a student run."""
+    model = build_model(arch, num_classes, image_size)
+    state = torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.eval().requires_grad_(False)
+    return model.to(device)
+
+
+@torch.no_grad()
+def compute_logits(model: nn.Module, dataset, batch_size: int = 256) -> torch.Tensor:
+    """Logits of `model` on every item of `dataset`, ordered by the item index."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    device = next(model.parameters()).device
+    out = torch.empty(len(dataset), 0)
+    for images, _, index in loader:
+        logits = model(images.to(device)).float().cpu()
+        if out.shape[1] == 0:
+            out = torch.empty(len(dataset), logits.shape[1])
+        out[index] = logits
+    return out
+
+
+def load_soft_labels(folder: Optional[str | os.PathLike]) -> Optional[torch.Tensor]:
+    path = Path(folder) / SOFT_LABELS_FILE if folder else None
+    return torch.load(path, weights_only=True) if path and path.is_file() else None
+
+
+def write_teacher(folder: Path, state_dict: dict, cfg: RunConfig, meta: dict, cache_soft_labels: bool) -> None:
+    """Write weights, meta and (deterministic data only) soft labels; atomic, so a crash leaves no half entry."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        torch.save(state_dict, tmp / WEIGHTS_FILE)
+        train_ds, _, num_classes = build_datasets(cfg.data, cfg.data.split_seed)
+        if cache_soft_labels and train_transform_is_deterministic(cfg.data):
+            model = load_teacher(tmp, cfg.teacher.arch, num_classes, cfg.data.image_size)
+            torch.save(compute_logits(model, train_ds), tmp / SOFT_LABELS_FILE)
+        full_meta = {**meta, "arch": cfg.teacher.arch, "num_classes": num_classes,
+                     "identity": teacher_identity(cfg)}
+        (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict:
+    """A state_dict from a file that holds one directly or under 'state_dict' / 'model'."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    return obj
