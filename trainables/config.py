@@ -16,6 +16,10 @@ PeerWeighting = Literal["uniform", "inverse"]
 Method = Literal["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"]
 
 
+class ConfigError(ValueError):
+    """A user mistake in the settings: the commands print it as one line, without a traceback."""
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -8,12 +8,14 @@ Only rank 0 evaluates, reports metrics and writes checkpoints; every rank calls 
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -109,8 +111,26 @@ def evaluate(models: dict[str, nn.Module], loader, device, autocast, teacher=Non
     return metrics, predictions
 
 
+def _quiet_ray_report_log() -> None:
+    """Ray Train logs every report's full metric dict at INFO; the loop prints its own one-line summary."""
+    try:
+        from ray.train.v2._internal.execution import context as train_context
+        logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
+    except ImportError:  # another Ray layout: keep its logging as it is
+        pass
+
+
+def epoch_line(metrics: dict, names: list[str], epochs: int) -> str:
+    accs = "  ".join(f"{n} {metrics[f'{n}/val_top1']:.4f}" for n in names)
+    return (f"epoch {metrics['epoch']}/{epochs}  val top-1: {accs}  teacher weight {metrics['teacher_weight']:.3f}"
+            f"  {metrics['images_per_s']:.0f} img/s")
+
+
 def train_loop_per_worker(config: dict) -> None:
     cfg = RunConfig.model_validate(config)
+    _quiet_ray_report_log()
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -209,4 +229,5 @@ def train_loop_per_worker(config: dict) -> None:
                 if last:
                     torch.save(predictions, Path(checkpoint_dir) / PREDICTIONS_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
+                print(epoch_line(metrics, names, sc.epochs), flush=True)
             ray.train.report(metrics, checkpoint=checkpoint)

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainables.config import RunConfig
+from trainables.config import ConfigError, RunConfig
 from trainables.data import build_datasets, train_transform_is_deterministic
 from trainables.models import build_model
 
@@ -128,3 +128,50 @@ def read_state_dict(path: str | os.PathLike) -> dict:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     return obj
+
+
+def ensure_teacher(cfg: RunConfig, cache_root: str | os.PathLike, scaling_config, storage_path: str,
+                   log=print) -> Optional[Path]:
+    """The prepared teacher's folder: a cache hit, a loaded checkpoint, or a fresh Ray Train run.
+
+    Returns None when the method uses no teacher. Call it once on the driver, before any trial.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from trainables.losses import needs_teacher, resolve_method
+    from trainables.loop import STATE_FILE, train_loop_per_worker
+
+    if not needs_teacher(resolve_method(cfg.loss.model_dump())):
+        return None
+    folder = teacher_dir(cache_root, cfg)
+    if is_cached(folder):
+        log(f"teacher: cache hit, reusing {folder}")
+        return folder
+    if cfg.teacher.checkpoint:
+        log(f"teacher: loading {cfg.teacher.checkpoint}")
+        state = read_state_dict(cfg.teacher.checkpoint)
+        _, _, num_classes = build_datasets(cfg.data, cfg.data.split_seed)
+        try:
+            build_model(cfg.teacher.arch, num_classes, cfg.data.image_size).load_state_dict(state)
+        except RuntimeError as err:
+            raise ConfigError(f"teacher.checkpoint does not fit a {cfg.teacher.arch} with {num_classes} classes at "
+                             f"{cfg.data.image_size} px ({str(err).splitlines()[0]}): check teacher.arch") from None
+        write_teacher(folder, state, cfg, {"source": str(cfg.teacher.checkpoint)}, cfg.teacher.cache_soft_labels)
+        return folder
+    log(f"teacher: cache miss, training {cfg.teacher.arch} for {cfg.teacher.epochs} epochs into {folder}")
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=teacher_training_config(cfg).model_dump(),
+        scaling_config=scaling_config,
+        run_config=ray.train.RunConfig(name=f"teacher-{folder.name}", storage_path=storage_path,
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    student_state = next(iter(state["students"].values()))
+    top1 = {k.split("/", 1)[1]: v for k, v in result.metrics.items() if k.endswith(("val_top1", "val_top5"))}
+    write_teacher(folder, student_state, cfg, {"source": "trained", **top1}, cfg.teacher.cache_soft_labels)
+    log(f"teacher: trained, val top-1 {top1.get('val_top1', float('nan')):.4f}")
+    return folder

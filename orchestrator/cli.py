@@ -1,0 +1,38 @@
+"""What every command shares: one-line errors for user mistakes, and Ray start-up."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Optional
+
+from trainables.config import ConfigError
+
+USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError)
+
+
+def run_main(main: Callable[[Optional[list[str]]], int]) -> None:
+    """Run a command's main; a user mistake prints `error: ...` on one line and exits 2, no traceback."""
+    try:
+        code = main(None)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> None:
+    """Join `address` (or RAY_ADDRESS), else start a local Ray; `driver_slots` adds TRAIN_DRIVER resources."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(resources={"TRAIN_DRIVER": driver_slots} if driver_slots else None,
+                 include_dashboard=True, log_to_driver=True)

@@ -1,0 +1,226 @@
+"""A sweep spec: YAML -> validated object, `--set` overrides, and the search space as Optuna distributions.
+
+A spec is a `RunConfig` (what one training run needs, shared with the workers) plus what the driver
+alone uses: the search space, Tune settings, resources per trial, MLflow and where outputs go.
+Every mistake becomes a `SpecError` with one line that names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from trainables.config import ConfigError, RunConfig, Strict
+from trainables.losses import PRESETS, needs_two_students, resolve_method
+from trainables.models import MODELS
+
+
+class SpecError(ConfigError):
+    """A user mistake in a spec or an override: printed as one line, exit status 2."""
+
+
+class FloatParam(Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+
+class IntParam(Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class CategoricalParam(Strict):
+    type: Literal["categorical"]
+    choices: list[Union[str, int, float, bool, None]] = Field(min_length=1)
+
+
+SearchParam = Union[FloatParam, IntParam, CategoricalParam]
+
+
+class Resources(Strict):
+    """Per trial: a TorchTrainer of `num_workers` workers."""
+
+    num_workers: int = Field(1, ge=1, le=1024)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(1, ge=0, description="used only with use_gpu")
+    max_failures: int = Field(0, ge=0, description="worker-group restarts per trial, from its last checkpoint")
+
+
+class TuneSettings(Strict):
+    metric: str = "val_top1_mean"
+    mode: Literal["max", "min"] = "max"
+    num_trials: int = Field(8, ge=1)
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int = Field(2, ge=1, description="epochs every trial runs before ASHA may stop it")
+    reduction_factor: float = Field(2, gt=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    seed: int = Field(0, ge=0, description="the Optuna sampler's seed")
+
+
+class MlflowSettings(Strict):
+    experiment: Optional[str] = Field(None, description="default: the spec's name")
+    tracking_uri: Optional[str] = Field(None, description="default: sqlite:///mlflow.db in the working folder")
+
+
+class Spec(RunConfig):
+    """What `orchestrator.sweep` and `orchestrator.train` read."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    storage: str = Field("runs", description="folder for sweeps and the teacher cache (shared storage on clusters)")
+    resources: Resources = Field(default_factory=Resources)
+    teacher_resources: Optional[Resources] = Field(None, description="for training the teacher; default: resources")
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+    search: dict[str, SearchParam] = Field(default_factory=dict)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Spec":
+        unknown = sorted(set(self.students.archs + [self.teacher.arch]) - set(MODELS))
+        if unknown:
+            raise ValueError(f"unknown architectures {unknown}: use one of {sorted(MODELS)}")
+        if needs_two_students(self.loss.method) and len(self.students.archs) != 2:
+            raise ValueError(f"method {self.loss.method!r} trains two students: list two in students.archs")
+        resolve_method(self.loss.model_dump())
+        for key in self.search:
+            _check_search_key(key, self.loss.method)
+        return self
+
+    def run_config(self) -> RunConfig:
+        """The workers' config, with file paths made absolute (Tune runs trials in their own folders)."""
+        raw = self.model_dump(include=set(RunConfig.model_fields))
+        raw["data"]["root"] = _absolute(raw["data"]["root"], "data.root")
+        for key in ("checkpoint", "init_weights"):
+            raw["teacher"][key] = _absolute(raw["teacher"][key], f"teacher.{key}")
+        raw["students"]["init_weights"] = {
+            arch: _absolute(path, f"students.init_weights.{arch}")
+            for arch, path in raw["students"]["init_weights"].items()}
+        return RunConfig.model_validate(raw)
+
+    @property
+    def storage_path(self) -> Path:
+        return Path(self.storage).expanduser().resolve()
+
+
+def _absolute(path: Optional[str], key: str) -> Optional[str]:
+    """Expand ~ and $VARS and make a path absolute; an unset variable is a spec error."""
+    if not path:
+        return path
+    expanded = os.path.expandvars(os.path.expanduser(path))
+    if "$" in expanded:
+        raise SpecError(f"{key} = {path!r} names an unset environment variable: export it or --set {key}=PATH")
+    return str(Path(expanded).resolve())
+
+
+def _check_search_key(key: str, method: str) -> None:
+    path = key.split(".")
+    fields: Any = RunConfig.model_fields
+    for depth, part in enumerate(path):
+        if part not in fields:
+            raise ValueError(f"search key {key!r} is not a training setting (e.g. loss.temperature, students.lr)")
+        annotation = fields[part].annotation
+        fields = getattr(annotation, "model_fields", None) if depth < len(path) - 1 else None
+        if depth < len(path) - 1 and fields is None:
+            raise ValueError(f"search key {key!r} is not a training setting (e.g. loss.temperature, students.lr)")
+    if path[0] == "loss" and path[-1] in PRESETS[method]:
+        raise ValueError(f"search key {key!r} is fixed by method {method!r}: drop it from search or change the method")
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> None:
+    """tree[a][b][c] = value for key 'a.b.c', creating the intermediate dicts."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {key}: {part!r} is not a section: use a key under a section, e.g. loss.alpha")
+        node = child
+    node[leaf] = value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`key=value` pairs (value parsed as YAML, so 0.5, true, [a, b] and null work) over a raw spec."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {item!r}: write it as key=value, e.g. --set loss.alpha=0.5")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        set_dotted(out, key.strip(), value)
+    return out
+
+
+def format_validation_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "FloatParam", "IntParam")))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key: remove it or check its spelling"
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(dict.fromkeys(parts))
+
+
+def read_yaml(path: str | os.PathLike) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"spec file {str(p)!r} not found: give the path of a YAML spec, e.g. search_spaces/peer.yaml")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{p}: not valid YAML{where}: fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{p}: a spec is a YAML mapping of sections (name, data, students, ...)")
+    return raw
+
+
+def validate_spec(raw: dict, source: str = "spec") -> Spec:
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(f"{source}: {format_validation_error(err)}") from None
+    except ValueError as err:
+        raise SpecError(f"{source}: {err}") from None
+
+
+def load_spec(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> Spec:
+    """Read, override and validate a spec; relative data and weight paths stay relative to the working folder."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    return validate_spec(raw, str(path))
+
+
+def with_values(spec: Spec, values: dict[str, Any]) -> Spec:
+    """The spec with dotted-key values set (a trial's sampled point, or the best trial)."""
+    raw = spec.model_dump()
+    for key, value in values.items():
+        set_dotted(raw, key, value)
+    return validate_spec(raw, "trial config")

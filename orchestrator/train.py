@@ -1,0 +1,53 @@
+"""`python -m orchestrator.train SPEC.yaml [--set key=value ...]`: one run of the spec's fixed values.
+
+No search: the spec's `search` and `tune` sections are ignored. The teacher is prepared (or taken
+from the cache) first, then one real `TorchTrainer` trains the students and the final figures print.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Optional
+
+from orchestrator.cli import run_main, start_ray
+from orchestrator.spec import Spec, load_spec
+from orchestrator.trainer import build_trainer, prepare_teacher
+from trainables.loop import student_names
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m orchestrator.train", description=__doc__.splitlines()[0])
+    p.add_argument("spec", help="a YAML spec, e.g. search_spaces/peer.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set students.epochs=3 (repeatable)")
+    p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    return p.parse_args(argv)
+
+
+def final_summary(spec: Spec, metrics: dict) -> str:
+    lines = []
+    for arch in metrics.get("_students", []):
+        lines.append(f"  {arch:<16} top-1 {metrics[f'{arch}/val_top1']:.4f}  top-5 {metrics[f'{arch}/val_top5']:.4f}"
+                     f"  ECE {metrics[f'{arch}/val_ece']:.4f}")
+    if "teacher/val_top1" in metrics:
+        lines.append(f"  {'teacher':<16} top-1 {metrics['teacher/val_top1']:.4f}  ({spec.teacher.arch})")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    spec = load_spec(args.spec, args.overrides)
+    start_ray(args.address)
+    started = time.time()
+    run_cfg = prepare_teacher(spec)
+    run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = build_trainer(spec, run_cfg, name=run_name, storage_path=str(spec.storage_path / "single")).fit()
+    metrics = {**result.metrics, "_students": student_names(spec.students.archs)}
+    print(f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"
+          f" ({result.path})")
+    print(final_summary(spec, metrics))
+    return 0
+
+if __name__ == "__main__":
+    run_main(main)
