@@ -1,0 +1,31 @@
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole session: starting it costs seconds, so the tests share it."""
+    import ray
+
+    ray.init(num_cpus=2, resources={"TRAIN_DRIVER": 4}, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def tiny_spec_dict(tmp_path, **sections):
+    """A spec small enough for a 2-core machine: 240 digits at 8 px, one epoch."""
+    spec = {
+        "name": "tiny",
+        "storage": str(tmp_path / "runs"),
+        "data": {"name": "digits", "image_size": 8, "train_subset": 240},
+        "teacher": {"arch": "resnet18", "epochs": 1, "batch_size": 32, "lr": 0.02},
+        "students": {"archs": ["resnet18", "mobilenet_v2"], "epochs": 1, "batch_size": 32, "lr": 0.02},
+        "loss": {"method": "ua_dual", "weighting": "entropy"},
+    }
+    for key, value in sections.items():
+        spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value
+    return spec

@@ -1,0 +1,68 @@
+"""One real TorchTrainer run of the dual-student loop, and the frozen teacher's cache."""
+
+import subprocess
+import sys
+
+import torch
+import yaml
+
+from orchestrator.spec import validate_spec
+from orchestrator.trainer import build_trainer, prepare_teacher, teacher_cache
+from tests.conftest import tiny_spec_dict
+from trainables.loop import PREDICTIONS_FILE, STATE_FILE
+from trainables.teacher import SOFT_LABELS_FILE, is_cached, read_meta, teacher_dir
+
+
+def test_teacher_cache_then_one_epoch_dual_student_run(ray_local, tmp_path, capsys):
+    spec = validate_spec(tiny_spec_dict(tmp_path))
+
+    run_cfg = prepare_teacher(spec)
+    assert "cache miss" in capsys.readouterr().out
+    folder = teacher_dir(teacher_cache(spec), spec.run_config())
+    assert run_cfg.teacher_dir == str(folder) and is_cached(folder)
+    assert (folder / SOFT_LABELS_FILE).is_file()  # digits without augmentation: logits cached once
+    weights_mtime = (folder / "teacher.pt").stat().st_mtime_ns
+    assert read_meta(folder)["source"] == "trained"
+
+    again = prepare_teacher(spec)  # same settings: reused, not retrained
+    assert "cache hit" in capsys.readouterr().out
+    assert again.teacher_dir == run_cfg.teacher_dir
+    assert (folder / "teacher.pt").stat().st_mtime_ns == weights_mtime
+
+    changed = validate_spec(tiny_spec_dict(tmp_path, teacher={"epochs": 2}))
+    assert teacher_dir(teacher_cache(changed), changed.run_config()) != folder
+    assert not is_cached(teacher_dir(teacher_cache(changed), changed.run_config()))
+
+    result = build_trainer(spec, run_cfg, name="one-epoch", storage_path=str(tmp_path / "single")).fit()
+    m = result.metrics
+    assert m["epoch"] == 1
+    for student in ("resnet18", "mobilenet_v2"):
+        for key in ("val_top1", "val_top5", "val_ece", "train_ce", "train_kd", "train_peer", "train_total"):
+            assert 0.0 <= m[f"{student}/{key}"] < 100.0, key
+        assert m[f"{student}/val_top5"] >= m[f"{student}/val_top1"]
+    assert 0.0 < m["teacher_weight"] < 1.0 and m["gated"] == 0.0  # entropy weighting gates nothing
+    assert m["images_per_s"] > 0 and "teacher/val_top1" in m
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(f"{d}/{STATE_FILE}", weights_only=True)
+        predictions = torch.load(f"{d}/{PREDICTIONS_FILE}", weights_only=True)
+    assert set(state["students"]) == {"resnet18", "mobilenet_v2"} and state["epoch"] == 0
+    assert {"optimizer", "scheduler"} <= set(state)
+    assert predictions["teacher_logits"].shape == (len(predictions["labels"]), 10)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_bad_specs_exit_nonzero_with_one_line(tmp_path):
+    for mistake, expected in (({"loss": {"alpah": 0.5}}, "loss.alpah: unknown key"),
+                              ({"loss": {"alpha": 2}}, "loss.alpha: Input should be less than or equal to 1")):
+        raw = tiny_spec_dict(tmp_path)
+        raw["loss"].update(mistake["loss"])
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        proc = run_cli("orchestrator.train", str(path))
+        assert proc.returncode == 2
+        assert "Traceback" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], proc.stderr
