@@ -24,15 +24,20 @@ def run_main(main: Callable[[Optional[list[str]]], int]) -> None:
     sys.exit(code)
 
 
-def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> None:
-    """Join `address` (or RAY_ADDRESS), else start a local Ray; `driver_slots` adds TRAIN_DRIVER resources."""
+def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> Optional[str]:
+    """Join `address` (or RAY_ADDRESS), else start a local Ray with `driver_slots` TRAIN_DRIVER resources.
+
+    Returns the dashboard URL when there is one.
+    """
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
-        return
+        return None
     if address:
-        ray.init(address=address)
+        context = ray.init(address=address)
     else:
-        ray.init(resources={"TRAIN_DRIVER": driver_slots} if driver_slots else None,
-                 include_dashboard=True, log_to_driver=True)
+        context = ray.init(resources={"TRAIN_DRIVER": driver_slots} if driver_slots else None,
+                           include_dashboard=True)
+    url = getattr(context, "dashboard_url", None)
+    return f"http://{url}" if url and not url.startswith("http") else url

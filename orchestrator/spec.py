@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -50,6 +50,10 @@ class IntParam(Strict):
     def _order(self):
         if not self.low < self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low < 1:
+            raise ValueError("a log-scale int range needs low >= 1")
+        if self.log and self.step != 1:
+            raise ValueError("a log-scale int range takes no step: drop step or log")
         return self
 
 
@@ -58,7 +62,7 @@ class CategoricalParam(Strict):
     choices: list[Union[str, int, float, bool, None]] = Field(min_length=1)
 
 
-SearchParam = Union[FloatParam, IntParam, CategoricalParam]
+SearchParam = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
 
 
 class Resources(Strict):
@@ -100,9 +104,11 @@ class Spec(RunConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
-        unknown = sorted(set(self.students.archs + [self.teacher.arch]) - set(MODELS))
+        unknown = [arch for arch in self.students.archs if arch not in MODELS]
         if unknown:
-            raise ValueError(f"unknown architectures {unknown}: use one of {sorted(MODELS)}")
+            raise ValueError(f"students.archs: unknown architectures {unknown}: use one of {sorted(MODELS)}")
+        if self.teacher.arch not in MODELS:
+            raise ValueError(f"teacher.arch: unknown architecture {self.teacher.arch!r}: use one of {sorted(MODELS)}")
         if needs_two_students(self.loss.method) and len(self.students.archs) != 2:
             raise ValueError(f"method {self.loss.method!r} trains two students: list two in students.archs")
         resolve_method(self.loss.model_dump())
@@ -146,16 +152,27 @@ def _check_search_key(key: str, method: str) -> None:
         fields = getattr(annotation, "model_fields", None) if depth < len(path) - 1 else None
         if depth < len(path) - 1 and fields is None:
             raise ValueError(f"search key {key!r} is not a training setting (e.g. loss.temperature, students.lr)")
+    if getattr(annotation, "model_fields", None) is not None:
+        raise ValueError(f"search key {key!r} is a section, not a setting: search one of its keys, e.g. {key}.{next(iter(annotation.model_fields))}")
     if path[0] == "loss" and path[-1] in PRESETS[method]:
         raise ValueError(f"search key {key!r} is fixed by method {method!r}: drop it from search or change the method")
 
 
 def set_dotted(tree: dict, key: str, value: Any) -> None:
     """tree[a][b][c] = value for key 'a.b.c', creating the intermediate dicts."""
-    *parents, leaf = key.split(".")
+    parts = key.split(".")
+    search = tree.get("search") or {}
+    if parts[0] == "search" and len(parts) > 2 and isinstance(search, dict):
+        # search keys hold dots themselves: search.loss.alpha.low -> search["loss.alpha"]["low"]
+        rest = parts[1:]
+        n = next((n for n in range(len(rest), 0, -1) if ".".join(rest[:n]) in search), len(rest))
+        parts = ["search", ".".join(rest[:n]), *rest[n:]]
+    *parents, leaf = parts
     node = tree
     for part in parents:
-        child = node.setdefault(part, {})
+        child = node.get(part)
+        if child is None:  # a missing or null section (teacher_resources: null)
+            child = node[part] = {}
         if not isinstance(child, dict):
             raise SpecError(f"--set {key}: {part!r} is not a section: use a key under a section, e.g. loss.alpha")
         node = child
@@ -180,8 +197,13 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 def format_validation_error(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "FloatParam", "IntParam")))
+        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
+        if loc[:1] == ["search"] and len(loc) > 2 and loc[2] in ("float", "int", "categorical"):
+            del loc[2]  # the discriminator's tag
+        loc = ".".join(loc)
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            msg = "type must be float, int or categorical"
         if e["type"] == "extra_forbidden":
             msg = "unknown key: remove it or check its spelling"
         parts.append(f"{loc}: {msg}" if loc else msg)
@@ -216,6 +238,21 @@ def load_spec(path: str | os.PathLike, overrides: Optional[list[str]] = None) ->
     """Read, override and validate a spec; relative data and weight paths stay relative to the working folder."""
     raw = apply_overrides(read_yaml(path), overrides or [])
     return validate_spec(raw, str(path))
+
+
+def optuna_space(spec: Spec) -> dict:
+    """The `search` section as Optuna distributions, keyed by dotted setting names."""
+    import optuna.distributions as d
+
+    space = {}
+    for key, p in spec.search.items():
+        if isinstance(p, FloatParam):
+            space[key] = d.FloatDistribution(p.low, p.high, log=p.log)
+        elif isinstance(p, IntParam):
+            space[key] = d.IntDistribution(p.low, p.high, log=p.log, step=p.step)
+        else:
+            space[key] = d.CategoricalDistribution(p.choices)
+    return space
 
 
 def with_values(spec: Spec, values: dict[str, Any]) -> Spec:

@@ -13,7 +13,6 @@ from typing import Optional
 from orchestrator.cli import run_main, start_ray
 from orchestrator.spec import Spec, load_spec
 from orchestrator.trainer import build_trainer, prepare_teacher
-from trainables.loop import student_names
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -43,7 +42,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     run_cfg = prepare_teacher(spec)
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = build_trainer(spec, run_cfg, name=run_name, storage_path=str(spec.storage_path / "single")).fit()
-    metrics = {**result.metrics, "_students": student_names(spec.students.archs)}
+    metrics = {**result.metrics, "_students": spec.students.names}
     print(f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"
           f" ({result.path})")
     print(final_summary(spec, metrics))

@@ -78,6 +78,13 @@ class StudentsConfig(OptimConfig):
     channels_last: bool = True
     amp: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
 
+    @property
+    def names(self) -> list[str]:
+        """Metric prefixes: the arch name, numbered when both students share it (e.g. DML of two ResNet-18)."""
+        if len(self.archs) == 2 and self.archs[0] == self.archs[1]:
+            return [f"{self.archs[0]}_1", f"{self.archs[1]}_2"]
+        return list(self.archs)
+
 
 class LossConfig(Strict):
     """The one loss every method is a setting of (see trainables.losses)."""

@@ -28,15 +28,9 @@ from trainables.metrics import expected_calibration_error, topk_correct
 from trainables.models import build_model
 from trainables.teacher import load_soft_labels, load_teacher
 
+log = logging.getLogger(__name__)  # Ray Train forwards worker logs; its patched print() would echo twice
 STATE_FILE = "state.pt"
 PREDICTIONS_FILE = "val_predictions.pt"
-
-
-def student_names(archs: list[str]) -> list[str]:
-    """Metric prefixes: the arch name, numbered when both students share it (e.g. DML of two ResNet-18)."""
-    if len(archs) == 2 and archs[0] == archs[1]:
-        return [f"{archs[0]}_1", f"{archs[1]}_2"]
-    return list(archs)
 
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -142,7 +136,7 @@ def train_loop_per_worker(config: dict) -> None:
     loss_settings = resolve_method(cfg.loss.model_dump())
     train_ds, val_ds, num_classes = build_datasets(cfg.data, cfg.data.split_seed)
     sc = cfg.students
-    names = student_names(sc.archs)
+    names = sc.names
     models = {}
     for name, arch in zip(names, sc.archs):
         model = build_model(arch, num_classes, cfg.data.image_size, sc.init_weights.get(arch))
@@ -229,5 +223,5 @@ def train_loop_per_worker(config: dict) -> None:
                 if last:
                     torch.save(predictions, Path(checkpoint_dir) / PREDICTIONS_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-                print(epoch_line(metrics, names, sc.epochs), flush=True)
+                log.info(epoch_line(metrics, names, sc.epochs))
             ray.train.report(metrics, checkpoint=checkpoint)

@@ -1,0 +1,216 @@
+"""A finished sweep as tables, plots and a ready-to-run spec of its best trial.
+
+Pure functions on plain data (trial dicts, a DataFrame, optionally an Optuna study), so the sweep
+driver can call them after Tune returns and the tests can call them without Ray or MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")  # plots are files; a sweep often runs without a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from orchestrator.spec import Spec, with_values  # noqa: E402
+
+FIXED_COLUMNS = ("trial_id", "state", "epochs")
+# States whose metrics are a real measurement of their parameters; an errored trial's are not.
+RANKED_STATES = ("completed", "stopped early")
+SCATTER_PARAMS = ("loss.threshold", "loss.temperature")
+
+
+def _metric_columns(spec: Spec) -> list[str]:
+    """Each student's top-1 and the sweep metric, once even when the metric is a student's top-1."""
+    columns = [f"{name}/val_top1" for name in spec.students.names]
+    return list(dict.fromkeys([*columns, spec.tune.metric]))
+
+
+def _param_columns(df: pd.DataFrame, spec: Spec) -> list[str]:
+    skip = {*FIXED_COLUMNS, *_metric_columns(spec), "teacher_weight"}
+    return [c for c in df.columns if c not in skip]
+
+
+def _state(trial: dict, epochs: int, spec: Spec) -> str:
+    if trial.get("error"):
+        return "error"
+    if not trial.get("metrics"):
+        return "no result"
+    if epochs < spec.students.epochs:
+        return "stopped early"
+    return "completed"
+
+
+def trials_table(trials: list[dict], spec: Spec) -> pd.DataFrame:
+    """One row per trial, best first by `spec.tune.metric`; trials without the metric last, gaps as NaN."""
+    params = list(dict.fromkeys([*spec.search, *(k for t in trials for k in t.get("params") or {})]))
+    metrics = _metric_columns(spec)
+    if any("teacher_weight" in (t.get("metrics") or {}) for t in trials):
+        metrics.append("teacher_weight")
+    rows = []
+    for trial in trials:
+        reported = trial.get("metrics") or {}
+        epochs = int(reported.get("epoch") or 0)
+        rows.append({"trial_id": trial["trial_id"], "state": _state(trial, epochs, spec), "epochs": epochs,
+                     **(trial.get("params") or {}), **{m: reported.get(m) for m in metrics}})
+    df = pd.DataFrame(rows, columns=[*FIXED_COLUMNS, *params, *metrics])
+    df[metrics] = df[metrics].astype(float)
+    df["epochs"] = df["epochs"].astype(int)
+    df = df.sort_values(spec.tune.metric, ascending=spec.tune.mode == "min", na_position="last", kind="stable")
+    return df.reset_index(drop=True)
+
+
+def _format_float(value: float) -> str:
+    """4 decimals, but learning rates and other small values keep their digits."""
+    if value != 0 and abs(value) < 1e-3:
+        return f"{value:.3e}"
+    return f"{value:.4f}"
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """A fixed-width table for the terminal."""
+    return df.to_string(index=False, float_format=_format_float)
+
+
+def best_trial(df: pd.DataFrame, spec: Spec) -> Optional[pd.Series]:
+    """The best row among trials that measured the metric (completed or stopped early), or None."""
+    ranked = df[df["state"].isin(RANKED_STATES) & df[spec.tune.metric].notna()]
+    if ranked.empty:
+        return None
+    metric = ranked[spec.tune.metric]
+    return ranked.loc[metric.idxmax() if spec.tune.mode == "max" else metric.idxmin()]
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars as Python values; NaN (how pandas shows a `null` choice) as None."""
+    value = value.item() if hasattr(value, "item") else value
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def best_spec_yaml(spec: Spec, params: dict, trial_id: Optional[str] = None,
+                   metric_value: Optional[float] = None) -> str:
+    """The spec with `params` fixed and no search, so `python -m orchestrator.train` trains exactly them."""
+    values = {key: _plain(value) for key, value in params.items()}
+    best = with_values(spec, {**values, "name": f"{spec.name}-best", "search": {}})
+    source = f"trial {trial_id}" if trial_id else "the best trial"
+    if metric_value is not None:
+        source += f" ({spec.tune.metric} = {metric_value:.4f}, mode {spec.tune.mode})"
+    header = (f"# Best values of sweep {spec.name!r}, from {source}:\n"
+              + "".join(f"#   {key}: {value}\n" for key, value in values.items())
+              + "# Train it: python -m orchestrator.train best.yaml\n")
+    raw = best.model_dump(mode="json")
+    return header + yaml.safe_dump({"name": raw.pop("name"), **raw}, sort_keys=False)
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table; written here because tabulate (behind `DataFrame.to_markdown`) is not a dependency."""
+    def cell(value: Any) -> str:
+        value = _plain(value)
+        if value is None:
+            return ""
+        return _format_float(value) if isinstance(value, float) else str(value).replace("|", "\\|")
+
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+    lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |",
+             "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _study_plots(study: optuna.Study, out: Path) -> list[Path]:
+    """Optimization history, and parameter importances once there is something to rank."""
+    from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return []
+    written = []
+    # rc_context: optuna switches pyplot to its ggplot style, which would leak into every later plot.
+    with warnings.catch_warnings(), plt.rc_context():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        written.append(_save(plot_optimization_history(study).figure, out / "optimization_history.png"))
+        # Optuna's default evaluator returns equal (meaningless) importances instead of failing below this.
+        names = {name for t in complete for name in t.params}
+        varying = any(len({repr(t.params.get(name)) for t in complete}) > 1 for name in names)
+        if len(complete) >= 2 and varying:
+            try:  # optuna computes the importances before it opens a figure: nothing to close on failure
+                ax = plot_param_importances(study)
+            except ValueError:  # trials with different parameter sets (a define-by-run space)
+                pass
+            else:
+                written.append(_save(ax.figure, out / "param_importances.png"))
+    return written
+
+
+def _scatter(df: pd.DataFrame, spec: Spec, param: str, out: Path) -> Optional[Path]:
+    """Each student's val top-1 against one parameter; stopped-early trials drawn as crosses."""
+    rows = df[df["state"].isin(RANKED_STATES) & df[param].notna()]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for colour, name in enumerate(spec.students.names):
+        for state, marker in (("completed", "o"), ("stopped early", "x")):
+            points = rows[(rows["state"] == state) & rows[f"{name}/val_top1"].notna()]
+            if not points.empty:
+                label = name if state == "completed" else f"{name} (stopped early)"
+                ax.scatter(points[param], points[f"{name}/val_top1"], color=f"C{colour}", marker=marker, label=label)
+                drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    search = spec.search.get(param)
+    if getattr(search, "log", False):
+        ax.set_xscale("log")
+        plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 2, 3, 4 rather than 2x10^0
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+    ax.set_xlabel(param)
+    ax.set_ylabel("val top-1")
+    ax.set_title(f"{spec.name}: val top-1 against {param}")
+    ax.legend()
+    return _save(fig, out / f"val_top1_vs_{param.replace('.', '_')}.png")
+
+
+def make_plots(df: pd.DataFrame, spec: Spec, out_dir: str | Path, study: Optional[optuna.Study] = None) -> list[Path]:
+    """PNGs of the study's progress and of the students' accuracy against the uncertainty settings."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = _study_plots(study, out) if study is not None else []
+    for param in SCATTER_PARAMS:
+        if param in df.columns:
+            path = _scatter(df, spec, param, out)
+            if path:
+                written.append(path)
+    return written
+
+
+def write_results(df: pd.DataFrame, spec: Spec, out_dir: str | Path,
+                  study: Optional[optuna.Study] = None) -> dict[str, Path]:
+    """results.csv, results.md, best.yaml (when a trial measured the metric) and the plots; name -> path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"results.csv": out / "results.csv", "results.md": out / "results.md"}
+    df.to_csv(written["results.csv"], index=False)
+    written["results.md"].write_text(_markdown(df))
+    best = best_trial(df, spec)
+    if best is not None:
+        params = {key: best[key] for key in _param_columns(df, spec)}
+        written["best.yaml"] = out / "best.yaml"
+        written["best.yaml"].write_text(
+            best_spec_yaml(spec, params, trial_id=best["trial_id"], metric_value=best[spec.tune.metric]))
+    written.update({path.name: path for path in make_plots(df, spec, out, study)})
+    return written

@@ -1,0 +1,150 @@
+"""MLflow: one parent run per sweep, one nested child run per trial, logged from the driver.
+
+Logging from the driver (a Tune callback) works on a multi-node cluster where only the head node can
+write a sqlite store, and with an `http://` tracking server. Runs are found again by tags, so a
+resumed sweep keeps its parent run and a restarted trial keeps its child run: each trial once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any, Optional
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from ray.tune import Callback
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+SWEEP_TAG = "dualkd.sweep"
+TRIAL_TAG = "dualkd.trial_id"
+PARENT_TAG = "mlflow.parentRunId"
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri(configured: Optional[str]) -> str:
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def git_commit(path: Path) -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+RUN_METRICS = ("epoch", "val_top1_mean", "teacher_weight", "gated", "images_per_s", "epoch_seconds", "lr")
+
+
+def numeric_metrics(result: dict) -> dict[str, float]:
+    """What the loop reported (per-student keys hold a '/'), without Tune's bookkeeping."""
+    return {k: float(v) for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and ("/" in k or k in RUN_METRICS)}
+
+
+class SweepTracker:
+    """The parent run of one sweep: created once, found again by its sweep-folder tag on resume."""
+
+    def __init__(self, uri: str, experiment: str, sweep_id: str):
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+        found = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.sweep_id = sweep_id
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' "
+                                       f"and tags.`{TRIAL_TAG}` = 'parent'", max_results=1)
+        if runs:
+            self.parent_id = runs[0].info.run_id
+            self.client.update_run(self.parent_id, status="RUNNING")
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=sweep_id,
+                                         tags={SWEEP_TAG: sweep_id, TRIAL_TAG: "parent"})
+            self.parent_id = run.info.run_id
+
+    def log_spec(self, spec_dict: dict, spec_yaml: str, commit: Optional[str]) -> None:
+        params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in flatten(spec_dict).items()
+                  if not k.startswith("search.")]
+        existing = self.client.get_run(self.parent_id).data.params
+        params = [p for p in params if p.key not in existing]
+        tags = [RunTag("mlflow.source.git.commit", commit)] if commit else []
+        self.client.log_batch(self.parent_id, params=params[:100], tags=tags)
+        for i in range(100, len(params), 100):
+            self.client.log_batch(self.parent_id, params=params[i:i + 100])
+        self.client.log_text(self.parent_id, spec_yaml, "spec.yaml")
+        self.client.log_dict(self.parent_id, spec_dict, "resolved_config.json")
+
+    def log_artifacts(self, files: list[Path]) -> None:
+        for path in files:
+            self.client.log_artifact(self.parent_id, str(path))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_id, status=status)
+
+    def callback(self, epochs: int) -> "TrialTracker":
+        return TrialTracker(self.uri, self.experiment_id, self.parent_id, self.sweep_id, epochs)
+
+
+class TrialTracker(Callback):
+    """Tune callback on the driver: a child run per trial, its params, and every reported epoch."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_id: str, sweep_id: str, epochs: int):
+        self.uri, self.experiment_id, self.parent_id, self.sweep_id = uri, experiment_id, parent_id, sweep_id
+        self.epochs = epochs
+        self.client = MlflowClient(tracking_uri=uri)
+        self.runs: dict[str, str] = {}
+
+    def __getstate__(self):  # Tune pickles callbacks into its experiment state; the client is rebuilt
+        return {k: v for k, v in self.__dict__.items() if k != "client"}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.client = MlflowClient(tracking_uri=self.uri)
+
+    def run_id(self, trial) -> str:
+        if trial.trial_id in self.runs:
+            return self.runs[trial.trial_id]
+        found = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{self.sweep_id}' "
+                                        f"and tags.`{TRIAL_TAG}` = '{trial.trial_id}'", max_results=1)
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            run = self.client.create_run(self.experiment_id, run_name=str(trial),
+                                         tags={PARENT_TAG: self.parent_id, SWEEP_TAG: self.sweep_id,
+                                               TRIAL_TAG: trial.trial_id})
+            run_id = run.info.run_id
+            params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in flatten(trial.config).items()]
+            self.client.log_batch(run_id, params=params)
+        self.runs[trial.trial_id] = run_id
+        return run_id
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.client.update_run(self.run_id(trial), status="RUNNING")
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        ts = int(result.get("timestamp", 0) * 1000)
+        metrics = [Metric(k, v, ts, step) for k, v in numeric_metrics(result).items()]
+        self.client.log_batch(self.run_id(trial), metrics=metrics)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        self.client.set_tag(self.run_id(trial), "state", "completed" if epochs >= self.epochs else "stopped early")
+        self.client.set_terminated(self.run_id(trial), status="FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.client.set_tag(self.run_id(trial), "error", json.dumps(str(trial.error_file))[:500])
+        self.client.set_terminated(self.run_id(trial), status="FAILED")

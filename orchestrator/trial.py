@@ -1,0 +1,32 @@
+"""The Tune function trainable: one trial = one `TorchTrainer` over the spec with the trial's values.
+
+The trial's config holds only the sampled (or fixed) dotted-key values; the spec and the prepared
+teacher come through `tune.with_parameters`. The TorchTrainer's name is the trial id, so a trial that
+Tune restarts (resume, failure) finds its own checkpoints and continues from the last epoch.
+Nothing runs after `fit()`: ASHA may stop the trial at its last report.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import ray.tune
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from orchestrator.spec import Spec, with_values
+from orchestrator.trainer import build_trainer
+
+
+def run_trial(config: dict[str, Any], spec: dict, teacher_dir: Optional[str], train_storage: str) -> None:
+    trial_spec = with_values(Spec.model_validate(spec), config)
+    run_cfg = trial_spec.run_config().model_copy(update={"teacher_dir": teacher_dir})
+    name = ray.tune.get_context().get_trial_id()
+    build_trainer(trial_spec, run_cfg, name=name, storage_path=train_storage,
+                  callbacks=[TuneReportCallback()]).fit()
+
+
+def trial_trainable(spec: Spec, teacher_dir: Optional[str], train_storage: str):
+    """`run_trial` bound to the spec, needing one TRAIN_DRIVER slot (its workers ask for their own CPUs)."""
+    bound = ray.tune.with_parameters(run_trial, spec=spec.model_dump(), teacher_dir=teacher_dir,
+                                     train_storage=train_storage)
+    return ray.tune.with_resources(bound, {"TRAIN_DRIVER": 1})

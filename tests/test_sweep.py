@@ -1,0 +1,65 @@
+"""The sweep end to end: real Ray Tune, Optuna, ASHA and a temporary MLflow sqlite store."""
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator import sweep
+from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
+from tests.conftest import tiny_spec_dict
+
+SEARCH = {"loss.threshold": {"type": "float", "low": 0.5, "high": 1.0},
+          "loss.temperature": {"type": "float", "low": 1.0, "high": 4.0, "log": True}}
+
+
+def write_tiny_sweep(tmp_path, storage, **tune):
+    raw = tiny_spec_dict(tmp_path, students={"epochs": 2}, search=SEARCH,
+                         tune={"num_trials": 2, "max_concurrent_trials": 2, "grace_period": 1, **tune},
+                         mlflow={"experiment": "tiny-sweep"})
+    raw["storage"] = str(storage)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_sweep_end_to_end(ray_local, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the default tracking URI is sqlite:///mlflow.db in the working folder
+    spec_path = write_tiny_sweep(tmp_path, tmp_path / "runs")
+
+    assert sweep.main([str(spec_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mlflow ui" in out and "Ray dashboard" in out and "trials" in out
+
+    folder = next((tmp_path / "runs" / "sweeps").glob("tiny-*"))
+    client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
+    experiment = client.get_experiment_by_name("tiny-sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get(TRIAL_TAG) == "parent"]
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG)]
+    assert len(parents) == 1 and len(children) == 2
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert all(c.data.tags[PARENT_TAG] == parent.info.run_id for c in children)
+    for child in children:
+        assert {"loss.threshold", "loss.temperature"} <= set(child.data.params)
+        for student in ("resnet18", "mobilenet_v2"):
+            history = client.get_metric_history(child.info.run_id, f"{student}/val_top1")
+            assert [m.step for m in history] == list(range(1, len(history) + 1)) and history
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.csv", "results.md", "spec.yaml", "best.yaml"} <= artifacts
+
+    table = (folder / "results.csv").read_text()
+    assert "loss.threshold" in table and "resnet18/val_top1" in table
+    study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert len(study.trials) == 2
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert {"loss.threshold", "loss.temperature"} == set(study.trials[0].params)
+
+
+@pytest.mark.parametrize("mistake", ["tune.num_trials=0", "search.loss.nope={type: float, low: 0, high: 1}"])
+def test_dry_run_rejects_a_broken_spec(tmp_path, capsys, mistake):
+    spec_path = write_tiny_sweep(tmp_path, tmp_path / "runs")
+    with pytest.raises(Exception) as err:
+        sweep.main([str(spec_path), "--dry-run", "--set", mistake])
+    assert "\n" not in str(err.value) and mistake.split("=")[0].split(".")[-1] in str(err.value)
