@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -10,39 +12,63 @@ import optuna
 import ray
 import ray.tune
 import yaml
+from ray.tune import CLIReporter
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.cli import start_ray
+from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
 from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator.tables import format_table, trials_table, write_results
 from orchestrator.tracking import SweepTracker, git_commit
 from orchestrator.trainer import prepare_teacher
 from orchestrator.trial import trial_trainable
+from trainables.teacher import SOFT_LABELS_FILE
 
 OPTUNA_DB = "optuna.db"
 # Tune saves its experiment state at least this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
+# Tune's classic progress table, whose columns we choose (the newer one lists every metric).
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
 def optuna_storage(folder: Path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{folder / OPTUNA_DB}")
 
 
+def progress_reporter(spec: Spec) -> CLIReporter:
+    """Epoch, each student's top-1 and the sweep metric, per trial with its searched values."""
+    metrics = {"epoch": "epoch", **{f"{n}/val_top1": f"{n} top-1" for n in spec.students.names},
+               spec.tune.metric: spec.tune.metric}
+    keys = list(spec.search) or (["loss.method", "seed"] if spec.compare else [])
+    params = {key: key.split(".")[-1] for key in keys}
+    return CLIReporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=30,
+                       metric=spec.tune.metric, mode=spec.tune.mode, sort_by_metric=True)
+
+
 def build_tuner(spec: Spec, folder: Path, trainable, callback) -> ray.tune.Tuner:
+    """A sweep: Optuna proposes every trial. A comparison: a grid of fixed (method, seed) trials, run to the end."""
     t = spec.tune
-    searcher = OptunaSearch(space=optuna_space(spec), metric=t.metric, mode=t.mode, seed=t.seed,
-                            study_name=folder.name, storage=optuna_storage(folder))
-    if t.scheduler == "asha":
+    searcher, param_space = None, None
+    if spec.compare:
+        param_space = {"loss.method": ray.tune.grid_search(spec.compare.methods),
+                       "seed": ray.tune.grid_search(spec.compare.seeds)}
+    else:
+        searcher = OptunaSearch(space=optuna_space(spec), metric=t.metric, mode=t.mode, seed=t.seed,
+                                study_name=folder.name, storage=optuna_storage(folder))
+    if t.scheduler == "asha" and not spec.compare:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.students.epochs, grace_period=t.grace_period,
                                   reduction_factor=t.reduction_factor)
     else:
         scheduler = FIFOScheduler()
     return ray.tune.Tuner(
         trainable,
+        param_space=param_space,
         tune_config=ray.tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=searcher, scheduler=scheduler,
-                                        num_samples=t.num_trials, max_concurrent_trials=t.max_concurrent_trials),
+                                        num_samples=1 if spec.compare else t.num_trials,
+                                        max_concurrent_trials=t.max_concurrent_trials),
         run_config=ray.tune.RunConfig(name=folder.name, storage_path=str(folder.parent), callbacks=[callback],
+                                      progress_reporter=progress_reporter(spec), verbose=1,
                                       failure_config=ray.tune.FailureConfig(max_failures=1)),
     )
 
@@ -57,6 +83,20 @@ def trial_records(grid) -> list[dict]:
                         "params": config, "metrics": metrics,
                         "error": str(result.error).splitlines()[0] if result.error else None})
     return records
+
+
+def finish_comparison(tracker: SweepTracker, teacher_dir: Optional[str], folder: Path) -> int:
+    """The comparison's tables and plots, built from what MLflow holds (as `orchestrator.report` does)."""
+    soft_labels = Path(teacher_dir or "/nonexistent") / SOFT_LABELS_FILE
+    if soft_labels.is_file():  # the teacher's training-set logits: its entropy distribution
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / TEACHER_LOGITS_ARTIFACT
+            shutil.copyfile(soft_labels, target)
+            tracker.client.log_artifact(tracker.parent_id, str(target))
+    files = build_report(tracker.client, load_sweep(tracker.client, folder.name), folder, log=True)
+    tracker.finish()
+    print(f"\ncomparison finished: {len(files)} tables and plots in {folder}")
+    return 0
 
 
 def check_driver_slots() -> None:
@@ -89,12 +129,14 @@ def run_sweep(spec: Spec, folder: Path, uri: str, spec_path: str, address: Optio
     grid = tuner.fit()
 
     records = trial_records(grid)
+    expected = len(spec.variants()) or spec.tune.num_trials
     finished = sum(1 for r in grid if r.metrics or r.error)
-    if len(records) < spec.tune.num_trials or finished < spec.tune.num_trials:
-        print(f"sweep interrupted after {finished} of {spec.tune.num_trials} trials: "
-              f"continue it with --resume ({folder})")
+    if len(records) < expected or finished < expected:
+        print(f"sweep interrupted after {finished} of {expected} trials: continue it with --resume ({folder})")
         tracker.finish("KILLED")
         return 130
+    if spec.compare:
+        return finish_comparison(tracker, run_cfg.teacher_dir, folder)
     df = trials_table(records, spec)
     study = optuna.load_study(study_name=folder.name, storage=optuna_storage(folder))
     files = write_results(df, spec, folder, study)

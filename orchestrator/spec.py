@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from trainables.config import ConfigError, RunConfig, Strict
+from trainables.config import ConfigError, Method, RunConfig, Strict
 from trainables.losses import PRESETS, needs_two_students, resolve_method
 from trainables.models import MODELS
 
@@ -86,6 +86,15 @@ class TuneSettings(Strict):
     seed: int = Field(0, ge=0, description="the Optuna sampler's seed")
 
 
+class CompareSettings(Strict):
+    """A comparison: every listed method for every seed, as fixed Tune trials (no search)."""
+
+    methods: list[Method] = Field(default_factory=lambda: ["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"],
+                                  min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    from_sweep: Optional[str] = Field(None, description="take the best values of this earlier sweep")
+
+
 class MlflowSettings(Strict):
     experiment: Optional[str] = Field(None, description="default: the spec's name")
     tracking_uri: Optional[str] = Field(None, description="default: sqlite:///mlflow.db in the working folder")
@@ -100,6 +109,7 @@ class Spec(RunConfig):
     teacher_resources: Optional[Resources] = Field(None, description="for training the teacher; default: resources")
     tune: TuneSettings = Field(default_factory=TuneSettings)
     search: dict[str, SearchParam] = Field(default_factory=dict)
+    compare: Optional[CompareSettings] = None
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
 
     @model_validator(mode="after")
@@ -114,7 +124,22 @@ class Spec(RunConfig):
         resolve_method(self.loss.model_dump())
         for key in self.search:
             _check_search_key(key, self.loss.method)
+        if self.compare and self.search:
+            raise ValueError("a spec has either search (a sweep) or compare (fixed trials): remove one of them")
+        for method in self.compare.methods if self.compare else []:
+            try:
+                resolve_method({**self.loss.model_dump(), "method": method})
+            except ValueError as err:
+                raise ValueError(f"compare.methods: {method}: {err}") from None
+            if needs_two_students(method) and len(self.students.archs) != 2:
+                raise ValueError(f"compare.methods: {method!r} trains two students: list two in students.archs")
         return self
+
+    def variants(self) -> list[dict[str, Any]]:
+        """The trials of a comparison (method x seed), or of nothing for a sweep."""
+        if not self.compare:
+            return []
+        return [{"loss.method": m, "seed": s} for m in self.compare.methods for s in self.compare.seeds]
 
     def run_config(self) -> RunConfig:
         """The workers' config, with file paths made absolute (Tune runs trials in their own folders)."""

@@ -14,7 +14,7 @@ from typing import Optional
 
 
 from orchestrator.cli import run_main
-from orchestrator.spec import Spec, SpecError, load_spec
+from orchestrator.spec import Spec, SpecError, load_spec, with_values
 
 
 
@@ -26,6 +26,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else sqlite:///mlflow.db)")
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted sweep of this spec")
+    p.add_argument("--from-sweep", metavar="NAME",
+                   help="comparison: take the best values of this earlier sweep (its folder or spec name) from MLflow")
     p.add_argument("--dry-run", action="store_true", help="validate the spec and print the plan; start nothing")
     return p.parse_args(argv)
 
@@ -46,19 +48,40 @@ def latest_sweep_folder(spec: Spec) -> Path:
     return found[-1]
 
 
+def with_best_values(spec: Spec, sweep_name: str, uri: str) -> Spec:
+    """The spec with the best trial's searched values of an earlier sweep, read from MLflow."""
+    from mlflow import MlflowClient
+
+    from orchestrator.report import load_sweep
+    from orchestrator.tables import best_params, trials_table
+
+    earlier = load_sweep(MlflowClient(tracking_uri=uri), sweep_name)
+    params = best_params(trials_table(earlier.trials, earlier.spec), earlier.spec)
+    if not params:
+        raise SpecError(f"sweep {earlier.name!r} has no trial that measured {earlier.spec.tune.metric}: "
+                        "pick another sweep, or drop --from-sweep")
+    print(f"values from sweep {earlier.name}: " + ", ".join(f"{k}={v}" for k, v in params.items()))
+    return with_values(spec, params)
+
+
 def describe_plan(spec: Spec, folder: Path, uri: str) -> str:
     r, t = spec.resources, spec.tune
     per_trial = f"{r.num_workers} worker(s) x {r.cpus_per_worker} CPU" + (
         f" + {r.gpus_per_worker} GPU" if r.use_gpu else "")
     space = "\n".join(f"    {k}: {v.model_dump(exclude_none=True)}" for k, v in spec.search.items()) or "    (none)"
-    scheduler = (f"ASHA on '{t.metric}' ({t.mode}), grace {t.grace_period} epochs, reduction {t.reduction_factor}"
-                 if t.scheduler == "asha" else "FIFO (every trial runs all epochs)")
+    if spec.compare:
+        trials = (f"{len(spec.variants())} fixed: methods {', '.join(spec.compare.methods)} x seeds "
+                  f"{spec.compare.seeds}")
+        scheduler = "FIFO (every trial runs all epochs)"
+    else:
+        trials = f"{t.num_trials} (Optuna TPE, seed {t.seed})"
+        scheduler = (f"ASHA on '{t.metric}' ({t.mode}), grace {t.grace_period} epochs, reduction {t.reduction_factor}"
+                     if t.scheduler == "asha" else "FIFO (every trial runs all epochs)")
     return "\n".join([
-        f"sweep {spec.name}: method {spec.loss.method}, students {' + '.join(spec.students.archs)}, "
-        f"teacher {spec.teacher.arch}",
+        f"{'comparison' if spec.compare else 'sweep'} {spec.name}: method {spec.loss.method}, "
+        f"students {' + '.join(spec.students.archs)}, teacher {spec.teacher.arch}",
         f"  data: {spec.data.name} at {spec.data.image_size} px" + (f" from {spec.data.root}" if spec.data.root else ""),
-        f"  trials: {t.num_trials} (Optuna TPE, seed {t.seed}), at most {t.max_concurrent_trials} at once, "
-        f"{spec.students.epochs} epochs each",
+        f"  trials: {trials}, at most {t.max_concurrent_trials} at once, {spec.students.epochs} epochs each",
         f"  scheduler: {scheduler}",
         f"  per trial: {per_trial}",
         "  search:", space,
@@ -71,15 +94,25 @@ def describe_plan(spec: Spec, folder: Path, uri: str) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     spec = load_spec(args.spec, args.overrides)
-    if not spec.search:
-        raise SpecError(f"{args.spec}: the search section is empty: add settings to search, "
+    if not spec.search and not spec.compare:
+        raise SpecError(f"{args.spec}: neither search nor compare is set: add settings to search, "
                         "or use python -m orchestrator.train for one run")
-    spec.run_config()  # paths and variables are checked before anything starts
     from orchestrator.tracking import tracking_uri
 
     uri = tracking_uri(args.tracking_uri or spec.mlflow.tracking_uri)
+    from_sweep = args.from_sweep or (spec.compare.from_sweep if spec.compare else None)
+    if from_sweep:
+        if not spec.compare:
+            raise SpecError("--from-sweep feeds a comparison: use it with a spec that has a compare section")
+        spec = with_best_values(spec, from_sweep, uri)
     folder = latest_sweep_folder(spec) if args.resume else new_sweep_folder(spec)
     print(describe_plan(spec, folder, uri))
+    try:
+        spec.run_config()  # paths and environment variables: checked before anything starts
+    except SpecError as err:
+        if not args.dry_run:
+            raise
+        print(f"  note: {err} (before the real run)")
     if args.dry_run:
         return 0
     from orchestrator.run_sweep import run_sweep  # Ray, Tune and MLflow load only when the sweep runs

@@ -90,6 +90,12 @@ def best_trial(df: pd.DataFrame, spec: Spec) -> Optional[pd.Series]:
     return ranked.loc[metric.idxmax() if spec.tune.mode == "max" else metric.idxmin()]
 
 
+def best_params(df: pd.DataFrame, spec: Spec) -> Optional[dict[str, Any]]:
+    """The searched values of the best trial (dotted keys), or None when no trial measured the metric."""
+    best = best_trial(df, spec)
+    return None if best is None else {key: _plain(best[key]) for key in _param_columns(df, spec)}
+
+
 def _plain(value: Any) -> Any:
     """Numpy scalars as Python values; NaN (how pandas shows a `null` choice) as None."""
     value = value.item() if hasattr(value, "item") else value
@@ -208,7 +214,7 @@ def write_results(df: pd.DataFrame, spec: Spec, out_dir: str | Path,
     written["results.md"].write_text(_markdown(df))
     best = best_trial(df, spec)
     if best is not None:
-        params = {key: best[key] for key in _param_columns(df, spec)}
+        params = best_params(df, spec)
         written["best.yaml"] = out / "best.yaml"
         written["best.yaml"].write_text(
             best_spec_yaml(spec, params, trial_id=best["trial_id"], metric_value=best[spec.tune.metric]))

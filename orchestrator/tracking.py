@@ -16,6 +16,9 @@ from typing import Any, Optional
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
+from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+from trainables.loop import PREDICTIONS_FILE
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SWEEP_TAG = "dualkd.sweep"
@@ -141,7 +144,11 @@ class TrialTracker(Callback):
         self.client.log_batch(self.run_id(trial), metrics=metrics)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        epochs = int((trial.last_result or {}).get("epoch", 0))
+        last = trial.last_result or {}
+        epochs = int(last.get("epoch", 0))
+        predictions = Path(last.get(CHECKPOINT_PATH_KEY) or "/nonexistent") / PREDICTIONS_FILE
+        if predictions.is_file():  # the last epoch's per-sample records, for the uncertainty analysis
+            self.client.log_artifact(self.run_id(trial), str(predictions))
         self.client.set_tag(self.run_id(trial), "state", "completed" if epochs >= self.epochs else "stopped early")
         self.client.set_terminated(self.run_id(trial), status="FINISHED")
 

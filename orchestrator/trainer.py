@@ -29,7 +29,7 @@ def prepare_teacher(spec: Spec) -> RunConfig:
     """The run config with `teacher_dir` set: train or load the teacher once, before any student run."""
     run_cfg = spec.run_config()
     folder = ensure_teacher(run_cfg, teacher_cache(spec), scaling_config(spec.teacher_resources or spec.resources),
-                            str(spec.storage_path / "teachers" / "runs"))
+                            str(spec.storage_path / "teachers" / "runs"), force=spec.compare is not None)
     return run_cfg.model_copy(update={"teacher_dir": str(folder) if folder else None})
 
 

@@ -1,5 +1,10 @@
 """The sweep end to end: real Ray Tune, Optuna, ASHA and a temporary MLflow sqlite store."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import optuna
 import pytest
 import yaml
@@ -9,6 +14,7 @@ from orchestrator import sweep
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 
+ROOT = Path(__file__).resolve().parents[1]
 SEARCH = {"loss.threshold": {"type": "float", "low": 0.5, "high": 1.0},
           "loss.temperature": {"type": "float", "low": 1.0, "high": 4.0, "log": True}}
 
@@ -63,3 +69,16 @@ def test_dry_run_rejects_a_broken_spec(tmp_path, capsys, mistake):
     with pytest.raises(Exception) as err:
         sweep.main([str(spec_path), "--dry-run", "--set", mistake])
     assert "\n" not in str(err.value) and mistake.split("=")[0].split(".")[-1] in str(err.value)
+
+
+SPECS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "search_spaces").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("spec_path", SPECS)
+def test_dry_run_of_every_shipped_spec_exits_0(spec_path, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(ROOT / spec_path), "--dry-run"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={k: v for k, v in os.environ.items() if k != "IMAGENET100_ROOT"})
+    assert proc.returncode == 0, proc.stderr
+    assert "trials:" in proc.stdout and "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists()  # a dry run starts nothing and writes nothing

@@ -25,7 +25,7 @@ from trainables.config import OptimConfig, RunConfig
 from trainables.data import build_datasets
 from trainables.losses import needs_teacher, resolve_method, students_loss
 from trainables.metrics import expected_calibration_error, topk_correct
-from trainables.models import build_model
+from trainables.models import build_model, model_profile
 from trainables.teacher import load_soft_labels, load_teacher
 
 log = logging.getLogger(__name__)  # Ray Train forwards worker logs; its patched print() would echo twice
@@ -114,10 +114,22 @@ def _quiet_ray_report_log() -> None:
         pass
 
 
-def epoch_line(metrics: dict, names: list[str], epochs: int) -> str:
+def epoch_line(metrics: dict, names: list[str], epochs: int, with_teacher: bool) -> str:
     accs = "  ".join(f"{n} {metrics[f'{n}/val_top1']:.4f}" for n in names)
-    return (f"epoch {metrics['epoch']}/{epochs}  val top-1: {accs}  teacher weight {metrics['teacher_weight']:.3f}"
-            f"  {metrics['images_per_s']:.0f} img/s")
+    weight = f"  teacher weight {metrics['teacher_weight']:.3f}" if with_teacher else ""
+    return f"epoch {metrics['epoch']}/{epochs}  val top-1: {accs}{weight}  {metrics['images_per_s']:.0f} img/s"
+
+
+def model_profiles(cfg: RunConfig, num_classes: int, with_teacher: bool) -> dict[str, float]:
+    """Parameters (with the dataset's and with 1000-class heads) and FLOPs per image, for the final tables."""
+    archs = dict(zip(cfg.students.names, cfg.students.archs))
+    if with_teacher:
+        archs["teacher"] = cfg.teacher.arch
+    out = {}
+    for name, arch in archs.items():
+        for key, value in model_profile(arch, num_classes, cfg.data.image_size).items():
+            out[f"{name}/{key}"] = float(value)
+    return out
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -222,6 +234,7 @@ def train_loop_per_worker(config: dict) -> None:
                            Path(checkpoint_dir) / STATE_FILE)
                 if last:
                     torch.save(predictions, Path(checkpoint_dir) / PREDICTIONS_FILE)
+                    metrics.update(model_profiles(cfg, num_classes, teacher is not None))
                 checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-                log.info(epoch_line(metrics, names, sc.epochs))
+                log.info(epoch_line(metrics, names, sc.epochs, teacher is not None))
             ray.train.report(metrics, checkpoint=checkpoint)

@@ -131,10 +131,11 @@ def read_state_dict(path: str | os.PathLike) -> dict:
 
 
 def ensure_teacher(cfg: RunConfig, cache_root: str | os.PathLike, scaling_config, storage_path: str,
-                   log=print) -> Optional[Path]:
+                   log=print, force: bool = False) -> Optional[Path]:
     """The prepared teacher's folder: a cache hit, a loaded checkpoint, or a fresh Ray Train run.
 
-    Returns None when the method uses no teacher. Call it once on the driver, before any trial.
+    Returns None when the method uses no teacher (unless `force`: a comparison's other methods may).
+    Call it once on the driver, before any trial.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -142,7 +143,7 @@ def ensure_teacher(cfg: RunConfig, cache_root: str | os.PathLike, scaling_config
     from trainables.losses import needs_teacher, resolve_method
     from trainables.loop import STATE_FILE, train_loop_per_worker
 
-    if not needs_teacher(resolve_method(cfg.loss.model_dump())):
+    if not force and not needs_teacher(resolve_method(cfg.loss.model_dump())):
         return None
     folder = teacher_dir(cache_root, cfg)
     if is_cached(folder):

@@ -1,0 +1,137 @@
+"""`python -m orchestrator.report SWEEP [--tracking-uri URI] [--out DIR]`: rebuild a finished sweep's or
+comparison's tables and plots from MLflow alone, training nothing.
+
+SWEEP is a sweep folder's name (`peer-20261126-101500`) or a spec name (its newest sweep).
+The sweep driver calls the same code when a comparison ends, so both give the same tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator.cli import run_main
+from orchestrator.comparison import analysis_plots, comparison_table, format_comparison, write_comparison
+from orchestrator.spec import Spec, SpecError
+from orchestrator.tables import format_table, trials_table, write_results
+from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, tracking_uri
+from trainables.loop import PREDICTIONS_FILE
+
+CONFIG_ARTIFACT = "resolved_config.json"
+TEACHER_LOGITS_ARTIFACT = "teacher_train_logits.pt"
+
+
+@dataclass
+class LoggedSweep:
+    """What MLflow holds of one sweep: its spec, and per trial its values, final metrics and state."""
+
+    name: str
+    parent_id: str
+    spec: Spec
+    trials: list[dict] = field(default_factory=list)
+    child_ids: dict[str, str] = field(default_factory=dict)
+
+
+def _param_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def find_parent(client: MlflowClient, name: str):
+    """The parent run of sweep folder `name`, or of the newest sweep of spec `name`."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments, f"tags.`{TRIAL_TAG}` = 'parent'", max_results=5000)
+    exact = [r for r in runs if r.data.tags.get(SWEEP_TAG) == name]
+    named = sorted((r for r in runs if r.data.tags.get(SWEEP_TAG, "").rsplit("-", 2)[0] == name),
+                   key=lambda r: r.data.tags[SWEEP_TAG])
+    found = exact or named[-1:]
+    if not found:
+        raise SpecError(f"no sweep named {name!r} in MLflow at {client.tracking_uri}: "
+                        "give a sweep folder's name or a spec name, and the right --tracking-uri")
+    return found[0]
+
+
+def load_sweep(client: MlflowClient, name: str) -> LoggedSweep:
+    parent = find_parent(client, name)
+    config_path = _download(client, parent.info.run_id, CONFIG_ARTIFACT)
+    if not config_path:
+        raise SpecError(f"sweep {name!r} has no {CONFIG_ARTIFACT} in MLflow: it was not logged by this tool")
+    spec = Spec.model_validate(json.loads(Path(config_path).read_text()))
+    sweep = LoggedSweep(parent.data.tags[SWEEP_TAG], parent.info.run_id, spec)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+                                  max_results=5000)
+    for child in sorted(children, key=lambda r: r.info.start_time):
+        trial_id = child.data.tags.get(TRIAL_TAG, child.info.run_id)
+        sweep.child_ids[trial_id] = child.info.run_id
+        sweep.trials.append({"trial_id": trial_id,
+                             "params": {k: _param_value(v) for k, v in child.data.params.items()},
+                             "metrics": dict(child.data.metrics),
+                             "error": child.data.tags.get("error") if child.info.status == "FAILED" else None})
+    return sweep
+
+
+def _download(client: MlflowClient, run_id: str, path: str) -> Optional[str]:
+    names = {a.path for a in client.list_artifacts(run_id)}
+    return client.download_artifacts(run_id, path, tempfile.mkdtemp()) if path in names else None
+
+
+def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: bool = False) -> dict[str, Path]:
+    """Tables and plots of a logged sweep into out_dir (and onto its parent run when `log`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = sweep.spec
+    files = write_results(trials_table(sweep.trials, spec), spec, out_dir)
+    if spec.compare:
+        names = spec.students.names
+        table = comparison_table(sweep.trials, names, spec.compare.methods)
+        files.update(write_comparison(table, out_dir))
+        predictions, histories = {}, {}
+        for trial_id, run_id in sweep.child_ids.items():
+            path = _download(client, run_id, PREDICTIONS_FILE)
+            if path:
+                predictions[trial_id] = torch.load(path, weights_only=True)
+            histories[trial_id] = {f"{n}/val_top1": [(m.step, m.value) for m in
+                                                     client.get_metric_history(run_id, f"{n}/val_top1")]
+                                   for n in names}
+        logits_path = _download(client, sweep.parent_id, TEACHER_LOGITS_ARTIFACT)
+        teacher_logits = torch.load(logits_path, weights_only=True) if logits_path else None
+        for path in analysis_plots(out_dir, names, predictions, sweep.trials, histories, teacher_logits):
+            files[path.name] = path
+        print("\n" + format_comparison(table))
+    else:
+        print("\n" + format_table(trials_table(sweep.trials, spec)))
+    if log:
+        for path in files.values():
+            client.log_artifact(sweep.parent_id, str(path), "report")
+    return files
+
+
+def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
+    p.add_argument("sweep", help="a sweep folder's name, or a spec name for its newest sweep")
+    p.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
+    p.add_argument("--out", help="where to write the tables and plots (default: reports/SWEEP)")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    client = MlflowClient(tracking_uri=tracking_uri(args.tracking_uri))
+    sweep = load_sweep(client, args.sweep)
+    out = Path(args.out or Path("reports") / sweep.name)
+    files = build_report(client, sweep, out)
+    print(f"\n{len(sweep.trials)} trials of {sweep.name}; {len(files)} files in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,46 @@
+"""A comparison end to end at tiny scale (two methods x two seeds, one epoch), then its report rebuilt
+from MLflow alone."""
+
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator import report, sweep
+from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
+from tests.conftest import tiny_spec_dict
+
+
+def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_spec_dict(tmp_path, name="tiny-compare", compare={"methods": ["kd", "ua_dual"], "seeds": [0, 1]},
+                         tune={"max_concurrent_trials": 2}, mlflow={"experiment": "tiny-compare"})
+    spec_path = tmp_path / "compare.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+
+    assert sweep.main([str(spec_path)]) == 0
+    folder = next((tmp_path / "runs" / "sweeps").glob("tiny-compare-*"))
+    table = pd.read_csv(folder / "comparison.csv")
+    assert list(zip(table["method"], table["student"])) == [
+        ("kd", "resnet18"), ("kd", "mobilenet_v2"), ("ua_dual", "resnet18"), ("ua_dual", "mobilenet_v2")]
+    assert (table["seeds"] == 2).all() and table["top1_mean_%"].between(0, 100).all()
+    assert (table.loc[table["method"] == "kd", "gain_vs_kd_%"] == 0).all()
+    assert table["compression_1000"].round(2).tolist()[:1] == [1.0]  # a resnet18 teacher: same size
+    assert "paper_top1_%_quoted" in table.columns and "±" in (folder / "comparison.md").read_text()
+
+    client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tiny-compare").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get(TRIAL_TAG) == "parent")
+    children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
+    assert len(children) == 4
+    assert sorted((c.data.params["loss.method"], c.data.params["seed"]) for c in children) == [
+        ("kd", "0"), ("kd", "1"), ("ua_dual", "0"), ("ua_dual", "1")]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/comparison.csv", "report/comparison.md", "report/comparison.tex",
+            "report/accuracy_by_certainty.png", "report/teacher_entropy.png"} <= logged
+    assert {a.path for a in client.list_artifacts(children[0].info.run_id)} >= {"val_predictions.pt"}
+
+    capsys.readouterr()
+    out = tmp_path / "rebuilt"
+    assert report.main([folder.name, "--out", str(out)]) == 0
+    assert "ua_dual" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(out / "comparison.csv"), table)

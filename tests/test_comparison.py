@@ -1,0 +1,140 @@
+"""The comparison table, its writers and the uncertainty plots, on hand-made trials (no Ray, no MLflow)."""
+
+import math
+
+import pytest
+import torch
+
+from orchestrator.comparison import (PAPER_COMPRESSION, PAPER_TOP1, analysis_plots, comparison_latex,
+                                     comparison_markdown, comparison_table, format_comparison, write_comparison)
+
+STUDENTS = ["resnet18", "mobilenet_v2"]
+METHODS = ["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"]
+SIZES = {"teacher/params": 25_557_032, "teacher/params_1000": 25_557_032,
+         "resnet18/params": 11_689_512, "resnet18/params_1000": 11_689_512, "resnet18/flops": 3_600_000_000,
+         "mobilenet_v2/params": 3_504_872, "mobilenet_v2/params_1000": 3_504_872, "mobilenet_v2/flops": 600_000_000}
+NO_TEACHER = {k: v for k, v in SIZES.items() if not k.startswith("teacher/")}
+PNG = b"\x89PNG"
+
+
+def trial(tid, method, seed, r18, mnv2, error=None, teacher=True):
+    metrics = {"resnet18/val_top1": r18, "resnet18/val_top5": 0.99, "resnet18/val_ece": 0.05,
+               "mobilenet_v2/val_top1": mnv2, "mobilenet_v2/val_top5": 0.98, "mobilenet_v2/val_ece": 0.04,
+               **(SIZES if teacher else NO_TEACHER)}
+    if teacher:
+        metrics["teacher/val_top1"] = 0.96
+    return {"trial_id": tid, "params": {"loss.method": method, "seed": seed}, "metrics": metrics, "error": error}
+
+
+TRIALS = [
+    trial("ua1", "ua_dual", 1, 0.95, 0.85),
+    trial("kd0", "kd", 0, 0.90, 0.80),
+    trial("dml0", "dml", 0, 0.93, 0.83, teacher=False),
+    trial("kd1", "kd", 1, 0.92, 0.82),
+    trial("ua0", "ua_dual", 0, 0.97, 0.87),
+    trial("ua2", "ua_dual", 2, 0.10, 0.10, error="RuntimeError: worker died"),
+    {"trial_id": "nores", "params": {"loss.method": "kd", "seed": 2}, "metrics": {}, "error": None},
+]
+
+
+@pytest.fixture(scope="module")
+def table():
+    return comparison_table(TRIALS, STUDENTS, ["kd", "ua_dual", "dml"])
+
+
+def test_rows_order_and_columns(table):
+    assert list(zip(table["method"], table["student"])) == [
+        ("kd", "resnet18"), ("kd", "mobilenet_v2"), ("ua_dual", "resnet18"), ("ua_dual", "mobilenet_v2"),
+        ("dml", "resnet18"), ("dml", "mobilenet_v2")]
+    assert list(table.columns) == [
+        "method", "student", "seeds", "top1_mean_%", "top1_std_%", "top5_mean_%", "ece_mean_%", "params",
+        "flops_per_image", "compression", "compression_1000", "gain_vs_kd_%", "teacher_top1_%",
+        "paper_top1_%_quoted", "paper_compression_quoted"]
+
+
+def test_seed_statistics_skip_errored_and_empty_trials(table):
+    r18 = table[table["student"] == "resnet18"].set_index("method")
+    assert list(r18["seeds"]) == [2, 2, 1]  # the errored ua_dual and the result-less kd trial are left out
+    assert r18.loc["kd", "top1_mean_%"] == pytest.approx(91.0)
+    assert r18.loc["ua_dual", "top1_mean_%"] == pytest.approx(96.0)
+    assert r18.loc["kd", "top1_std_%"] == pytest.approx(math.sqrt(2))  # sample std of 90, 92
+    assert math.isnan(r18.loc["dml", "top1_std_%"])  # one seed
+    assert r18.loc["kd", "top5_mean_%"] == pytest.approx(99.0)
+    assert r18.loc["kd", "ece_mean_%"] == pytest.approx(5.0)
+    assert r18.loc["ua_dual", "gain_vs_kd_%"] == pytest.approx(5.0)
+    assert r18.loc["kd", "gain_vs_kd_%"] == 0.0
+    assert r18.loc["dml", "gain_vs_kd_%"] == pytest.approx(2.0)
+    assert list(table["teacher_top1_%"]) == pytest.approx([96.0] * 6)  # dml reports none: mean of the others
+
+
+def test_sizes_and_compression(table):
+    first = table.drop_duplicates("student").set_index("student")
+    assert first.loc["resnet18", "params"] == 11_689_512
+    assert first.loc["mobilenet_v2", "flops_per_image"] == 600_000_000
+    assert first.loc["resnet18", "compression"] == pytest.approx(25_557_032 / 11_689_512)
+    assert first.loc["resnet18", "compression"] == pytest.approx(2.186, abs=1e-3)
+    assert first.loc["mobilenet_v2", "compression_1000"] == pytest.approx(7.292, abs=1e-3)
+    dml = table[table["method"] == "dml"].set_index("student")
+    assert dml.loc["resnet18", "compression"] == pytest.approx(2.186, abs=1e-3)  # the architecture's, not the run's
+
+
+def test_quoted_columns_are_separate_and_nan_where_the_paper_is_silent(table):
+    rows = table.set_index(["method", "student"])
+    assert rows.loc[("kd", "resnet18"), "paper_top1_%_quoted"] == PAPER_TOP1[("kd", "resnet18")] == 81.80
+    assert rows.loc[("ua_dual", "mobilenet_v2"), "paper_top1_%_quoted"] == 81.46
+    assert rows.loc[("ua_dual", "mobilenet_v2"), "paper_compression_quoted"] == PAPER_COMPRESSION["mobilenet_v2"]
+    assert math.isnan(rows.loc[("dml", "resnet18"), "paper_top1_%_quoted"])
+    assert rows.loc[("kd", "resnet18"), "top1_mean_%"] != 81.80  # measured, not overwritten by the quote
+
+
+def test_no_kd_row_gives_nan_gain_and_missing_methods_keep_a_row():
+    df = comparison_table(TRIALS, STUDENTS, ["ua_dual", "ce"])
+    assert df["gain_vs_kd_%"].isna().all()
+    ce = df[df["method"] == "ce"]
+    assert list(ce["seeds"]) == [0, 0] and ce["top1_mean_%"].isna().all()
+
+
+def test_text_markdown_latex_and_files(table, tmp_path):
+    text = format_comparison(table)
+    assert "ua_dual" in text and "91.00 ± 1.41" in text
+    md = comparison_markdown(table)
+    assert "| 91.00 ± 1.41 |" in md and "| 93.00 |" in md  # one seed: no ± part
+    assert "ImageNet-100" in md and "1000-class heads" in md
+    tex = comparison_latex(table)
+    assert r"\begin{tabular}" in tex and r"$\pm$" in tex and r"paper\_top1\_\%\_quoted" in tex
+    written = write_comparison(table, tmp_path)
+    assert set(written) == {"comparison.csv", "comparison.md", "comparison.tex"}
+    assert all(p.exists() and p.stat().st_size > 0 for p in written.values())
+    assert "paper_compression_quoted" in written["comparison.csv"].read_text().splitlines()[0]
+
+
+def predictions_for(n, classes, teacher, seed):
+    g = torch.Generator().manual_seed(seed)
+    pred = {"labels": torch.arange(n) % classes}
+    if teacher:
+        pred["teacher_logits"] = torch.randn(n, classes, generator=g) * 3
+    for name in STUDENTS:
+        pred[name] = {"confidence": torch.rand(n, generator=g), "correct": torch.rand(n, generator=g) > 0.3}
+    return pred
+
+
+def test_analysis_plots_write_every_kind(tmp_path):
+    trials = TRIALS[:5]
+    preds = {t["trial_id"]: predictions_for(40, 4, t["params"]["loss.method"] != "dml", i)
+             for i, t in enumerate(trials)}
+    preds["kd1"]["labels"] = preds["kd1"]["labels"].flip(0)  # another order: left out of the certainty bins
+    histories = {t["trial_id"]: {f"{s}/val_top1": [(1, 0.5), (2, 0.7), (3, 0.8)] for s in STUDENTS} for t in trials}
+    paths = analysis_plots(tmp_path, STUDENTS, preds, trials, histories, teacher_train_logits=torch.randn(100, 4))
+    assert sorted(p.name for p in paths) == ["accuracy_by_certainty.png", "accuracy_vs_epoch.png",
+                                             "reliability_mobilenet_v2.png", "reliability_resnet18.png",
+                                             "teacher_entropy.png"]
+    assert all(p.read_bytes().startswith(PNG) for p in paths)
+
+
+def test_analysis_plots_skip_missing_data(tmp_path):
+    assert analysis_plots(tmp_path, STUDENTS, {}, [], {}) == []
+    assert analysis_plots(tmp_path, [], {}, TRIALS, {}) == []
+    only_val_teacher = {"kd0": predictions_for(20, 3, True, 0)}
+    paths = analysis_plots(tmp_path / "v", STUDENTS, only_val_teacher, TRIALS, {})
+    assert {p.name for p in paths} == {"teacher_entropy.png", "accuracy_by_certainty.png",
+                                       "reliability_resnet18.png", "reliability_mobilenet_v2.png"}

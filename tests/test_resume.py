@@ -1,0 +1,87 @@
+"""A sweep interrupted after its first trial (SIGINT, or SIGKILL of the driver) and resumed ends with
+every trial exactly once: in Tune's results, in MLflow and in the Optuna study."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
+from tests.conftest import tiny_spec_dict
+
+NUM_TRIALS = 3
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    return tmp_path_factory.mktemp("resume-storage")  # shared: the tiny teacher is trained once
+
+
+def finished_children(client, experiment):
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = client.search_runs([exp.experiment_id], f"attributes.status = 'FINISHED'")
+    return [r for r in runs if r.data.tags.get(PARENT_TAG)]
+
+
+def sweep_cmd(spec_path, *extra):
+    return [sys.executable, "-m", "orchestrator.sweep", str(spec_path), *extra]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig):
+    name = f"resume-{sig.name.lower()}"
+    raw = tiny_spec_dict(tmp_path, name=name, students={"epochs": 2},
+                         search={"loss.alpha": {"type": "float", "low": 0.2, "high": 0.8}},
+                         tune={"num_trials": NUM_TRIALS, "max_concurrent_trials": 1, "scheduler": "fifo"},
+                         mlflow={"experiment": name, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    raw["storage"] = str(storage)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    client = MlflowClient(tracking_uri=raw["mlflow"]["tracking_uri"])
+    env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
+
+    first = subprocess.Popen(sweep_cmd(spec_path), cwd=tmp_path, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 400
+    while time.time() < deadline and first.poll() is None and not finished_children(client, name):
+        time.sleep(2)
+    assert first.poll() is None, "the sweep ended before it could be interrupted"
+    assert finished_children(client, name), "no trial finished in time"
+    first.send_signal(sig)
+    try:
+        first.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert first.returncode != 0  # interrupted, not finished
+    if sig == signal.SIGKILL:  # the driver's Ray processes share its session: clear them out
+        subprocess.run(["pkill", "-9", "-s", str(first.pid)], check=False)
+
+    resumed = subprocess.run(sweep_cmd(spec_path, "--resume"), cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    folder = next((storage / "sweeps").glob(f"{name}-*"))
+    table = pd.read_csv(folder / "results.csv")
+    assert len(table) == NUM_TRIALS and table["trial_id"].is_unique
+    assert set(table["state"]) == {"completed"}
+
+    children = finished_children(client, name)
+    trial_ids = [c.data.tags[TRIAL_TAG] for c in children]
+    assert len(trial_ids) == NUM_TRIALS and set(trial_ids) == set(table["trial_id"])
+    exp = client.get_experiment_by_name(name)
+    parents = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TRIAL_TAG) == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+    study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == NUM_TRIALS
