@@ -43,7 +43,7 @@ def progress_reporter(spec: Spec) -> CLIReporter:
     keys = list(spec.search) or (["loss.method", "seed"] if spec.compare else [])
     params = {key: key.split(".")[-1] for key in keys}
     return CLIReporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=30,
-                       metric=spec.tune.metric, mode=spec.tune.mode, sort_by_metric=True)
+                       sort_by_metric=True)  # by TuneConfig's metric and mode
 
 
 def build_tuner(spec: Spec, folder: Path, trainable, callback) -> ray.tune.Tuner:
