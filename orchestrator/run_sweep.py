@@ -128,16 +128,15 @@ def run_sweep(spec: Spec, folder: Path, uri: str, spec_path: str, address: Optio
         tuner = build_tuner(spec, folder, trainable, tracker.callback(spec.students.epochs))
     grid = tuner.fit()
 
-    records = trial_records(grid)
     expected = len(spec.variants()) or spec.tune.num_trials
-    finished = sum(1 for r in grid if r.metrics or r.error)
-    if len(records) < expected or finished < expected:
+    finished = grid.num_terminated + grid.num_errors  # ASHA's stops count as terminated
+    if finished < expected:
         print(f"sweep interrupted after {finished} of {expected} trials: continue it with --resume ({folder})")
         tracker.finish("KILLED")
         return 130
     if spec.compare:
         return finish_comparison(tracker, run_cfg.teacher_dir, folder)
-    df = trials_table(records, spec)
+    df = trials_table(trial_records(grid), spec)
     study = optuna.load_study(study_name=folder.name, storage=optuna_storage(folder))
     files = write_results(df, spec, folder, study)
     tracker.log_artifacts(list(files.values()))

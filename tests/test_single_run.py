@@ -66,3 +66,12 @@ def test_bad_specs_exit_nonzero_with_one_line(tmp_path):
         assert "Traceback" not in proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_worker_side_imports_neither_tune_nor_mlflow():
+    code = ("import sys, trainables.loop, trainables.teacher, trainables.losses, trainables.data, "
+            "trainables.models, trainables.metrics; "
+            "print([m for m in sys.modules if m.startswith(('ray.tune', 'mlflow', 'orchestrator'))])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
