@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Callable, Optional
@@ -9,6 +10,16 @@ from typing import Callable, Optional
 from trainables.config import ConfigError
 
 USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError)
+
+
+def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The arguments every spec-running command takes: the spec, `--set` overrides and `--address`."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("spec", help="a YAML spec, e.g. search_spaces/peer.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set students.epochs=3 (repeatable; values read as YAML)")
+    p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    return p
 
 
 def run_main(main: Callable[[Optional[list[str]]], int]) -> None:

@@ -13,17 +13,13 @@ from pathlib import Path
 from typing import Optional
 
 
-from orchestrator.cli import run_main
+from orchestrator.cli import run_main, spec_parser
 from orchestrator.spec import Spec, SpecError, load_spec, with_values
 
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m orchestrator.sweep", description=__doc__.splitlines()[0])
-    p.add_argument("spec", help="a YAML spec, e.g. search_spaces/peer.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set tune.num_trials=4 (repeatable)")
-    p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p = spec_parser("python -m orchestrator.sweep", __doc__.splitlines()[0])
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else sqlite:///mlflow.db)")
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted sweep of this spec")
     p.add_argument("--from-sweep", metavar="NAME",

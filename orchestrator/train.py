@@ -10,17 +10,13 @@ import argparse
 import time
 from typing import Optional
 
-from orchestrator.cli import run_main, start_ray
+from orchestrator.cli import run_main, spec_parser, start_ray
 from orchestrator.spec import Spec, load_spec
 from orchestrator.trainer import build_trainer, prepare_teacher
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m orchestrator.train", description=__doc__.splitlines()[0])
-    p.add_argument("spec", help="a YAML spec, e.g. search_spaces/peer.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set students.epochs=3 (repeatable)")
-    p.add_argument("--address", help="join this Ray cluster instead of starting a local one")
+    p = spec_parser("python -m orchestrator.train", __doc__.splitlines()[0])
     return p.parse_args(argv)
 
 
