@@ -50,6 +50,20 @@ def test_teacher_cache_then_one_epoch_dual_student_run(ray_local, tmp_path, caps
     assert predictions["teacher_logits"].shape == (len(predictions["labels"]), 10)
 
 
+def test_two_workers_train_with_ddp(ray_local, tmp_path):
+    """DDP through prepare_model/prepare_data_loader on two CPU workers (gloo); DML needs no teacher."""
+    spec = validate_spec(tiny_spec_dict(tmp_path, loss={"method": "dml", "beta": 1.0},
+                                        resources={"num_workers": 2, "cpus_per_worker": 1}))
+    run_cfg = prepare_teacher(spec)
+    assert run_cfg.teacher_dir is None
+    result = build_trainer(spec, run_cfg, name="ddp", storage_path=str(tmp_path / "single")).fit()
+    assert result.metrics["epoch"] == 1 and result.metrics["resnet18/train_peer"] > 0
+    assert result.metrics["resnet18/train_kd"] == 0.0  # dml: no teacher term
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(f"{d}/{STATE_FILE}", weights_only=True)
+    assert not any(k.startswith("module.") for k in state["students"]["resnet18"])  # saved unwrapped
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=120)
 
