@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from orchestrator.tables import format_table, trials_table, write_results
 from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, tracking_uri
 from trainables.loop import PREDICTIONS_FILE
 
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise here
 CONFIG_ARTIFACT = "resolved_config.json"
 TEACHER_LOGITS_ARTIFACT = "teacher_train_logits.pt"
 
