@@ -114,7 +114,7 @@ def _si(value) -> str:
 def _display(df: pd.DataFrame) -> pd.DataFrame:
     """The table as strings, for reading: mean ± std in one cell, 2 decimals, '-' for a gap."""
     def fmt(value, spec: str = ".2f") -> str:
-        return "-" if pd.isna(value) else format(value, spec)
+        return "-" if pd.isna(value) else format(round(value, 2) + 0.0, spec)  # + 0.0: no "-0.00"
 
     def mean_std(row) -> str:
         if pd.isna(row["top1_mean_%"]):
