@@ -7,7 +7,6 @@ resumed sweep keeps its parent run and a restarted trial keeps its child run: ea
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -153,5 +152,7 @@ class TrialTracker(Callback):
         self.client.set_terminated(self.run_id(trial), status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.client.set_tag(self.run_id(trial), "error", json.dumps(str(trial.error_file))[:500])
+        error_file = Path(trial.error_file or "/nonexistent")
+        lines = error_file.read_text().strip().splitlines() if error_file.is_file() else []
+        self.client.set_tag(self.run_id(trial), "error", (lines[-1] if lines else "failed")[:500])
         self.client.set_terminated(self.run_id(trial), status="FAILED")

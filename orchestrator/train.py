@@ -22,9 +22,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 def final_summary(spec: Spec, metrics: dict) -> str:
     lines = []
-    for arch in metrics.get("_students", []):
-        lines.append(f"  {arch:<16} top-1 {metrics[f'{arch}/val_top1']:.4f}  top-5 {metrics[f'{arch}/val_top5']:.4f}"
-                     f"  ECE {metrics[f'{arch}/val_ece']:.4f}")
+    for name in spec.students.names:
+        lines.append(f"  {name:<16} top-1 {metrics[f'{name}/val_top1']:.4f}  top-5 {metrics[f'{name}/val_top5']:.4f}"
+                     f"  ECE {metrics[f'{name}/val_ece']:.4f}")
     if "teacher/val_top1" in metrics:
         lines.append(f"  {'teacher':<16} top-1 {metrics['teacher/val_top1']:.4f}  ({spec.teacher.arch})")
     return "\n".join(lines)
@@ -38,11 +38,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     run_cfg = prepare_teacher(spec)
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     result = build_trainer(spec, run_cfg, name=run_name, storage_path=str(spec.storage_path / "single")).fit()
-    metrics = {**result.metrics, "_students": spec.students.names}
+    metrics = result.metrics
     print(f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"
           f" ({result.path})")
     print(final_summary(spec, metrics))
     return 0
+
 
 if __name__ == "__main__":
     run_main(main)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import yaml
@@ -48,6 +49,15 @@ def test_teacher_cache_then_one_epoch_dual_student_run(ray_local, tmp_path, caps
     assert set(state["students"]) == {"resnet18", "mobilenet_v2"} and state["epoch"] == 0
     assert {"optimizer", "scheduler"} <= set(state)
     assert predictions["teacher_logits"].shape == (len(predictions["labels"]), 10)
+
+    # The same run again (a trial restarted after its driver died): it trains nothing, and reports the
+    # final epoch once more so that Tune sees the trial end, with its last-epoch predictions.
+    again = build_trainer(spec, run_cfg, name="one-epoch", storage_path=str(tmp_path / "single")).fit()
+    assert again.metrics["epoch"] == 1
+    assert again.metrics["resnet18/val_top1"] == m["resnet18/val_top1"]
+    with again.checkpoint.as_directory() as d:
+        assert torch.load(f"{d}/{STATE_FILE}", weights_only=True)["epoch"] == 0
+        assert (Path(d) / PREDICTIONS_FILE).is_file()
 
 
 def test_two_workers_train_with_ddp(ray_local, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import tempfile
 import time
 from contextlib import nullcontext
@@ -184,6 +185,16 @@ def train_loop_per_worker(config: dict) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"] + 1
+        if start_epoch >= sc.epochs:
+            # Finished before its driver was lost: report the final epoch again so Tune sees it end.
+            with tempfile.TemporaryDirectory(prefix="ckpt-") as copy:
+                final = None
+                if rank == 0:
+                    with checkpoint.as_directory() as d:
+                        shutil.copytree(d, copy, dirs_exist_ok=True)
+                    final = ray.train.Checkpoint.from_directory(copy)
+                ray.train.report(state["metrics"] if rank == 0 else {}, checkpoint=final)
+            return
 
     teacher_val = None
     for epoch in range(start_epoch, sc.epochs):
@@ -229,12 +240,12 @@ def train_loop_per_worker(config: dict) -> None:
                 metrics.update(val)
                 metrics.update(teacher_val or {})
                 metrics["val_top1_mean"] = sum(val[f"{n}/val_top1"] for n in names) / len(names)
-                torch.save({"epoch": epoch, "students": {n: m.state_dict() for n, m in plain.items()},
-                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                           Path(checkpoint_dir) / STATE_FILE)
                 if last:
                     torch.save(predictions, Path(checkpoint_dir) / PREDICTIONS_FILE)
                     metrics.update(model_profiles(cfg, num_classes, teacher is not None))
+                torch.save({"epoch": epoch, "students": {n: m.state_dict() for n, m in plain.items()},
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "metrics": metrics}, Path(checkpoint_dir) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
                 log.info(epoch_line(metrics, names, sc.epochs, teacher is not None))
             ray.train.report(metrics, checkpoint=checkpoint)
