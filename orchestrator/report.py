@@ -91,7 +91,8 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: b
     """Tables and plots of a logged sweep into out_dir (and onto its parent run when `log`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = sweep.spec
-    files = write_results(trials_table(sweep.trials, spec), spec, out_dir)
+    trials = trials_table(sweep.trials, spec)
+    files = write_results(trials, spec, out_dir)
     if spec.compare:
         names = spec.students.names
         table = comparison_table(sweep.trials, names, spec.compare.methods)
@@ -110,7 +111,7 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: b
             files[path.name] = path
         print("\n" + format_comparison(table))
     else:
-        print("\n" + format_table(trials_table(sweep.trials, spec)))
+        print("\n" + format_table(trials))
     if log:
         for path in files.values():
             client.log_artifact(sweep.parent_id, str(path), "report")

@@ -87,12 +87,13 @@ def compute_logits(model: nn.Module, dataset, batch_size: int = 256) -> torch.Te
     """Logits of `model` on every item of `dataset`, ordered by the item index."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
     device = next(model.parameters()).device
-    out = torch.empty(len(dataset), 0)
+    parts, indices = [], []
     for images, _, index in loader:
-        logits = model(images.to(device)).float().cpu()
-        if out.shape[1] == 0:
-            out = torch.empty(len(dataset), logits.shape[1])
-        out[index] = logits
+        parts.append(model(images.to(device)).float().cpu())
+        indices.append(index)
+    logits = torch.cat(parts)
+    out = torch.empty_like(logits)
+    out[torch.cat(indices)] = logits
     return out
 
 
