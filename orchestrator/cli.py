@@ -7,9 +7,30 @@ import os
 import sys
 from typing import Callable, Optional
 
+from trainables import storage
 from trainables.config import ConfigError
 
 USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError)
+# Set by Ray in the entrypoint of `ray job submit`, whose working folder Ray deletes with the job.
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def in_ray_job() -> bool:
+    return RAY_JOB_ENV in os.environ
+
+
+def check_outputs_persist(storage_setting: str, tracking_uri: Optional[str] = None) -> None:
+    """In a Ray job, refuse outputs relative to its temporary folder: they would vanish with the job."""
+    if not in_ray_job():
+        return
+    if not storage.is_uri(storage_setting) and not os.path.isabs(os.path.expandvars(os.path.expanduser(storage_setting))):
+        raise ConfigError(f"storage {storage_setting!r} is relative, and a Ray job runs in a temporary folder that is "
+                          "deleted with it: set DUALKD_STORAGE on the cluster to a folder every node shares "
+                          "(or s3://bucket/prefix), or --set storage=...")
+    if tracking_uri and tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
+        raise ConfigError(f"MLflow store {tracking_uri} is relative, and a Ray job runs in a temporary folder that "
+                          "is deleted with it: set MLFLOW_TRACKING_URI on the cluster (an http:// tracking server), "
+                          "or --tracking-uri")
 
 
 def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:

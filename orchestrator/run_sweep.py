@@ -12,17 +12,19 @@ import optuna
 import ray
 import ray.tune
 import yaml
-from ray.tune import CLIReporter
+from ray.tune import Callback, CLIReporter
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.cli import start_ray
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
 from orchestrator.spec import Spec, SpecError, optuna_space
+from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import format_table, trials_table, write_results
 from orchestrator.tracking import SweepTracker, git_commit
 from orchestrator.trainer import prepare_teacher
 from orchestrator.trial import trial_trainable
+from trainables import storage
 from trainables.teacher import SOFT_LABELS_FILE
 
 OPTUNA_DB = "optuna.db"
@@ -32,8 +34,20 @@ os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 
-def optuna_storage(folder: Path) -> optuna.storages.RDBStorage:
-    return optuna.storages.RDBStorage(f"sqlite:///{folder / OPTUNA_DB}")
+def optuna_storage(folder: SweepFolder) -> optuna.storages.RDBStorage:
+    return optuna.storages.RDBStorage(f"sqlite:///{folder.local / OPTUNA_DB}")
+
+
+class PublishStudy(Callback):
+    """Uploads the Optuna study after each trial when the sweep lives in a bucket, so a lost driver loses little."""
+
+    def __init__(self, folder: SweepFolder):
+        self.folder = folder
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.folder.publish(self.folder.local / OPTUNA_DB)
+
+    on_trial_error = on_trial_complete
 
 
 def progress_reporter(spec: Spec) -> CLIReporter:
@@ -46,7 +60,7 @@ def progress_reporter(spec: Spec) -> CLIReporter:
                        sort_by_metric=True)  # by TuneConfig's metric and mode
 
 
-def build_tuner(spec: Spec, folder: Path, trainable, callback) -> ray.tune.Tuner:
+def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list) -> ray.tune.Tuner:
     """A sweep: Optuna proposes every trial. A comparison: a grid of fixed (method, seed) trials, run to the end."""
     t = spec.tune
     searcher, param_space = None, None
@@ -67,7 +81,7 @@ def build_tuner(spec: Spec, folder: Path, trainable, callback) -> ray.tune.Tuner
         tune_config=ray.tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=searcher, scheduler=scheduler,
                                         num_samples=1 if spec.compare else t.num_trials,
                                         max_concurrent_trials=t.max_concurrent_trials),
-        run_config=ray.tune.RunConfig(name=folder.name, storage_path=str(folder.parent), callbacks=[callback],
+        run_config=ray.tune.RunConfig(name=folder.name, storage_path=folder.root, callbacks=callbacks,
                                       progress_reporter=progress_reporter(spec), verbose=1,
                                       failure_config=ray.tune.FailureConfig(max_failures=1)),
     )
@@ -85,15 +99,16 @@ def trial_records(grid) -> list[dict]:
     return records
 
 
-def finish_comparison(tracker: SweepTracker, teacher_dir: Optional[str], folder: Path) -> int:
+def finish_comparison(tracker: SweepTracker, teacher_dir: Optional[str], folder: SweepFolder) -> int:
     """The comparison's tables and plots, built from what MLflow holds (as `orchestrator.report` does)."""
-    soft_labels = Path(teacher_dir or "/nonexistent") / SOFT_LABELS_FILE
-    if soft_labels.is_file():  # the teacher's training-set logits: its entropy distribution
+    soft_labels = storage.local_copy(teacher_dir) / SOFT_LABELS_FILE if teacher_dir else None
+    if soft_labels and soft_labels.is_file():  # the teacher's training-set logits: its entropy distribution
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / TEACHER_LOGITS_ARTIFACT
             shutil.copyfile(soft_labels, target)
             tracker.client.log_artifact(tracker.parent_id, str(target))
-    files = build_report(tracker.client, load_sweep(tracker.client, folder.name), folder, log=True)
+    files = build_report(tracker.client, load_sweep(tracker.client, folder.name), folder.local, log=True)
+    folder.publish(*files.values())
     tracker.finish()
     print(f"\ncomparison finished: {len(files)} tables and plots in {folder}")
     return 0
@@ -105,27 +120,37 @@ def check_driver_slots() -> None:
                         "ray start --head --resources='{\"TRAIN_DRIVER\": 8}'")
 
 
-def run_sweep(spec: Spec, folder: Path, uri: str, spec_path: str, address: Optional[str] = None,
+def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address: Optional[str] = None,
               resume: bool = False) -> int:
-    folder.mkdir(parents=True, exist_ok=True)
+    """Runs a resolved spec (absolute paths, fixed storage: see `Spec.resolved`), read before Ray starts."""
+    try:
+        storage.check_writable(folder.location)
+    except OSError as err:
+        raise SpecError(f"storage {folder.location} is not writable ({str(err).splitlines()[0]}): "
+                        "fix the path, the bucket or its credentials") from None
+    folder.local.mkdir(parents=True, exist_ok=True)
+    if resume:
+        folder.fetch(OPTUNA_DB)
     dashboard = start_ray(address, driver_slots=spec.tune.max_concurrent_trials)
     check_driver_slots()
     experiment = spec.mlflow.experiment or spec.name
     tracker = SweepTracker(uri, experiment, folder.name)
     spec_yaml = yaml.safe_dump(spec.model_dump(), sort_keys=False)
-    (folder / "spec.yaml").write_text(spec_yaml)
-    tracker.log_spec(spec.model_dump(), Path(spec_path).read_text(), git_commit(Path.cwd()))
+    (folder.local / "spec.yaml").write_text(spec_yaml)
+    folder.publish(folder.local / "spec.yaml")
+    tracker.log_spec(spec.model_dump(), spec_text, git_commit(Path.cwd()))
     print(f"\nwatch it:\n  Ray dashboard: {dashboard or '(see the Ray cluster)'}"
           "  (token: run `ray get-auth-token`)\n"
           f"  MLflow: mlflow ui --backend-store-uri {uri}   (parent run '{folder.name}' in '{experiment}')\n")
 
     run_cfg = prepare_teacher(spec)
-    trainable = trial_trainable(spec, run_cfg.teacher_dir, str(folder / "train"))
-    if resume and ray.tune.Tuner.can_restore(str(folder)):
+    trainable = trial_trainable(spec, run_cfg.teacher_dir, storage.join(folder.location, "train"))
+    if resume and ray.tune.Tuner.can_restore(folder.location):
         print(f"resuming {folder}")
-        tuner = ray.tune.Tuner.restore(str(folder), trainable, resume_errored=True)
+        tuner = ray.tune.Tuner.restore(folder.location, trainable, resume_errored=True)
     else:
-        tuner = build_tuner(spec, folder, trainable, tracker.callback(spec.students.epochs))
+        callbacks = [tracker.callback(spec.students.epochs, spec.storage_location), PublishStudy(folder)]
+        tuner = build_tuner(spec, folder, trainable, callbacks)
     grid = tuner.fit()
 
     expected = len(spec.variants()) or spec.tune.num_trials
@@ -138,7 +163,8 @@ def run_sweep(spec: Spec, folder: Path, uri: str, spec_path: str, address: Optio
         return finish_comparison(tracker, run_cfg.teacher_dir, folder)
     df = trials_table(trial_records(grid), spec)
     study = optuna.load_study(study_name=folder.name, storage=optuna_storage(folder))
-    files = write_results(df, spec, folder, study)
+    files = write_results(df, spec, folder.local, study)
+    folder.publish(folder.local / OPTUNA_DB, *files.values())
     tracker.log_artifacts(list(files.values()))
     tracker.finish()
     print("\n" + format_table(df))

@@ -15,9 +15,14 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from trainables import storage
 from trainables.config import ConfigError, Method, RunConfig, Strict
 from trainables.losses import PRESETS, needs_two_students, resolve_method
 from trainables.models import MODELS
+
+
+STORAGE_ENV = "DUALKD_STORAGE"  # the storage of specs that set none: clusters set it to their shared storage
+DEFAULT_STORAGE = "runs"
 
 
 class SpecError(ConfigError):
@@ -104,7 +109,8 @@ class Spec(RunConfig):
     """What `orchestrator.sweep` and `orchestrator.train` read."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    storage: str = Field("runs", description="folder for sweeps and the teacher cache (shared storage on clusters)")
+    storage: Optional[str] = Field(None, description=f"sweeps, runs and the teacher cache: a folder every node reads, "
+                                   f"or s3://bucket/prefix; default ${STORAGE_ENV}, else ./{DEFAULT_STORAGE}")
     resources: Resources = Field(default_factory=Resources)
     teacher_resources: Optional[Resources] = Field(None, description="for training the teacher; default: resources")
     tune: TuneSettings = Field(default_factory=TuneSettings)
@@ -141,6 +147,13 @@ class Spec(RunConfig):
             return []
         return [{"loss.method": m, "seed": s} for m in self.compare.methods for s in self.compare.seeds]
 
+    def resolved(self) -> "Spec":
+        """The spec with every path absolute and the storage fixed, as the driver sees them: what trials get."""
+        raw = self.model_dump()
+        raw.update(self.run_config().model_dump(include={"data", "teacher", "students"}))
+        raw["storage"] = self.storage_location
+        return Spec.model_validate(raw)
+
     def run_config(self) -> RunConfig:
         """The workers' config, with file paths made absolute (Tune runs trials in their own folders)."""
         raw = self.model_dump(include=set(RunConfig.model_fields))
@@ -153,8 +166,20 @@ class Spec(RunConfig):
         return RunConfig.model_validate(raw)
 
     @property
-    def storage_path(self) -> Path:
-        return Path(self.storage).expanduser().resolve()
+    def storage_origin(self) -> str:
+        """Where the storage setting comes from: the spec (or --set), $DUALKD_STORAGE, or the default."""
+        return "the spec" if self.storage else f"${STORAGE_ENV}" if os.environ.get(STORAGE_ENV) else "the default"
+
+    @property
+    def storage_setting(self) -> str:
+        """The storage as configured: the spec's, else $DUALKD_STORAGE, else `runs`."""
+        return self.storage or os.environ.get(STORAGE_ENV) or DEFAULT_STORAGE
+
+    @property
+    def storage_location(self) -> str:
+        """The storage as an absolute folder or a bucket URI."""
+        setting = self.storage_setting
+        return setting if storage.is_uri(setting) else _absolute(setting, "storage")
 
 
 def _absolute(path: Optional[str], key: str) -> Optional[str]:

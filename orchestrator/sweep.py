@@ -8,14 +8,13 @@ run per trial. The teacher is prepared once, before any trial.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import Optional
 
-
-from orchestrator.cli import run_main, spec_parser
+from orchestrator.cli import check_outputs_persist, run_main, spec_parser
 from orchestrator.spec import Spec, SpecError, load_spec, with_values
-
+from orchestrator.sweep_folder import SweepFolder, latest_sweep_folder, new_sweep_folder
+from trainables import storage
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -28,20 +27,15 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def sweeps_root(spec: Spec) -> Path:
-    return spec.storage_path / "sweeps"
-
-
-def new_sweep_folder(spec: Spec) -> Path:
-    return sweeps_root(spec) / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def latest_sweep_folder(spec: Spec) -> Path:
-    """The newest sweep of this spec's name: what --resume continues."""
-    found = sorted(p for p in sweeps_root(spec).glob(f"{spec.name}-*") if p.is_dir())
-    if not found:
-        raise SpecError(f"no sweep named {spec.name!r} under {sweeps_root(spec)} to resume: run without --resume")
-    return found[-1]
+def sweep_folder(spec: Spec, resume: bool) -> SweepFolder:
+    """A new folder under STORAGE/sweeps, or with `resume` the newest one of this spec's name."""
+    root = storage.join(spec.storage_location, "sweeps")
+    if not resume:
+        return new_sweep_folder(root, spec.name)
+    found = latest_sweep_folder(root, spec.name)
+    if found is None:
+        raise SpecError(f"no sweep named {spec.name!r} under {root} to resume: run without --resume")
+    return found
 
 
 def with_best_values(spec: Spec, sweep_name: str, uri: str) -> Spec:
@@ -60,7 +54,7 @@ def with_best_values(spec: Spec, sweep_name: str, uri: str) -> Spec:
     return with_values(spec, params)
 
 
-def describe_plan(spec: Spec, folder: Path, uri: str) -> str:
+def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
     r, t = spec.resources, spec.tune
     per_trial = f"{r.num_workers} worker(s) x {r.cpus_per_worker} CPU" + (
         f" + {r.gpus_per_worker} GPU" if r.use_gpu else "")
@@ -81,8 +75,8 @@ def describe_plan(spec: Spec, folder: Path, uri: str) -> str:
         f"  scheduler: {scheduler}",
         f"  per trial: {per_trial}",
         "  search:", space,
-        f"  outputs: {folder}",
-        f"  teacher cache: {spec.storage_path / 'teachers'}",
+        f"  outputs: {folder}  (storage from {spec.storage_origin})",
+        f"  teacher cache: {storage.join(spec.storage_location, 'teachers')}",
         f"  MLflow: {uri}, experiment '{spec.mlflow.experiment or spec.name}'",
     ])
 
@@ -96,15 +90,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     from orchestrator.tracking import tracking_uri
 
     uri = tracking_uri(args.tracking_uri or spec.mlflow.tracking_uri)
+    check_outputs_persist(spec.storage_setting, uri)
     from_sweep = args.from_sweep or (spec.compare.from_sweep if spec.compare else None)
     if from_sweep:
         if not spec.compare:
             raise SpecError("--from-sweep feeds a comparison: use it with a spec that has a compare section")
         spec = with_best_values(spec, from_sweep, uri)
-    folder = latest_sweep_folder(spec) if args.resume else new_sweep_folder(spec)
+    folder = sweep_folder(spec, args.resume)
     print(describe_plan(spec, folder, uri))
     try:
-        spec.run_config()  # paths and environment variables: checked before anything starts
+        spec = spec.resolved()  # paths and environment variables: fixed before Ray starts
     except SpecError as err:
         if not args.dry_run:
             raise
@@ -113,7 +108,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     from orchestrator.run_sweep import run_sweep  # Ray, Tune and MLflow load only when the sweep runs
 
-    return run_sweep(spec, folder, uri, args.spec, address=args.address, resume=args.resume)
+    return run_sweep(spec, folder, uri, Path(args.spec).read_text(), address=args.address, resume=args.resume)
 
 
 if __name__ == "__main__":

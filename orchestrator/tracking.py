@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -17,6 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
+from trainables import storage
 from trainables.loop import PREDICTIONS_FILE
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -96,16 +98,18 @@ class SweepTracker:
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id, status=status)
 
-    def callback(self, epochs: int) -> "TrialTracker":
-        return TrialTracker(self.uri, self.experiment_id, self.parent_id, self.sweep_id, epochs)
+    def callback(self, epochs: int, storage_location: str) -> "TrialTracker":
+        return TrialTracker(self.uri, self.experiment_id, self.parent_id, self.sweep_id, epochs, storage_location)
 
 
 class TrialTracker(Callback):
     """Tune callback on the driver: a child run per trial, its params, and every reported epoch."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_id: str, sweep_id: str, epochs: int):
+    def __init__(self, uri: str, experiment_id: str, parent_id: str, sweep_id: str, epochs: int,
+                 storage_location: str):
         self.uri, self.experiment_id, self.parent_id, self.sweep_id = uri, experiment_id, parent_id, sweep_id
         self.epochs = epochs
+        self.storage = storage_location  # where the trials' checkpoints are: a folder or a bucket
         self.client = MlflowClient(tracking_uri=uri)
         self.runs: dict[str, str] = {}
 
@@ -145,11 +149,20 @@ class TrialTracker(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         epochs = int(last.get("epoch", 0))
-        predictions = Path(last.get(CHECKPOINT_PATH_KEY) or "/nonexistent") / PREDICTIONS_FILE
-        if predictions.is_file():  # the last epoch's per-sample records, for the uncertainty analysis
-            self.client.log_artifact(self.run_id(trial), str(predictions))
+        checkpoint = last.get(CHECKPOINT_PATH_KEY)
+        if checkpoint:  # the last epoch's per-sample records, for the uncertainty analysis
+            self.log_predictions(trial, storage.join(storage.on_same_filesystem(checkpoint, self.storage),
+                                                     PREDICTIONS_FILE))
         self.client.set_tag(self.run_id(trial), "state", "completed" if epochs >= self.epochs else "stopped early")
         self.client.set_terminated(self.run_id(trial), status="FINISHED")
+
+    def log_predictions(self, trial, location: str) -> None:
+        if not storage.exists(location):  # the final epoch is the one that writes them
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / PREDICTIONS_FILE
+            storage.download(location, local)
+            self.client.log_artifact(self.run_id(trial), str(local))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error_file = Path(trial.error_file or "/nonexistent")

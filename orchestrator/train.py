@@ -10,9 +10,10 @@ import argparse
 import time
 from typing import Optional
 
-from orchestrator.cli import run_main, spec_parser, start_ray
+from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray
 from orchestrator.spec import Spec, load_spec
 from orchestrator.trainer import build_trainer, prepare_teacher
+from trainables import storage
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -33,11 +34,13 @@ def final_summary(spec: Spec, metrics: dict) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     spec = load_spec(args.spec, args.overrides)
+    check_outputs_persist(spec.storage_setting)
+    spec = spec.resolved()  # paths fixed before Ray starts
     start_ray(args.address)
     started = time.time()
     run_cfg = prepare_teacher(spec)
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = build_trainer(spec, run_cfg, name=run_name, storage_path=str(spec.storage_path / "single")).fit()
+    result = build_trainer(spec, run_cfg, name=run_name, storage_path=storage.join(spec.storage_location, "single")).fit()
     metrics = result.metrics
     print(f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"
           f" ({result.path})")

@@ -6,12 +6,17 @@ from pathlib import Path
 from typing import Optional
 
 import ray.train
+import torch
 from ray.train.torch import TorchTrainer
 
 from orchestrator.spec import Resources, Spec
-from trainables.config import RunConfig
-from trainables.loop import train_loop_per_worker
-from trainables.teacher import ensure_teacher
+from trainables import storage
+from trainables.config import ConfigError, RunConfig
+from trainables.data import build_datasets
+from trainables.losses import needs_teacher, resolve_method
+from trainables.loop import STATE_FILE, train_loop_per_worker
+from trainables.models import build_model
+from trainables.teacher import is_cached, read_state_dict, teacher_dir, teacher_training_config, write_teacher
 
 
 def scaling_config(r: Resources) -> ray.train.ScalingConfig:
@@ -21,16 +26,58 @@ def scaling_config(r: Resources) -> ray.train.ScalingConfig:
     return ray.train.ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu, resources_per_worker=per_worker)
 
 
-def teacher_cache(spec: Spec) -> Path:
-    return spec.storage_path / "teachers"
+def teacher_cache(spec: Spec) -> str:
+    return storage.join(spec.storage_location, "teachers")
+
+
+def ensure_teacher(cfg: RunConfig, cache_root: str, scaling: ray.train.ScalingConfig, log=print,
+                   force: bool = False) -> Optional[str]:
+    """The prepared teacher's location: a cache hit, a loaded checkpoint, or a fresh Ray Train run.
+
+    Returns None when the method uses no teacher (unless `force`: a comparison's other methods may).
+    Call it once on the driver, before any trial.
+    """
+    if not force and not needs_teacher(resolve_method(cfg.loss.model_dump())):
+        return None
+    folder = teacher_dir(cache_root, cfg)
+    if is_cached(folder):
+        log(f"teacher: cache hit, reusing {folder}")
+        return folder
+    if cfg.teacher.checkpoint:
+        log(f"teacher: loading {cfg.teacher.checkpoint}")
+        state = read_state_dict(cfg.teacher.checkpoint)
+        _, _, num_classes = build_datasets(cfg.data, cfg.data.split_seed)
+        try:
+            build_model(cfg.teacher.arch, num_classes, cfg.data.image_size).load_state_dict(state)
+        except RuntimeError as err:
+            raise ConfigError(f"teacher.checkpoint does not fit a {cfg.teacher.arch} with {num_classes} classes at "
+                              f"{cfg.data.image_size} px ({str(err).splitlines()[0]}): check teacher.arch") from None
+        write_teacher(folder, state, cfg, {"source": str(cfg.teacher.checkpoint)}, cfg.teacher.cache_soft_labels)
+        return folder
+    log(f"teacher: cache miss, training {cfg.teacher.arch} for {cfg.teacher.epochs} epochs into {folder}")
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=teacher_training_config(cfg).model_dump(),
+        scaling_config=scaling,
+        run_config=ray.train.RunConfig(name=f"teacher-{storage.basename(folder)}", storage_path=storage.join(cache_root, "runs"),
+                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    student_state = next(iter(state["students"].values()))
+    top1 = {k.split("/", 1)[1]: v for k, v in result.metrics.items() if k.endswith(("val_top1", "val_top5"))}
+    write_teacher(folder, student_state, cfg, {"source": "trained", **top1}, cfg.teacher.cache_soft_labels)
+    log(f"teacher: trained, val top-1 {top1.get('val_top1', float('nan')):.4f}")
+    return folder
 
 
 def prepare_teacher(spec: Spec) -> RunConfig:
     """The run config with `teacher_dir` set: train or load the teacher once, before any student run."""
     run_cfg = spec.run_config()
     folder = ensure_teacher(run_cfg, teacher_cache(spec), scaling_config(spec.teacher_resources or spec.resources),
-                            str(spec.storage_path / "teachers" / "runs"), force=spec.compare is not None)
-    return run_cfg.model_copy(update={"teacher_dir": str(folder) if folder else None})
+                            force=spec.compare is not None)
+    return run_cfg.model_copy(update={"teacher_dir": folder})
 
 
 def build_trainer(spec: Spec, run_cfg: RunConfig, name: str, storage_path: str,

@@ -19,11 +19,12 @@ def test_teacher_cache_then_one_epoch_dual_student_run(ray_local, tmp_path, caps
 
     run_cfg = prepare_teacher(spec)
     assert "cache miss" in capsys.readouterr().out
-    folder = teacher_dir(teacher_cache(spec), spec.run_config())
-    assert run_cfg.teacher_dir == str(folder) and is_cached(folder)
+    location = teacher_dir(teacher_cache(spec), spec.run_config())
+    folder = Path(location)
+    assert run_cfg.teacher_dir == location and is_cached(location)
     assert (folder / SOFT_LABELS_FILE).is_file()  # digits without augmentation: logits cached once
     weights_mtime = (folder / "teacher.pt").stat().st_mtime_ns
-    assert read_meta(folder)["source"] == "trained"
+    assert read_meta(location)["source"] == "trained"
 
     again = prepare_teacher(spec)  # same settings: reused, not retrained
     assert "cache hit" in capsys.readouterr().out
@@ -31,7 +32,7 @@ def test_teacher_cache_then_one_epoch_dual_student_run(ray_local, tmp_path, caps
     assert (folder / "teacher.pt").stat().st_mtime_ns == weights_mtime
 
     changed = validate_spec(tiny_spec_dict(tmp_path, teacher={"epochs": 2}))
-    assert teacher_dir(teacher_cache(changed), changed.run_config()) != folder
+    assert teacher_dir(teacher_cache(changed), changed.run_config()) != location
     assert not is_cached(teacher_dir(teacher_cache(changed), changed.run_config()))
 
     result = build_trainer(spec, run_cfg, name="one-epoch", storage_path=str(tmp_path / "single")).fit()

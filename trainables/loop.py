@@ -160,7 +160,7 @@ def train_loop_per_worker(config: dict) -> None:
         if not cfg.teacher_dir:
             raise ValueError("this method needs a teacher but no teacher_dir was given: prepare it first")
         soft_labels = load_soft_labels(cfg.teacher_dir)
-        teacher = load_teacher(Path(cfg.teacher_dir), cfg.teacher.arch, num_classes, cfg.data.image_size, device)
+        teacher = load_teacher(cfg.teacher_dir, cfg.teacher.arch, num_classes, cfg.data.image_size, device)
         teacher = teacher.to(memory_format=memory_format)
 
     loader_kw = dict(num_workers=cfg.data.loader_workers, pin_memory=on_gpu,

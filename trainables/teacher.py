@@ -3,7 +3,8 @@
 A teacher is identified by everything that defines it (data, architecture, schedule, seed, source
 checkpoint). Its cache folder holds the weights, a meta file and, when the training transform is
 deterministic, its logits on the training split, so that trials need no teacher forward at all.
-Training a missing teacher is itself a Ray Train run of the student loop (one CE student).
+The folder is a location (`trainables.storage`): a local folder or a bucket URI. Training a missing
+teacher is the driver's work (`orchestrator.trainer.ensure_teacher`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-from trainables.config import ConfigError, RunConfig
+from trainables import storage
+from trainables.config import RunConfig
 from trainables.data import build_datasets, train_transform_is_deterministic
 from trainables.models import build_model
 
@@ -46,16 +48,18 @@ def teacher_key(cfg: RunConfig) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def teacher_dir(cache_root: str | os.PathLike, cfg: RunConfig) -> Path:
-    return Path(cache_root) / f"{cfg.teacher.arch}-{teacher_key(cfg)}"
+def teacher_dir(cache_root: str, cfg: RunConfig) -> str:
+    """The teacher's cache location under `cache_root` (a folder or a bucket URI)."""
+    return storage.join(str(cache_root), f"{cfg.teacher.arch}-{teacher_key(cfg)}")
 
 
-def is_cached(folder: Path) -> bool:
-    return (folder / WEIGHTS_FILE).is_file() and (folder / META_FILE).is_file()
+def is_cached(folder: str) -> bool:
+    """Complete entries only: the meta file is written last."""
+    return storage.exists(storage.join(folder, META_FILE)) and storage.exists(storage.join(folder, WEIGHTS_FILE))
 
 
-def read_meta(folder: Path) -> dict:
-    return json.loads((folder / META_FILE).read_text())
+def read_meta(folder: str) -> dict:
+    return json.loads((storage.local_copy(folder) / META_FILE).read_text())
 
 
 def teacher_training_config(cfg: RunConfig) -> RunConfig:
@@ -72,11 +76,11 @@ def teacher_training_config(cfg: RunConfig) -> RunConfig:
     })
 
 
-def load_teacher(folder: Path, arch: str, num_classes: int, image_size: int,
+def load_teacher(folder: str | os.PathLike, arch: str, num_classes: int, image_size: int,
                  device: torch.device | str = "cpu") -> nn.Module:
     """The teacher in eval mode with gradients off: it is never trained by a student run."""
     model = build_model(arch, num_classes, image_size)
-    state = torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    state = torch.load(storage.local_copy(str(folder)) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval().requires_grad_(False)
     return model.to(device)
@@ -98,14 +102,26 @@ def compute_logits(model: nn.Module, dataset, batch_size: int = 256) -> torch.Te
 
 
 def load_soft_labels(folder: Optional[str | os.PathLike]) -> Optional[torch.Tensor]:
-    path = Path(folder) / SOFT_LABELS_FILE if folder else None
+    path = storage.local_copy(str(folder)) / SOFT_LABELS_FILE if folder else None
     return torch.load(path, weights_only=True) if path and path.is_file() else None
 
 
-def write_teacher(folder: Path, state_dict: dict, cfg: RunConfig, meta: dict, cache_soft_labels: bool) -> None:
-    """Write weights, meta and (deterministic data only) soft labels; atomic, so a crash leaves no half entry."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+def _publish(tmp: Path, folder: str) -> None:
+    """Move a finished entry into place: a rename on a local disk, else an upload with the meta file last."""
+    if not storage.is_uri(folder):
+        if Path(folder).exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+        return
+    for path in sorted(tmp.iterdir(), key=lambda p: p.name == META_FILE):
+        storage.upload(path, storage.join(folder, path.name))
+
+
+def write_teacher(folder: str, state_dict: dict, cfg: RunConfig, meta: dict, cache_soft_labels: bool) -> None:
+    """Write weights, meta and (deterministic data only) soft labels; a crash leaves no entry that looks complete."""
+    scratch = Path(folder).parent if not storage.is_uri(folder) else storage.cache_root()
+    scratch.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".teacher-", dir=scratch))
     try:
         torch.save(state_dict, tmp / WEIGHTS_FILE)
         train_ds, _, num_classes = build_datasets(cfg.data, cfg.data.split_seed)
@@ -115,9 +131,7 @@ def write_teacher(folder: Path, state_dict: dict, cfg: RunConfig, meta: dict, ca
         full_meta = {**meta, "arch": cfg.teacher.arch, "num_classes": num_classes,
                      "identity": teacher_identity(cfg)}
         (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
+        _publish(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -129,51 +143,3 @@ def read_state_dict(path: str | os.PathLike) -> dict:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     return obj
-
-
-def ensure_teacher(cfg: RunConfig, cache_root: str | os.PathLike, scaling_config, storage_path: str,
-                   log=print, force: bool = False) -> Optional[Path]:
-    """The prepared teacher's folder: a cache hit, a loaded checkpoint, or a fresh Ray Train run.
-
-    Returns None when the method uses no teacher (unless `force`: a comparison's other methods may).
-    Call it once on the driver, before any trial.
-    """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from trainables.losses import needs_teacher, resolve_method
-    from trainables.loop import STATE_FILE, train_loop_per_worker
-
-    if not force and not needs_teacher(resolve_method(cfg.loss.model_dump())):
-        return None
-    folder = teacher_dir(cache_root, cfg)
-    if is_cached(folder):
-        log(f"teacher: cache hit, reusing {folder}")
-        return folder
-    if cfg.teacher.checkpoint:
-        log(f"teacher: loading {cfg.teacher.checkpoint}")
-        state = read_state_dict(cfg.teacher.checkpoint)
-        _, _, num_classes = build_datasets(cfg.data, cfg.data.split_seed)
-        try:
-            build_model(cfg.teacher.arch, num_classes, cfg.data.image_size).load_state_dict(state)
-        except RuntimeError as err:
-            raise ConfigError(f"teacher.checkpoint does not fit a {cfg.teacher.arch} with {num_classes} classes at "
-                             f"{cfg.data.image_size} px ({str(err).splitlines()[0]}): check teacher.arch") from None
-        write_teacher(folder, state, cfg, {"source": str(cfg.teacher.checkpoint)}, cfg.teacher.cache_soft_labels)
-        return folder
-    log(f"teacher: cache miss, training {cfg.teacher.arch} for {cfg.teacher.epochs} epochs into {folder}")
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=teacher_training_config(cfg).model_dump(),
-        scaling_config=scaling_config,
-        run_config=ray.train.RunConfig(name=f"teacher-{folder.name}", storage_path=storage_path,
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
-    )
-    result = trainer.fit()
-    with result.checkpoint.as_directory() as d:
-        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-    student_state = next(iter(state["students"].values()))
-    top1 = {k.split("/", 1)[1]: v for k, v in result.metrics.items() if k.endswith(("val_top1", "val_top5"))}
-    write_teacher(folder, student_state, cfg, {"source": "trained", **top1}, cfg.teacher.cache_soft_labels)
-    log(f"teacher: trained, val top-1 {top1.get('val_top1', float('nan')):.4f}")
-    return folder
