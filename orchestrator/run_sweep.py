@@ -38,6 +38,24 @@ def optuna_storage(folder: SweepFolder) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{folder.local / OPTUNA_DB}")
 
 
+class SweepSearch(OptunaSearch):
+    """OptunaSearch whose study is the sweep folder's sqlite on the machine that runs the driver.
+
+    Tune pickles the searcher with its study's database path; a sweep in a bucket may be resumed on
+    another machine, so a restored searcher re-opens the study at this machine's copy of the file.
+    """
+
+    def __init__(self, folder: SweepFolder, **kwargs):
+        super().__init__(study_name=folder.name, storage=optuna_storage(folder), **kwargs)
+        self.folder = folder
+
+    def restore(self, checkpoint_path: str):
+        super().restore(checkpoint_path)
+        self._storage = optuna_storage(self.folder)
+        self._ot_study = optuna.load_study(study_name=self.folder.name, storage=self._storage,
+                                           sampler=self._ot_study.sampler, pruner=self._ot_study.pruner)
+
+
 class PublishStudy(Callback):
     """Uploads the Optuna study after each trial when the sweep lives in a bucket, so a lost driver loses little."""
 
@@ -68,8 +86,7 @@ def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list) -> 
         param_space = {"loss.method": ray.tune.grid_search(spec.compare.methods),
                        "seed": ray.tune.grid_search(spec.compare.seeds)}
     else:
-        searcher = OptunaSearch(space=optuna_space(spec), metric=t.metric, mode=t.mode, seed=t.seed,
-                                study_name=folder.name, storage=optuna_storage(folder))
+        searcher = SweepSearch(folder, space=optuna_space(spec), metric=t.metric, mode=t.mode, seed=t.seed)
     if t.scheduler == "asha" and not spec.compare:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.students.epochs, grace_period=t.grace_period,
                                   reduction_factor=t.reduction_factor)

@@ -32,6 +32,14 @@ def tracking_uri(configured: Optional[str]) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def artifact_location(uri: str) -> Optional[str]:
+    """A sqlite store's artifacts go beside its database file, not into `./mlruns` of whichever folder
+    the driver runs in (MLflow's default: a Ray job's temporary folder, or a second machine's)."""
+    if not uri.startswith("sqlite:///"):
+        return None  # a tracking server decides (and serves) where artifacts go
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+
+
 def git_commit(path: Path) -> Optional[str]:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10)
@@ -67,7 +75,8 @@ class SweepTracker:
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
         found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=artifact_location(uri))
         self.sweep_id = sweep_id
         runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' "
                                        f"and tags.`{TRIAL_TAG}` = 'parent'", max_results=1)
