@@ -80,8 +80,7 @@ def compose_command() -> list[str] | None:
 
 def test_compose_config_validates(tmp_path):
     cmd = compose_command()
-    if cmd is None:
-        pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+    assert cmd, "no compose to validate with: install Debian's docker-compose (.ci/run does)"
     empty = tmp_path / "empty.env"  # ignore a developer's own docker/.env
     empty.write_text("")
     env = {k: v for k, v in os.environ.items() if k not in (*COMPOSE_ENV, "DATA_DIR")}
@@ -208,8 +207,6 @@ def test_gpu_worker_reserves_nvidia_devices(compose):
 
 
 def test_compose_secrets_stay_out_of_git_and_images():
-    if not (ROOT / ".git").exists() or shutil.which("git") is None:
-        pytest.skip("not a git checkout")
     ignored = subprocess.run(["git", "check-ignore", "-q", "docker/.env"], cwd=ROOT)
     assert ignored.returncode == 0, "docker/.env must be git-ignored (ray job submit skips ignored files too)"
     assert "docker/.env" in _dockerignore()
