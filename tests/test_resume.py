@@ -36,6 +36,7 @@ def sweep_cmd(spec_path, *extra):
     return [sys.executable, "-m", "orchestrator.sweep", str(spec_path), *extra]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig):
     name = f"resume-{sig.name.lower()}"
