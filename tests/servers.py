@@ -1,0 +1,237 @@
+"""Real servers for the slow tests, started as subprocesses and stopped by the process ids they started.
+
+Each server runs in a session of its own. Stopping it signals its process group, then every process of
+its tree (children of children included, even one that left the group) until none is left. Nothing here
+stops a process this module did not start: no `ray stop`, no kill by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+VENV_BIN = str(Path(sys.executable).parent)
+# Settings of the machine that must not reach the servers or the clients the tests start.
+NOT_INHERITED = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "DUALKD_STORAGE",
+                 "MLFLOW_TRACKING_URI")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    """This environment with the virtualenv first on PATH and none of NOT_INHERITED."""
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env.update(RAY_DEDUP_LOGS="0", RAY_USAGE_STATS_ENABLED="0", MLFLOW_ENABLE_TELEMETRY="false", **extra)
+    return env
+
+
+def _stat(pid: int) -> Optional[tuple[int, int, str]]:
+    """(parent pid, session id, state) of a live process, None when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[1]), int(fields[3]), fields[0]
+
+
+def _alive(pid: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[2] != "Z"
+
+
+def tree(root: int) -> set[int]:
+    """`root` and every live descendant of it, plus every process still in the session `root` leads."""
+    parents: dict[int, list[int]] = {}
+    in_session = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            st = _stat(int(entry.name))
+            if st:
+                parents.setdefault(st[0], []).append(int(entry.name))
+                if st[1] == root:
+                    in_session.add(int(entry.name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(parents.get(pid, []))
+    return {p for p in found | in_session if _alive(p)}
+
+
+class Process:
+    """A command in a new session (so its process group id is its pid), its output in a log file."""
+
+    def __init__(self, cmd: list[str], log: Path, env: dict[str, str], cwd: Optional[Path] = None):
+        self.cmd, self.log = cmd, log
+        self._out = open(log, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                     start_new_session=True)
+        self.pid = self.proc.pid
+        self.seen: set[int] = {self.pid}  # every process of its tree ever seen: stopped at the end
+
+    def watch(self) -> set[int]:
+        self.seen |= tree(self.pid)
+        return self.seen
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def stop(self, grace: float = 20.0) -> None:
+        """SIGTERM to its group and tree, SIGKILL to whatever is left after `grace` seconds."""
+        self.watch()
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            for pid in self.seen | tree(self.pid):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.time() + wait
+            while time.time() < deadline:
+                self.proc.poll()
+                self.seen |= tree(self.pid)
+                if not any(_alive(p) for p in self.seen):
+                    break
+                time.sleep(0.2)
+        self.proc.poll()
+        self._out.close()
+        left = [p for p in self.seen if _alive(p)]
+        assert not left, f"still running after SIGKILL: {left}"
+
+
+def wait_until(check, timeout: float, what: str, proc: Optional[Process] = None, every: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.proc.poll() is not None:
+            raise RuntimeError(f"{what}: {proc.cmd[0]} exited with {proc.proc.returncode}\n{proc.tail()}")
+        try:
+            result = check()
+        except Exception:  # not up yet
+            result = None
+        if result:
+            return result
+        time.sleep(every)
+    raise TimeoutError(f"{what}: not ready after {timeout:.0f} s" + (f"\n{proc.tail()}" if proc else ""))
+
+
+def http_ok(url: str, headers: Optional[dict] = None) -> bool:
+    request = urllib.request.Request(url, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status == 200
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a sqlite backend and artifacts served by the server."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.artifacts = root / "artifacts"
+        cmd = [str(Path(VENV_BIN) / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+               "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
+               "--workers", "1"]
+        self.process = Process(cmd, root / "mlflow-server.log", base_env(), cwd=root)
+        wait_until(lambda: http_ok(f"{self.uri}/health"), 120, "mlflow server /health", self.process)
+        self.process.watch()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class RayCluster:
+    """A head and one worker node of `ray start --block`, token auth on, each in a temporary folder of its own.
+
+    The head has `head_cpus` CPUs and the TRAIN_DRIVER slots; the worker node has `worker_cpus` CPUs.
+    Like two hosts, the nodes share no temporary folder: where they do (both under /tmp/ray, Ray's
+    default on one machine), the second node's runtime-env agent replaces a job's unpacked working
+    folder while the job's driver runs in it, and the driver's working directory is gone.
+    """
+
+    def __init__(self, log_dir: Path, head_cpus: int = 1, worker_cpus: int = 2, driver_slots: int = 2):
+        # A short root: Ray's unix sockets live under it (at most 107 characters a path).
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="dkray-", dir="/tmp"))  # the head's
+        self.worker_temp_dir = Path(tempfile.mkdtemp(prefix="dkray-", dir="/tmp"))
+        self.token = secrets.token_hex(32)
+        self.port, self.dashboard_port = free_port(), free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
+        # RAY_ADDRESS on the nodes too: Ray's own actors that look the cluster up without an address (Train's
+        # PlacementGroupCleaner) would otherwise fail where another Ray runs on this machine.
+        self.env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_ADDRESS=self.address)
+        ray = str(Path(VENV_BIN) / "ray")
+        common = ["--block", "--object-store-memory", str(200 * 1024 ** 2), "--disable-usage-stats"]
+        self.head = Process(
+            [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
+             "--num-cpus", str(head_cpus), "--resources", json.dumps({"TRAIN_DRIVER": driver_slots}),
+             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+             "--dashboard-port", str(self.dashboard_port), "--dashboard-agent-listen-port", str(free_port()),
+             "--ray-client-server-port", str(free_port()), "--temp-dir", str(self.temp_dir), *common],
+            log_dir / "ray-head.log", self.env)
+        self.worker: Optional[Process] = None
+        try:
+            wait_until(lambda: http_ok(f"{self.dashboard_url}/api/version", self.auth_headers()), 120,
+                       "Ray head dashboard", self.head)
+            self.worker = Process(
+                [ray, "start", "--address", self.address, "--node-ip-address", "127.0.0.1",
+                 "--num-cpus", str(worker_cpus), "--dashboard-agent-listen-port", str(free_port()),
+                 "--temp-dir", str(self.worker_temp_dir), *common],
+                log_dir / "ray-worker.log", self.env)
+            wait_until(lambda: len(self.nodes()) == 2, 120, "Ray worker node", self.worker, every=2)
+        except BaseException:
+            self.stop()
+            raise
+        self.head_node_id = next(n["node_id"] for n in self.nodes() if n["is_head_node"])
+        self.watch()
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def state(self, what: str, **kwargs) -> list[dict]:
+        """`ray.util.state.list_<what>` against the dashboard, in a client process with the token."""
+        code = ("import json, sys\nfrom ray.util import state\n"
+                f"rows = state.list_{what}(address={self.dashboard_url!r}, limit=10000, **json.loads(sys.argv[1]))\n"
+                "print(json.dumps([r.__dict__ if hasattr(r, '__dict__') else dict(r) for r in rows], default=str))")
+        out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], env=self.env, capture_output=True,
+                             text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(f"list_{what}: {out.stderr[-2000:]}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def nodes(self) -> list[dict]:
+        return [n for n in self.state("nodes") if n["state"] == "ALIVE"]
+
+    def watch(self) -> None:
+        for process in (self.head, self.worker):
+            if process is not None:
+                process.watch()
+
+    def stop(self) -> None:
+        try:
+            if self.worker is not None:
+                self.worker.stop(grace=5)
+        finally:
+            self.head.stop(grace=5)  # its gcs_server takes longer than that to end on SIGTERM: killed
+            for folder in (self.temp_dir, self.worker_temp_dir):
+                shutil.rmtree(folder, ignore_errors=True)
