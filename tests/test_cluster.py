@@ -246,7 +246,8 @@ def test_job_submit_of_the_shipped_spec(cluster, mlflow_server, storage, tmp_pat
         assert not parts & {".venv", "runs", "mlflow.db", "mlruns"}, sorted(parts & {".venv", "runs", "mlflow.db"})
         assert (package / "orchestrator" / "sweep.py").is_file() and (package / "search_spaces" / "peer.yaml").is_file()
         size = sum(p.stat().st_size for p in files)
-        tell(capsys, f"uploaded working folder {package.name}: {size / 1024:.0f} KiB in {len(files)} files: "
+        node = "head" if cluster.temp_dir.resolve() in package.parents else "worker node"
+        tell(capsys, f"uploaded working folder on the {node}: {size / 1024:.0f} KiB in {len(files)} files: "
                      + " ".join(sorted(p.name for p in package.iterdir())))
         assert size < 2 * 1024 ** 2
 
@@ -258,6 +259,7 @@ def test_job_submit_of_the_shipped_spec(cluster, mlflow_server, storage, tmp_pat
     assert str(folders[0]) in logs
     parent, children = sweep_runs(MlflowClient(tracking_uri=mlflow_server.uri), "peer")
     assert parent.info.status == "FINISHED" and len(children) == 2
+    tell(capsys, f"git commit on the job's parent run: {parent.data.tags.get('mlflow.source.git.commit')}")
 
 
 def test_comparison_through_a_tracking_server(cluster, mlflow_server, storage, tmp_path, capsys, monkeypatch):
