@@ -190,8 +190,26 @@ def test_prometheus_scrapes_rays_service_discovery_file(compose):
     ray_tmp = _mounts(services["ray-head"])["/tmp/ray"]
     assert _mounts(prom)["/tmp/ray"] == ray_tmp  # the head's /tmp/ray, at the same path
     grafana = services["grafana"]
-    assert _mounts(grafana)["/tmp/ray"] == ray_tmp
-    assert grafana["environment"]["GF_PATHS_PROVISIONING"].startswith("/tmp/ray/session_latest/metrics/grafana/")
+    mounts = _mounts(grafana)
+    assert mounts["/tmp/ray"] == ray_tmp
+    provisioning = DOCKER / mounts[grafana["environment"]["GF_PATHS_PROVISIONING"]]
+    datasource = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090" and datasource["isDefault"]
+    providers = yaml.safe_load((provisioning / "dashboards" / "providers.yml").read_text())["providers"]
+    paths = {p["options"]["path"] for p in providers}
+    assert "/tmp/ray/session_latest/metrics/grafana/dashboards" in paths  # Ray's own, as the head writes them
+    ours = next(path for path in paths if path in mounts)
+    assert list((DOCKER / mounts[ours]).glob("*.json"))
+
+
+def test_grafana_dashboard_shows_what_the_loop_exports():
+    """Every series the training dashboard queries is a gauge of trainables/live_metrics.py."""
+    dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "dualkd_training.json").read_text())
+    queried = {m for panel in dashboard["panels"] for target in panel["targets"]
+               for m in re.findall(r"ray_(dualkd_\w+)", target["expr"])}
+    exported = set(re.findall(r'Gauge\("(dualkd_\w+)"', (ROOT / "trainables" / "live_metrics.py").read_text()))
+    assert queried and queried <= exported
+    assert {"dualkd_val_top1", "dualkd_images_per_second", "dualkd_train_loss", "dualkd_epoch"} <= queried
 
 
 def test_gpu_worker_reserves_nvidia_devices(compose):

@@ -2,6 +2,8 @@
 
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -12,6 +14,19 @@ from orchestrator.trainer import build_trainer, prepare_teacher, teacher_cache
 from tests.conftest import tiny_spec_dict
 from trainables.loop import PREDICTIONS_FILE, STATE_FILE
 from trainables.teacher import SOFT_LABELS_FILE, is_cached, read_meta, teacher_dir
+
+
+def live_metric_lines(ray_module, run: str, timeout: float = 30.0) -> list[str]:
+    """This node's exported Ray metrics of one run, read as Prometheus scrapes them."""
+    node = ray_module._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+    deadline = time.time() + timeout
+    while True:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        lines = [line for line in text.splitlines() if f'run="{run}"' in line and not line.startswith("#")]
+        if lines or time.time() > deadline:  # exported every few seconds
+            return lines
+        time.sleep(2)
 
 
 def test_teacher_cache_then_one_epoch_dual_student_run(ray_local, tmp_path, capsys):
@@ -50,6 +65,10 @@ def test_teacher_cache_then_one_epoch_dual_student_run(ray_local, tmp_path, caps
     assert set(state["students"]) == {"resnet18", "mobilenet_v2"} and state["epoch"] == 0
     assert {"optimizer", "scheduler"} <= set(state)
     assert predictions["teacher_logits"].shape == (len(predictions["labels"]), 10)
+    live = live_metric_lines(ray_local, "one-epoch")  # the Ray metrics the dashboard and Grafana show
+    assert any(line.startswith("ray_dualkd_val_top1{") and 'student="resnet18"' in line for line in live)
+    assert any(line.startswith("ray_dualkd_train_loss{") and 'term="kd"' in line for line in live)
+    assert any(line.startswith("ray_dualkd_epoch{") and line.endswith(" 1.0") for line in live)
 
     # The same run again (a trial restarted after its driver died): it trains nothing, and reports the
     # final epoch once more so that Tune sees the trial end, with its last-epoch predictions.

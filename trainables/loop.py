@@ -24,6 +24,7 @@ from torch import nn
 
 from trainables.config import OptimConfig, RunConfig
 from trainables.data import build_datasets
+from trainables.live_metrics import LiveMetrics
 from trainables.losses import needs_teacher, resolve_method, students_loss
 from trainables.metrics import expected_calibration_error, topk_correct
 from trainables.models import build_model, model_profile
@@ -32,6 +33,7 @@ from trainables.teacher import load_soft_labels, load_teacher
 log = logging.getLogger(__name__)  # Ray Train forwards worker logs; its patched print() would echo twice
 STATE_FILE = "state.pt"
 PREDICTIONS_FILE = "val_predictions.pt"
+LIVE_EVERY_STEPS = 50  # how often the live images/s gauge is updated within an epoch
 
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -140,6 +142,8 @@ def train_loop_per_worker(config: dict) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    run = ctx.get_experiment_name()  # the trial id in a sweep, the run's name otherwise
+    live = LiveMetrics(run) if rank == 0 else None
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
     torch.manual_seed(cfg.seed)
@@ -224,6 +228,8 @@ def train_loop_per_worker(config: dict) -> None:
             scheduler.step()
             avg.add({k: v.detach() for k, v in parts.items() if k != "total"}, labels.shape[0])
             seen += labels.shape[0]
+            if live is not None and seen % (LIVE_EVERY_STEPS * sc.batch_size) == 0:
+                live.throughput(seen * world / (time.perf_counter() - started))
         train_seconds = time.perf_counter() - started
 
         metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0],
@@ -247,5 +253,6 @@ def train_loop_per_worker(config: dict) -> None:
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                             "metrics": metrics}, Path(checkpoint_dir) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-                log.info(epoch_line(metrics, names, sc.epochs, teacher is not None))
+                log.info(f"{run}: " + epoch_line(metrics, names, sc.epochs, teacher is not None))
+                live.end_of_epoch(metrics)
             ray.train.report(metrics, checkpoint=checkpoint)
