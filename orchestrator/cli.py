@@ -34,12 +34,14 @@ def check_outputs_persist(storage_setting: str, tracking_uri: Optional[str] = No
 
 
 def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The arguments every spec-running command takes: the spec, `--set` overrides and `--address`."""
+    """The arguments every spec-running command takes: the spec, `--set` overrides, `--address`, `--tracking-uri`."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("spec", help="a YAML spec, e.g. search_spaces/peer.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set students.epochs=3 (repeatable; values read as YAML)")
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else MLFLOW_TRACKING_URI, "
+                                          "else sqlite:///mlflow.db)")
     return p
 
 

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -18,12 +19,13 @@ from typing import Any, Optional
 import torch
 import yaml
 from mlflow import MlflowClient
+from mlflow.entities import Metric
 
 from orchestrator.cli import run_main
 from orchestrator.comparison import analysis_plots, comparison_table, format_comparison, write_comparison
 from orchestrator.spec import Spec, SpecError
 from orchestrator.tables import format_table, trials_table, write_results
-from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, tracking_uri
+from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, is_constant, tracking_uri
 from trainables.loop import PREDICTIONS_FILE
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise here
@@ -75,9 +77,10 @@ def load_sweep(client: MlflowClient, name: str) -> LoggedSweep:
     for child in sorted(children, key=lambda r: r.info.start_time):
         trial_id = child.data.tags.get(TRIAL_TAG, child.info.run_id)
         sweep.child_ids[trial_id] = child.info.run_id
-        sweep.trials.append({"trial_id": trial_id,
-                             "params": {k: _param_value(v) for k, v in child.data.params.items()},
-                             "metrics": dict(child.data.metrics),
+        params = {k: _param_value(v) for k, v in child.data.params.items()}
+        constants = {k: float(params.pop(k)) for k in list(params) if is_constant(k)}  # sizes, teacher top-1
+        sweep.trials.append({"trial_id": trial_id, "params": params,
+                             "metrics": {**child.data.metrics, **constants},
                              "error": child.data.tags.get("error") if child.info.status == "FAILED" else None})
     return sweep
 
@@ -92,7 +95,7 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: b
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = sweep.spec
     trials = trials_table(sweep.trials, spec)
-    files = write_results(trials, spec, out_dir)
+    files = write_results(trials, spec, out_dir, sweep.name)
     if spec.compare:
         names = spec.students.names
         table = comparison_table(sweep.trials, names, spec.compare.methods)
@@ -113,6 +116,11 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: b
     else:
         print("\n" + format_table(trials))
     if log:
+        if spec.compare:  # each method's mean top-1 per student, so comparisons compare in the runs table
+            now = int(time.time() * 1000)
+            means = [Metric(f"{row.method}/{row.student}/val_top1", row.top1 / 100, now, 0)
+                     for row in table.rename(columns={"top1_mean_%": "top1"}).itertuples() if row.seeds]
+            client.log_batch(sweep.parent_id, metrics=means)
         for path in files.values():
             client.log_artifact(sweep.parent_id, str(path), "report")
     return files

@@ -20,7 +20,7 @@ from orchestrator.cli import start_ray
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
 from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator.sweep_folder import SweepFolder
-from orchestrator.tables import format_table, trials_table, write_results
+from orchestrator.tables import best_params, best_trial, format_table, trials_table, write_results
 from orchestrator.tracking import SweepTracker, git_commit
 from orchestrator.trainer import prepare_teacher
 from orchestrator.trial import trial_trainable
@@ -148,14 +148,15 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
     folder.local.mkdir(parents=True, exist_ok=True)
     if resume:
         folder.fetch(OPTUNA_DB)
+    commit = git_commit()  # before Ray starts: a job's working folder may be re-unpacked when it connects
     dashboard = start_ray(address, driver_slots=spec.tune.max_concurrent_trials)
     check_driver_slots()
     experiment = spec.mlflow.experiment or spec.name
-    tracker = SweepTracker(uri, experiment, folder.name)
+    tracker = SweepTracker(uri, experiment, folder.name, spec.data.model_dump(), spec.mlflow.tags)
     spec_yaml = yaml.safe_dump(spec.model_dump(), sort_keys=False)
     (folder.local / "spec.yaml").write_text(spec_yaml)
     folder.publish(folder.local / "spec.yaml")
-    tracker.log_spec(spec.model_dump(), spec_text, git_commit(Path.cwd()))
+    tracker.log_spec(spec.model_dump(), spec_text, commit)
     print(f"\nwatch it:\n  Ray dashboard: {dashboard or '(see the Ray cluster)'}"
           "  (token: run `ray get-auth-token`)\n"
           f"  MLflow: mlflow ui --backend-store-uri {uri}   (parent run '{folder.name}' in '{experiment}')\n")
@@ -178,9 +179,14 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
         return 130
     if spec.compare:
         return finish_comparison(tracker, run_cfg.teacher_dir, folder)
-    df = trials_table(trial_records(grid), spec)
+    records = trial_records(grid)
+    df = trials_table(records, spec)
+    best = best_trial(df, spec)
+    if best is not None:
+        final = next(r["metrics"] for r in records if r["trial_id"] == best["trial_id"])
+        tracker.log_best(best["trial_id"], best_params(df, spec), final)
     study = optuna.load_study(study_name=folder.name, storage=optuna_storage(folder))
-    files = write_results(df, spec, folder.local, study)
+    files = write_results(df, spec, folder.local, folder.name, study)
     folder.publish(folder.local / OPTUNA_DB, *files.values())
     tracker.log_artifacts(list(files.values()))
     tracker.finish()

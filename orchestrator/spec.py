@@ -103,6 +103,7 @@ class CompareSettings(Strict):
 class MlflowSettings(Strict):
     experiment: Optional[str] = Field(None, description="default: the spec's name")
     tracking_uri: Optional[str] = Field(None, description="default: sqlite:///mlflow.db in the working folder")
+    tags: dict[str, str] = Field(default_factory=dict, description="set on every run this spec makes")
 
 
 class Spec(RunConfig):

@@ -19,7 +19,6 @@ from trainables import storage
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = spec_parser("python -m orchestrator.sweep", __doc__.splitlines()[0])
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else sqlite:///mlflow.db)")
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted sweep of this spec")
     p.add_argument("--from-sweep", metavar="NAME",
                    help="comparison: take the best values of this earlier sweep (its folder or spec name) from MLflow")

@@ -26,6 +26,7 @@ from orchestrator.spec import Spec, with_values  # noqa: E402
 FIXED_COLUMNS = ("trial_id", "state", "epochs")
 # States whose metrics are a real measurement of their parameters; an errored trial's are not.
 RANKED_STATES = ("completed", "stopped early")
+FROM_SWEEP_TAG = "dualkd.from_sweep"
 SCATTER_PARAMS = ("loss.threshold", "loss.temperature")
 
 
@@ -103,10 +104,13 @@ def _plain(value: Any) -> Any:
 
 
 def best_spec_yaml(spec: Spec, params: dict, trial_id: Optional[str] = None,
-                   metric_value: Optional[float] = None) -> str:
-    """The spec with `params` fixed and no search, so `python -m orchestrator.train` trains exactly them."""
+                   metric_value: Optional[float] = None, sweep_name: Optional[str] = None) -> str:
+    """The spec with `params` fixed and no search, so `python -m orchestrator.train` trains exactly them.
+
+    Its runs carry the MLflow tag `dualkd.from_sweep`: where the values came from."""
     values = {key: _plain(value) for key, value in params.items()}
-    best = with_values(spec, {**values, "name": f"{spec.name}-best", "search": {}})
+    tags = {**spec.mlflow.tags, **({FROM_SWEEP_TAG: sweep_name} if sweep_name else {})}
+    best = with_values(spec, {**values, "name": f"{spec.name}-best", "search": {}, "mlflow.tags": tags})
     source = f"trial {trial_id}" if trial_id else "the best trial"
     if metric_value is not None:
         source += f" ({spec.tune.metric} = {metric_value:.4f}, mode {spec.tune.mode})"
@@ -204,7 +208,7 @@ def make_plots(df: pd.DataFrame, spec: Spec, out_dir: str | Path, study: Optiona
     return written
 
 
-def write_results(df: pd.DataFrame, spec: Spec, out_dir: str | Path,
+def write_results(df: pd.DataFrame, spec: Spec, out_dir: str | Path, sweep_name: Optional[str] = None,
                   study: Optional[optuna.Study] = None) -> dict[str, Path]:
     """results.csv, results.md, best.yaml (when a trial measured the metric) and the plots; name -> path."""
     out = Path(out_dir)
@@ -217,6 +221,7 @@ def write_results(df: pd.DataFrame, spec: Spec, out_dir: str | Path,
         params = best_params(df, spec)
         written["best.yaml"] = out / "best.yaml"
         written["best.yaml"].write_text(
-            best_spec_yaml(spec, params, trial_id=best["trial_id"], metric_value=best[spec.tune.metric]))
+            best_spec_yaml(spec, params, trial_id=best["trial_id"], metric_value=best[spec.tune.metric],
+                           sweep_name=sweep_name))
     written.update({path.name: path for path in make_plots(df, spec, out, study)})
     return written

@@ -7,14 +7,18 @@ resumed sweep keeps its parent run and a restarted trial keeps its child run: ea
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from ray.train import UserCallback
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
@@ -40,12 +44,24 @@ def artifact_location(uri: str) -> Optional[str]:
     return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
 
 
-def git_commit(path: Path) -> Optional[str]:
+def absolute_uri(uri: str) -> str:
+    """A relative sqlite store made absolute, for processes that run in other folders."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
+    return uri
+
+
+def git_commit() -> Optional[str]:
+    """The commit of the checkout the command runs in. A `ray job submit` upload has no .git (and its
+    folder may be replaced while Ray starts): the submitter can pass the commit as DUALKD_GIT_COMMIT."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.getcwd(), capture_output=True, text=True,
+                             timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
+        out = None
+    if out is not None and out.returncode == 0:
+        return out.stdout.strip()
+    return os.environ.get("DUALKD_GIT_COMMIT") or None
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -60,65 +76,188 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 RUN_METRICS = ("epoch", "val_top1_mean", "teacher_weight", "gated", "images_per_s", "epoch_seconds", "lr")
+PROFILE_SUFFIXES = ("/params", "/params_1000", "/flops")
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on the runs table
+# Searched settings as they read in a run name: `t07 tau=0.68 T=3.6 a=0.58 b=1.09`.
+SHORT_NAMES = {"loss.threshold": "tau", "loss.temperature": "T", "loss.alpha": "a", "loss.beta": "b"}
 
 
-def numeric_metrics(result: dict) -> dict[str, float]:
+def is_constant(key: str) -> bool:
+    """A figure that never changes during a run (model sizes, the frozen teacher's accuracy): a param, not a curve."""
+    return key.startswith("teacher/") or key.endswith(PROFILE_SUFFIXES)
+
+
+def _reported(result: dict) -> dict[str, float]:
     """What the loop reported (per-student keys hold a '/'), without Tune's bookkeeping."""
     return {k: float(v) for k, v in result.items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and ("/" in k or k in RUN_METRICS)}
 
 
-class SweepTracker:
-    """The parent run of one sweep: created once, found again by its sweep-folder tag on resume."""
+def numeric_metrics(result: dict) -> dict[str, float]:
+    """The reported figures that change over epochs: the run's metric histories."""
+    return {k: v for k, v in _reported(result).items() if not is_constant(k)}
 
-    def __init__(self, uri: str, experiment: str, sweep_id: str):
+
+def constant_figures(result: dict) -> dict[str, str]:
+    """The constants as param values: counts as integers, accuracies as they are."""
+    return {k: str(int(v)) if v.is_integer() else repr(v) for k, v in _reported(result).items() if is_constant(k)}
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def run_name(number: int, values: dict[str, Any]) -> str:
+    """A comparison trial is `ua_dual seed 1`; a sweep trial its number and searched values."""
+    if set(values) == {"loss.method", "seed"}:
+        return f"{values['loss.method']} seed {values['seed']}"
+    order = list(SHORT_NAMES)  # the loss's four first, as the paper names them; then the rest as given
+    keys = sorted(values, key=lambda k: order.index(k) if k in order else len(order))
+    return " ".join([f"t{number:02d}", *(f"{SHORT_NAMES.get(k, k.rsplit('.', 1)[-1])}={_short(values[k])}"
+                                         for k in keys)])
+
+
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    """The experiment's id, created if missing, tagged so that the UI opens it on its runs table."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(name, artifact_location=artifact_location(uri), tags=EXPERIMENT_KIND)
+    for key, value in EXPERIMENT_KIND.items():
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
+
+
+def dataset_input(data: dict) -> DatasetInput:
+    """The run's data as an MLflow dataset input: its name, where it comes from, and a digest of its settings."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    settings = {k: v for k, v in data.items() if k != "loader_workers"}
+    source = CodeDatasetSource({"dataset": data["name"], "root": str(data.get("root") or "embedded")})
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    name = data["name"] if not data.get("root") else f"{data['name']}:{Path(data['root']).name}"
+    entity = MetaDataset(source, name=name, digest=digest)._to_mlflow_entity()
+    return DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])
+
+
+class RunLog:
+    """One MLflow run's writes: per-epoch curves, constant figures as params (once), predictions."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log_result(self, result: dict) -> None:
+        """An epoch's report. Constants come again with every epoch: MLflow keeps a param of the same value."""
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        ts = int(result.get("timestamp", time.time()) * 1000)
+        metrics = [Metric(k, v, ts, step) for k, v in numeric_metrics(result).items()]
+        params = [Param(k, v) for k, v in constant_figures(result).items()]
+        self.client.log_batch(self.run_id, metrics=metrics, params=params)
+
+    def log_predictions(self, location: str) -> None:
+        """The last epoch's per-sample records (the uncertainty analysis), from a folder or a bucket."""
+        if not storage.exists(location):  # the final epoch is the one that writes them
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / PREDICTIONS_FILE
+            storage.download(location, local)
+            self.client.log_artifact(self.run_id, str(local))
+
+
+def log_params(client: MlflowClient, run_id: str, values: dict[str, Any]) -> None:
+    """Params in batches of 100 (MLflow's limit per call)."""
+    params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in values.items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i:i + 100])
+
+
+class TrackedRun:
+    """One top-level MLflow run: a sweep's parent, or a single `orchestrator.train` run."""
+
+    def __init__(self, uri: str, experiment: str, data: dict, tags: Optional[dict] = None):
         self.client = MlflowClient(tracking_uri=uri)
         self.uri = uri
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=artifact_location(uri))
+        self.experiment_id = ensure_experiment(self.client, experiment, uri)
+        self.data, self.tags = data, dict(tags or {})
+        self.run_id = ""
+
+    def create(self, run_name: str, tags: dict) -> None:
+        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name,
+                                             tags={**self.tags, **tags}).info.run_id
+        self.client.log_inputs(self.run_id, [dataset_input(self.data)])
+
+    def log_spec(self, spec_dict: dict, spec_yaml: str, commit: Optional[str]) -> None:
+        """The fixed settings as params (searched ones are left for `log_best`), the spec as artifacts."""
+        searched = set(spec_dict.get("search") or {})
+        existing = self.client.get_run(self.run_id).data.params
+        log_params(self.client, self.run_id, {k: v for k, v in flatten(spec_dict).items()
+                                              if not k.startswith("search.") and k not in searched | set(existing)})
+        if commit:
+            self.client.set_tag(self.run_id, "mlflow.source.git.commit", commit)
+        self.client.log_text(self.run_id, spec_yaml, "spec.yaml")
+        self.client.log_dict(self.run_id, spec_dict, "resolved_config.json")
+
+    def log_artifacts(self, files: list[Path]) -> None:
+        for path in files:
+            self.client.log_artifact(self.run_id, str(path))
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+
+class SweepTracker(TrackedRun):
+    """The parent run of one sweep: created once, found again by its sweep-folder tag on resume."""
+
+    def __init__(self, uri: str, experiment: str, sweep_id: str, data: dict, tags: Optional[dict] = None):
+        super().__init__(uri, experiment, data, tags)
         self.sweep_id = sweep_id
         runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' "
                                        f"and tags.`{TRIAL_TAG}` = 'parent'", max_results=1)
         if runs:
-            self.parent_id = runs[0].info.run_id
-            self.client.update_run(self.parent_id, status="RUNNING")
+            self.run_id = runs[0].info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
         else:
-            run = self.client.create_run(self.experiment_id, run_name=sweep_id,
-                                         tags={SWEEP_TAG: sweep_id, TRIAL_TAG: "parent"})
-            self.parent_id = run.info.run_id
+            self.create(sweep_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: "parent"})
 
-    def log_spec(self, spec_dict: dict, spec_yaml: str, commit: Optional[str]) -> None:
-        params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in flatten(spec_dict).items()
-                  if not k.startswith("search.")]
-        existing = self.client.get_run(self.parent_id).data.params
-        params = [p for p in params if p.key not in existing]
-        tags = [RunTag("mlflow.source.git.commit", commit)] if commit else []
-        self.client.log_batch(self.parent_id, params=params[:100], tags=tags)
-        for i in range(100, len(params), 100):
-            self.client.log_batch(self.parent_id, params=params[i:i + 100])
-        self.client.log_text(self.parent_id, spec_yaml, "spec.yaml")
-        self.client.log_dict(self.parent_id, spec_dict, "resolved_config.json")
+    @property
+    def parent_id(self) -> str:
+        return self.run_id
 
-    def log_artifacts(self, files: list[Path]) -> None:
-        for path in files:
-            self.client.log_artifact(self.parent_id, str(path))
-
-    def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.parent_id, status=status)
+    def log_best(self, trial_id: str, values: dict[str, Any], result: dict) -> None:
+        """The best trial's values as params and its final figures under the same names as the trials',
+        so parent runs of different sweeps compare in the runs table."""
+        log_params(self.client, self.run_id, {**values, **constant_figures(result)})
+        step = int(result.get("epoch", 0))
+        metrics = [Metric(k, v, int(time.time() * 1000), step) for k, v in numeric_metrics(result).items()]
+        self.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag("best_trial", trial_id)])
 
     def callback(self, epochs: int, storage_location: str) -> "TrialTracker":
-        return TrialTracker(self.uri, self.experiment_id, self.parent_id, self.sweep_id, epochs, storage_location)
+        return TrialTracker(self.uri, self.experiment_id, self.run_id, self.sweep_id, epochs, storage_location,
+                            self.data, self.tags)
+
+
+class EpochLogger(UserCallback):
+    """Ray Train callback for a single run: each epoch rank 0 reports, into its MLflow run.
+
+    It runs in Ray Train's controller, which may start in another folder: give it an absolute store."""
+
+    def __init__(self, uri: str, run_id: str):
+        self.uri, self.run_id = uri, run_id
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint=None):
+        RunLog(MlflowClient(tracking_uri=self.uri), self.run_id).log_result(metrics[0])
 
 
 class TrialTracker(Callback):
     """Tune callback on the driver: a child run per trial, its params, and every reported epoch."""
 
     def __init__(self, uri: str, experiment_id: str, parent_id: str, sweep_id: str, epochs: int,
-                 storage_location: str):
+                 storage_location: str, data: dict, tags: dict):
         self.uri, self.experiment_id, self.parent_id, self.sweep_id = uri, experiment_id, parent_id, sweep_id
         self.epochs = epochs
         self.storage = storage_location  # where the trials' checkpoints are: a folder or a bucket
+        self.data, self.tags = data, tags
         self.client = MlflowClient(tracking_uri=uri)
         self.runs: dict[str, str] = {}
 
@@ -137,12 +276,15 @@ class TrialTracker(Callback):
         if found:
             run_id = found[0].info.run_id
         else:
-            run = self.client.create_run(self.experiment_id, run_name=str(trial),
-                                         tags={PARENT_TAG: self.parent_id, SWEEP_TAG: self.sweep_id,
+            siblings = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{self.parent_id}'",
+                                               max_results=5000)
+            values = flatten(trial.config)
+            run = self.client.create_run(self.experiment_id, run_name=run_name(len(siblings) + 1, values),
+                                         tags={**self.tags, PARENT_TAG: self.parent_id, SWEEP_TAG: self.sweep_id,
                                                TRIAL_TAG: trial.trial_id})
             run_id = run.info.run_id
-            params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in flatten(trial.config).items()]
-            self.client.log_batch(run_id, params=params)
+            log_params(self.client, run_id, values)
+            self.client.log_inputs(run_id, [dataset_input(self.data)])
         self.runs[trial.trial_id] = run_id
         return run_id
 
@@ -150,28 +292,17 @@ class TrialTracker(Callback):
         self.client.update_run(self.run_id(trial), status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        ts = int(result.get("timestamp", 0) * 1000)
-        metrics = [Metric(k, v, ts, step) for k, v in numeric_metrics(result).items()]
-        self.client.log_batch(self.run_id(trial), metrics=metrics)
+        RunLog(self.client, self.run_id(trial)).log_result(result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         epochs = int(last.get("epoch", 0))
         checkpoint = last.get(CHECKPOINT_PATH_KEY)
-        if checkpoint:  # the last epoch's per-sample records, for the uncertainty analysis
-            self.log_predictions(trial, storage.join(storage.on_same_filesystem(checkpoint, self.storage),
-                                                     PREDICTIONS_FILE))
+        if checkpoint:
+            RunLog(self.client, self.run_id(trial)).log_predictions(
+                storage.join(storage.on_same_filesystem(checkpoint, self.storage), PREDICTIONS_FILE))
         self.client.set_tag(self.run_id(trial), "state", "completed" if epochs >= self.epochs else "stopped early")
         self.client.set_terminated(self.run_id(trial), status="FINISHED")
-
-    def log_predictions(self, trial, location: str) -> None:
-        if not storage.exists(location):  # the final epoch is the one that writes them
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / PREDICTIONS_FILE
-            storage.download(location, local)
-            self.client.log_artifact(self.run_id(trial), str(local))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error_file = Path(trial.error_file or "/nonexistent")

@@ -2,18 +2,23 @@
 
 No search: the spec's `search` and `tune` sections are ignored. The teacher is prepared (or taken
 from the cache) first, then one real `TorchTrainer` trains the students and the final figures print.
+One MLflow run in the spec's experiment gets the settings, every epoch, the model sizes and the final
+predictions.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Optional
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray
 from orchestrator.spec import Spec, load_spec
 from orchestrator.trainer import build_trainer, prepare_teacher
+from orchestrator.tracking import EpochLogger, RunLog, TrackedRun, absolute_uri, git_commit, tracking_uri
 from trainables import storage
+from trainables.loop import PREDICTIONS_FILE
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -34,13 +39,34 @@ def final_summary(spec: Spec, metrics: dict) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     spec = load_spec(args.spec, args.overrides)
-    check_outputs_persist(spec.storage_setting)
+    uri = tracking_uri(args.tracking_uri or spec.mlflow.tracking_uri)
+    check_outputs_persist(spec.storage_setting, uri)
+    uri = absolute_uri(uri)  # Ray Train's controller logs the epochs, from its own folder
+    spec_text = Path(args.spec).read_text()
     spec = spec.resolved()  # paths fixed before Ray starts
+    commit = git_commit()  # before Ray starts: a job's working folder may be re-unpacked when it connects
     start_ray(args.address)
     started = time.time()
     run_cfg = prepare_teacher(spec)
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = build_trainer(spec, run_cfg, name=run_name, storage_path=storage.join(spec.storage_location, "single")).fit()
+    tracked = TrackedRun(uri, spec.mlflow.experiment or spec.name, spec.data.model_dump(), spec.mlflow.tags)
+    tracked.create(run_name, {})
+    tracked.log_spec(spec.model_dump(), spec_text, commit)
+    print(f"MLflow: run '{run_name}' in experiment '{spec.mlflow.experiment or spec.name}' at {uri}")
+    trainer = build_trainer(spec, run_cfg, name=run_name, storage_path=storage.join(spec.storage_location, "single"),
+                            callbacks=[EpochLogger(uri, tracked.run_id)])
+    try:
+        result = trainer.fit()
+    except KeyboardInterrupt:
+        tracked.finish("KILLED")
+        raise
+    except Exception:
+        tracked.finish("FAILED")
+        raise
+    if result.checkpoint is not None:
+        RunLog(tracked.client, tracked.run_id).log_predictions(
+            storage.join(storage.on_same_filesystem(result.checkpoint.path, spec.storage_location), PREDICTIONS_FILE))
+    tracked.finish()
     metrics = result.metrics
     print(f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"
           f" ({result.path})")

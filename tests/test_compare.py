@@ -38,6 +38,12 @@ def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, ca
     assert {"report/comparison.csv", "report/comparison.md", "report/comparison.tex",
             "report/accuracy_by_certainty.png", "report/teacher_entropy.png"} <= logged
     assert {a.path for a in client.list_artifacts(children[0].info.run_id)} >= {"val_predictions.pt"}
+    assert sorted(c.info.run_name for c in children) == ["kd seed 0", "kd seed 1", "ua_dual seed 0", "ua_dual seed 1"]
+    for method in ("kd", "ua_dual"):  # the parent row carries each method's mean, comparable across comparisons
+        runs = [c for c in children if c.data.params["loss.method"] == method]
+        mean = sum(c.data.metrics["resnet18/val_top1"] for c in runs) / len(runs)
+        assert abs(parent.data.metrics[f"{method}/resnet18/val_top1"] - mean) < 1e-9
+    assert "teacher/val_top1" in children[0].data.params and "teacher/val_top1" not in children[0].data.metrics
 
     capsys.readouterr()
     out = tmp_path / "rebuilt"

@@ -1,6 +1,7 @@
 """The sweep end to end: real Ray Tune, Optuna, ASHA and a temporary MLflow sqlite store."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator import sweep
-from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
+from orchestrator.tables import FROM_SWEEP_TAG
+from orchestrator.tracking import PARENT_TAG, TRIAL_TAG, is_constant
 from tests.conftest import tiny_spec_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +63,35 @@ def test_sweep_end_to_end(ray_local, tmp_path, monkeypatch, capsys):
     assert len(study.trials) == 2
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert {"loss.threshold", "loss.temperature"} == set(study.trials[0].params)
+
+    # What a user sees in the MLflow UI: the runs table first, named runs, parent rows that compare.
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert sorted(c.info.run_name.split()[0] for c in children) == ["t01", "t02"]
+    assert all(re.fullmatch(r"t0\d tau=\S+ T=\S+", c.info.run_name) for c in children)
+    for run in (parent, *children):
+        assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["digits"]
+        assert not any(is_constant(k) for k in run.data.metrics)  # sizes and the teacher: params, not curves
+    completed = [c for c in children if c.data.tags.get("state") == "completed"]
+    assert completed and all(int(c.data.params["resnet18/params"]) > 1_000_000 for c in completed)
+    best = next(c for c in children if c.data.tags[TRIAL_TAG] == parent.data.tags["best_trial"])
+    assert parent.data.metrics["val_top1_mean"] == best.data.metrics["val_top1_mean"]
+    assert parent.data.metrics["resnet18/val_top1"] == best.data.metrics["resnet18/val_top1"]
+    assert parent.data.params["loss.threshold"] == best.data.params["loss.threshold"]
+
+    # The best configuration, trained as one run as a user would (a process of its own): tracked in the
+    # same experiment, tagged with its sweep.
+    single_run = subprocess.run([sys.executable, "-m", "orchestrator.train", str(folder / "best.yaml")],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert single_run.returncode == 0, single_run.stderr[-3000:]
+    single = [r for r in client.search_runs([experiment.experiment_id])
+              if r.data.tags.get(FROM_SWEEP_TAG) == folder.name]
+    assert len(single) == 1 and single[0].info.status == "FINISHED"
+    run = single[0]
+    assert run.data.params["loss.threshold"] == best.data.params["loss.threshold"]
+    assert int(run.data.params["mobilenet_v2/flops"]) > 0
+    history = client.get_metric_history(run.info.run_id, "resnet18/val_top1")
+    assert [m.step for m in history] == [1, 2]
+    assert {"val_predictions.pt", "spec.yaml"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 @pytest.mark.parametrize("mistake", ["tune.num_trials=0", "search.loss.nope={type: float, low: 0, high: 1}"])
