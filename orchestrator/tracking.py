@@ -142,7 +142,7 @@ def dataset_input(data: dict) -> DatasetInput:
 
 
 class RunLog:
-    """One MLflow run's writes: per-epoch curves, constant figures as params (once), predictions."""
+    """One MLflow run's writes: per-epoch curves, constant figures as params, predictions."""
 
     def __init__(self, client: MlflowClient, run_id: str):
         self.client, self.run_id = client, run_id
