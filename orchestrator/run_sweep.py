@@ -57,15 +57,16 @@ class SweepSearch(OptunaSearch):
 
 
 class PublishStudy(Callback):
-    """Uploads the Optuna study after each trial when the sweep lives in a bucket, so a lost driver loses little."""
+    """Uploads the Optuna study when a trial starts (Optuna has just asked for it) or ends, when the sweep
+    lives in a bucket: a driver resumed elsewhere finds every trial that Tune's saved state knows."""
 
     def __init__(self, folder: SweepFolder):
         self.folder = folder
 
-    def on_trial_complete(self, iteration, trials, trial, **info):
+    def on_trial_start(self, iteration, trials, trial, **info):
         self.folder.publish(self.folder.local / OPTUNA_DB)
 
-    on_trial_error = on_trial_complete
+    on_trial_complete = on_trial_error = on_trial_start
 
 
 def progress_reporter(spec: Spec) -> CLIReporter:
@@ -174,6 +175,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
     expected = len(spec.variants()) or spec.tune.num_trials
     finished = grid.num_terminated + grid.num_errors  # ASHA's stops count as terminated
     if finished < expected:
+        folder.publish(folder.local / OPTUNA_DB)
         print(f"sweep interrupted after {finished} of {expected} trials: continue it with --resume ({folder})")
         tracker.finish("KILLED")
         return 130

@@ -31,10 +31,12 @@ class SweepFolder:
         return Path(self.location)
 
     def publish(self, *paths: Path) -> None:
-        """Copy files written under `local` to the bucket (nothing to do for a folder)."""
+        """Copy files written under `local` to the bucket (nothing to do for a folder); missing ones are skipped
+        (a comparison has no Optuna study)."""
         if storage.is_uri(self.root):
             for path in paths:
-                storage.upload(path, storage.join(self.location, path.name))
+                if path.exists():
+                    storage.upload(path, storage.join(self.location, path.name))
 
     def fetch(self, *names: str) -> None:
         """Bring the bucket's copies of these files back into `local` (a sweep resumed on another machine)."""
