@@ -24,7 +24,7 @@ from orchestrator.tables import format_table, trials_table, write_results
 from orchestrator.tracking import SweepTracker, git_commit
 from orchestrator.trainer import prepare_teacher
 from orchestrator.trial import trial_trainable
-from trainables import storage
+from trainables import failures, storage
 from trainables.teacher import SOFT_LABELS_FILE
 
 OPTUNA_DB = "optuna.db"
@@ -146,8 +146,10 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
         raise SpecError(f"storage {folder.location} is not writable ({str(err).splitlines()[0]}): "
                         "fix the path, the bucket or its credentials") from None
     folder.local.mkdir(parents=True, exist_ok=True)
+    train_storage = storage.join(folder.location, "train")
     if resume:
         folder.fetch(OPTUNA_DB)
+        failures.clear_recorded(train_storage)  # --resume retries errored trials: the user may have fixed the cause
     dashboard = start_ray(address, driver_slots=spec.tune.max_concurrent_trials)
     check_driver_slots()
     experiment = spec.mlflow.experiment or spec.name
@@ -161,7 +163,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
           f"  MLflow: mlflow ui --backend-store-uri {uri}   (parent run '{folder.name}' in '{experiment}')\n")
 
     run_cfg = prepare_teacher(spec)
-    trainable = trial_trainable(spec, run_cfg.teacher_dir, storage.join(folder.location, "train"))
+    trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage)
     if resume and ray.tune.Tuner.can_restore(folder.location):
         print(f"resuming {folder}")
         tuner = ray.tune.Tuner.restore(folder.location, trainable, resume_errored=True)

@@ -8,6 +8,7 @@ resumed sweep keeps its parent run and a restarted trial keeps its child run: ea
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -19,7 +20,9 @@ from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from trainables import storage
+from trainables.config import ConfigError
 from trainables.loop import PREDICTIONS_FILE
+from trainables.metric_names import BAD_IMAGES_KEY
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SWEEP_TAG = "dualkd.sweep"
@@ -30,6 +33,31 @@ MAX_PARAM_LENGTH = 6000
 
 def tracking_uri(configured: Optional[str]) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def _user_error_names() -> set[str]:
+    """Class names of the one-line user errors (ConfigError and its subclasses)."""
+    names, todo = set(), [ConfigError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+def error_line(text: str) -> str:
+    """The line that says why a trial failed: the last line of its error text, which is the exception.
+
+    For our one-line user errors (a diverged loss, an unreadable image) the exception's class is
+    dropped, leaving the message the user reads on the command line.
+    """
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "failed"
+    match = re.match(r"^(?:\w+\.)*(\w+): (.*)$", lines[-1].strip())
+    if match and match.group(1) in _user_error_names():
+        return match.group(2)
+    return lines[-1].strip()
 
 
 def artifact_location(uri: str) -> Optional[str]:
@@ -59,7 +87,8 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-RUN_METRICS = ("epoch", "val_top1_mean", "teacher_weight", "gated", "images_per_s", "epoch_seconds", "lr")
+RUN_METRICS = ("epoch", "val_top1_mean", "teacher_weight", "gated", "images_per_s", "epoch_seconds", "lr",
+               BAD_IMAGES_KEY)
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
@@ -175,6 +204,6 @@ class TrialTracker(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error_file = Path(trial.error_file or "/nonexistent")
-        lines = error_file.read_text().strip().splitlines() if error_file.is_file() else []
-        self.client.set_tag(self.run_id(trial), "error", (lines[-1] if lines else "failed")[:500])
+        text = error_file.read_text() if error_file.is_file() else ""
+        self.client.set_tag(self.run_id(trial), "error", error_line(text)[:500])
         self.client.set_terminated(self.run_id(trial), status="FAILED")

@@ -10,10 +10,12 @@ import argparse
 import time
 from typing import Optional
 
+import ray.train
+
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray
 from orchestrator.spec import Spec, load_spec
-from orchestrator.trainer import build_trainer, prepare_teacher
-from trainables import storage
+from orchestrator.trainer import build_trainer, prepare_teacher, worker_failure
+from trainables import failures, storage
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -36,11 +38,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     spec = load_spec(args.spec, args.overrides)
     check_outputs_persist(spec.storage_setting)
     spec = spec.resolved()  # paths fixed before Ray starts
+    outputs = storage.join(spec.storage_location, "single")
     start_ray(args.address)
     started = time.time()
     run_cfg = prepare_teacher(spec)
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = build_trainer(spec, run_cfg, name=run_name, storage_path=storage.join(spec.storage_location, "single")).fit()
+    trainer = build_trainer(spec, run_cfg, name=run_name, storage_path=outputs)
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        failure = worker_failure(err)
+        if failure is None:
+            raise
+        raise failures.RunFailed(failures.one_line(failure)) from None  # one line, exit 2
     metrics = result.metrics
     print(f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"
           f" ({result.path})")
