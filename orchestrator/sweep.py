@@ -27,11 +27,11 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def sweep_folder(spec: Spec, resume: bool) -> SweepFolder:
-    """A new folder under STORAGE/sweeps, or with `resume` the newest one of this spec's name."""
+def sweep_folder(spec: Spec, resume: bool, claim: bool = True) -> SweepFolder:
+    """A new folder under STORAGE/sweeps (created unless not `claim`), or with `resume` the newest one of this spec's name."""
     root = storage.join(spec.storage_location, "sweeps")
     if not resume:
-        return new_sweep_folder(root, spec.name)
+        return new_sweep_folder(root, spec.name, claim=claim)
     found = latest_sweep_folder(root, spec.name)
     if found is None:
         raise SpecError(f"no sweep named {spec.name!r} under {root} to resume: run without --resume")
@@ -40,12 +40,11 @@ def sweep_folder(spec: Spec, resume: bool) -> SweepFolder:
 
 def with_best_values(spec: Spec, sweep_name: str, uri: str) -> Spec:
     """The spec with the best trial's searched values of an earlier sweep, read from MLflow."""
-    from mlflow import MlflowClient
-
     from orchestrator.report import load_sweep
     from orchestrator.tables import best_params, trials_table
+    from orchestrator.tracking import open_client
 
-    earlier = load_sweep(MlflowClient(tracking_uri=uri), sweep_name)
+    earlier = load_sweep(open_client(uri), sweep_name)
     params = best_params(trials_table(earlier.trials, earlier.spec), earlier.spec)
     if not params:
         raise SpecError(f"sweep {earlier.name!r} has no trial that measured {earlier.spec.tune.metric}: "
@@ -96,7 +95,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not spec.compare:
             raise SpecError("--from-sweep feeds a comparison: use it with a spec that has a compare section")
         spec = with_best_values(spec, from_sweep, uri)
-    folder = sweep_folder(spec, args.resume)
+    folder = sweep_folder(spec, args.resume, claim=not args.dry_run)
     print(describe_plan(spec, folder, uri))
     try:
         spec = spec.resolved()  # paths and environment variables: fixed before Ray starts

@@ -14,8 +14,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
@@ -33,6 +35,40 @@ MAX_PARAM_LENGTH = 6000
 
 def tracking_uri(configured: Optional[str]) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of a `sqlite:///` URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")).resolve() if uri.startswith("sqlite:///") else None
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client whose store exists: a new sqlite store is created by one process at a time.
+
+    MLflow creates a sqlite store's schema on first use; two processes doing that at once (two sweeps
+    started together in a fresh folder) collide (`duplicate column name: step`). A file lock beside the
+    database serialises that first use; a store that exists passes the lock in milliseconds.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", timeout=300):
+        return MlflowClient(tracking_uri=uri)  # its store creates or upgrades the schema: under the lock
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: Optional[str]) -> str:
+    """The experiment's id, created when missing; another driver may create it at the same moment."""
+    found = client.get_experiment_by_name(name)
+    if found:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def _user_error_names() -> set[str]:
@@ -63,9 +99,10 @@ def error_line(text: str) -> str:
 def artifact_location(uri: str) -> Optional[str]:
     """A sqlite store's artifacts go beside its database file, not into `./mlruns` of whichever folder
     the driver runs in (MLflow's default: a Ray job's temporary folder, or a second machine's)."""
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_path(uri)
+    if db is None:
         return None  # a tracking server decides (and serves) where artifacts go
-    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+    return (db.parent / "mlruns").as_uri()
 
 
 def git_commit(path: Path) -> Optional[str]:
@@ -101,11 +138,9 @@ class SweepTracker:
     """The parent run of one sweep: created once, found again by its sweep-folder tag on resume."""
 
     def __init__(self, uri: str, experiment: str, sweep_id: str):
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = open_client(uri)
         self.uri = uri
-        found = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=artifact_location(uri))
+        self.experiment_id = experiment_id(self.client, experiment, artifact_location(uri))
         self.sweep_id = sweep_id
         runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' "
                                        f"and tags.`{TRIAL_TAG}` = 'parent'", max_results=1)
