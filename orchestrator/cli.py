@@ -40,6 +40,8 @@ def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. --set students.epochs=3 (repeatable; values read as YAML)")
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--skip-data-check", action="store_true",
+                   help="do not look for data.root and init_weights on this machine (only the workers see them)")
     return p
 
 

@@ -139,12 +139,7 @@ def check_driver_slots() -> None:
 
 def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address: Optional[str] = None,
               resume: bool = False) -> int:
-    """Runs a resolved spec (absolute paths, fixed storage: see `Spec.resolved`), read before Ray starts."""
-    try:
-        storage.check_writable(folder.location)
-    except OSError as err:
-        raise SpecError(f"storage {folder.location} is not writable ({str(err).splitlines()[0]}): "
-                        "fix the path, the bucket or its credentials") from None
+    """Runs a resolved, pre-flight-checked spec (absolute paths, fixed storage: see `Spec.resolved`)."""
     folder.local.mkdir(parents=True, exist_ok=True)
     train_storage = storage.join(folder.location, "train")
     if resume:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser
+from orchestrator.preflight import preflight
 from orchestrator.spec import Spec, SpecError, load_spec, with_values
 from orchestrator.sweep_folder import SweepFolder, latest_sweep_folder, new_sweep_folder
 from trainables import storage
@@ -23,13 +24,18 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted sweep of this spec")
     p.add_argument("--from-sweep", metavar="NAME",
                    help="comparison: take the best values of this earlier sweep (its folder or spec name) from MLflow")
-    p.add_argument("--dry-run", action="store_true", help="validate the spec and print the plan; start nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the spec, check its inputs and print the plan; start nothing")
     return p.parse_args(argv)
+
+
+def sweeps_root(spec: Spec) -> str:
+    return storage.join(spec.storage_location, "sweeps")
 
 
 def sweep_folder(spec: Spec, resume: bool, claim: bool = True) -> SweepFolder:
     """A new folder under STORAGE/sweeps (created unless not `claim`), or with `resume` the newest one of this spec's name."""
-    root = storage.join(spec.storage_location, "sweeps")
+    root = sweeps_root(spec)
     if not resume:
         return new_sweep_folder(root, spec.name, claim=claim)
     found = latest_sweep_folder(root, spec.name)
@@ -95,16 +101,22 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not spec.compare:
             raise SpecError("--from-sweep feeds a comparison: use it with a spec that has a compare section")
         spec = with_best_values(spec, from_sweep, uri)
-    folder = sweep_folder(spec, args.resume, claim=not args.dry_run)
-    print(describe_plan(spec, folder, uri))
+    notes, written = [], spec  # the plan shows the settings as written (and where they came from)
     try:
         spec = spec.resolved()  # paths and environment variables: fixed before Ray starts
     except SpecError as err:
         if not args.dry_run:
             raise
-        print(f"  note: {err} (before the real run)")
-    if args.dry_run:
+        notes.append(f"{err} (before the real run)")
+    if args.dry_run:  # the plan first, then what the checks found; nothing is created
+        print(describe_plan(written, sweep_folder(spec, args.resume, claim=False), uri))
+        notes += preflight(spec, sweeps_root(spec), create=False, skip_data_check=args.skip_data_check)
+        print("".join(f"  note: {note}\n" for note in notes), end="")
         return 0
+    notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=args.skip_data_check)
+    folder = sweep_folder(spec, args.resume)
+    print(describe_plan(written, folder, uri))
+    print("".join(f"  note: {note}\n" for note in notes), end="")
     from orchestrator.run_sweep import run_sweep  # Ray, Tune and MLflow load only when the sweep runs
 
     return run_sweep(spec, folder, uri, Path(args.spec).read_text(), address=args.address, resume=args.resume)

@@ -13,6 +13,7 @@ from typing import Optional
 import ray.train
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray
+from orchestrator.preflight import preflight
 from orchestrator.spec import Spec, load_spec
 from orchestrator.trainer import build_trainer, prepare_teacher, worker_failure
 from trainables import failures, storage
@@ -39,6 +40,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     check_outputs_persist(spec.storage_setting)
     spec = spec.resolved()  # paths fixed before Ray starts
     outputs = storage.join(spec.storage_location, "single")
+    for note in preflight(spec, outputs, create=True, skip_data_check=args.skip_data_check, metric=False):
+        print(f"note: {note}")
     start_ray(args.address)
     started = time.time()
     run_cfg = prepare_teacher(spec)
