@@ -86,6 +86,11 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
     ])
 
 
+def print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"  note: {note}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     spec = load_spec(args.spec, args.overrides)
@@ -110,13 +115,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         notes.append(f"{err} (before the real run)")
     if args.dry_run:  # the plan first, then what the checks found; nothing is created
         print(describe_plan(written, sweep_folder(spec, args.resume, claim=False), uri))
-        notes += preflight(spec, sweeps_root(spec), create=False, skip_data_check=args.skip_data_check)
-        print("".join(f"  note: {note}\n" for note in notes), end="")
+        print_notes(notes)
+        print_notes(preflight(spec, sweeps_root(spec), create=False, skip_data_check=args.skip_data_check))
         return 0
     notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=args.skip_data_check)
     folder = sweep_folder(spec, args.resume)
     print(describe_plan(written, folder, uri))
-    print("".join(f"  note: {note}\n" for note in notes), end="")
+    print_notes(notes)
     from orchestrator.run_sweep import run_sweep  # Ray, Tune and MLflow load only when the sweep runs
 
     return run_sweep(spec, folder, uri, Path(args.spec).read_text(), address=args.address, resume=args.resume)
