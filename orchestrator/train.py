@@ -10,13 +10,11 @@ import argparse
 import time
 from typing import Optional
 
-import ray.train
-
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray
 from orchestrator.preflight import preflight
 from orchestrator.spec import Spec, load_spec
-from orchestrator.trainer import build_trainer, prepare_teacher, worker_failure
-from trainables import failures, storage
+from orchestrator.trainer import build_trainer, fit, prepare_teacher
+from trainables import storage
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -46,14 +44,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     started = time.time()
     run_cfg = prepare_teacher(spec)
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = build_trainer(spec, run_cfg, name=run_name, storage_path=outputs)
-    try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        failure = worker_failure(err)
-        if failure is None:
-            raise
-        raise failures.RunFailed(failures.one_line(failure)) from None  # one line, exit 2
+    result = fit(build_trainer(spec, run_cfg, name=run_name, storage_path=outputs))  # RunFailed: one line, exit 2
     metrics = result.metrics
     print(f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"
           f" ({result.path})")

@@ -43,6 +43,17 @@ def worker_failure(err: ray.train.TrainingFailedError) -> Optional[ConfigError]:
     return None
 
 
+def fit(trainer: TorchTrainer) -> ray.train.Result:
+    """`trainer.fit()`, where a worker's one-line error comes back as `RunFailed` with that line alone."""
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        failure = worker_failure(err)
+        if failure is None:
+            raise
+        raise failures.RunFailed(failures.one_line(failure)) from None
+
+
 def ensure_teacher(cfg: RunConfig, cache_root: str, scaling: ray.train.ScalingConfig, log=print,
                    force: bool = False) -> Optional[str]:
     """The prepared teacher's location: a cache hit, a loaded checkpoint, or a fresh Ray Train run.
@@ -76,14 +87,9 @@ def ensure_teacher(cfg: RunConfig, cache_root: str, scaling: ray.train.ScalingCo
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
     )
     try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        failure = worker_failure(err)
-        if failure is None:
-            raise
-        # The loop names the students' settings; the teacher trains with its own.
-        line = failures.one_line(failure).replace("students.", "teacher.")
-        raise failures.RunFailed(f"training the teacher: {line}") from None
+        result = fit(trainer)
+    except failures.RunFailed as err:  # the loop names the students' settings; the teacher trains with its own
+        raise failures.RunFailed(f"training the teacher: {str(err).replace('students.', 'teacher.')}") from None
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
     student_state = next(iter(state["students"].values()))

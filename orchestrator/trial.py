@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import ray.train
 import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.spec import Spec, with_values
-from orchestrator.trainer import build_trainer, failure_location, worker_failure
+from orchestrator.trainer import build_trainer, failure_location, fit
 from trainables import failures
 
 
@@ -26,14 +25,7 @@ def run_trial(config: dict[str, Any], spec: dict, teacher_dir: Optional[str], tr
     run_cfg = trial_spec.run_config().model_copy(update={"teacher_dir": teacher_dir})
     name = ray.tune.get_context().get_trial_id()
     failures.raise_recorded(failure_location(train_storage, name))
-    try:
-        build_trainer(trial_spec, run_cfg, name=name, storage_path=train_storage,
-                      callbacks=[TuneReportCallback()]).fit()
-    except ray.train.TrainingFailedError as err:
-        failure = worker_failure(err)
-        if failure is None:
-            raise
-        raise failures.RunFailed(failures.one_line(failure)) from None
+    fit(build_trainer(trial_spec, run_cfg, name=name, storage_path=train_storage, callbacks=[TuneReportCallback()]))
 
 
 def trial_trainable(spec: Spec, teacher_dir: Optional[str], train_storage: str):
