@@ -40,8 +40,9 @@ def _expanded(path: Optional[str]) -> Optional[str]:
 
 
 def _has_image(folder: Path) -> bool:
-    with os.scandir(folder) as entries:
-        return any(e.name.lower().endswith(IMAGE_SUFFIXES) for e in entries)
+    """Whether the class folder holds an image (ImageFolder reads its subfolders too); stops at the first."""
+    return any(name.lower().endswith(IMAGE_SUFFIXES)
+               for _, _, files in os.walk(folder, followlinks=True) for name in files)
 
 
 def data_root_problems(root: str) -> list[str]:
