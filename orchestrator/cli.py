@@ -42,20 +42,32 @@ def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else MLFLOW_TRACKING_URI, "
                                           "else sqlite:///mlflow.db)")
+    p.add_argument("--skip-data-check", action="store_true",
+                   help="do not look for data.root and init_weights on this machine (only the workers see them)")
     return p
 
 
 def run_main(main: Callable[[Optional[list[str]]], int]) -> None:
-    """Run a command's main; a user mistake prints `error: ...` on one line and exits 2, no traceback."""
+    """Run a command's main; a user mistake prints `error: ...` (one line per problem) and exits 2, no traceback."""
     try:
         code = main(None)
     except USER_ERRORS as err:
-        print(f"error: {err}", file=sys.stderr)
+        _disconnect_ray()
+        for line in str(err).splitlines() or [type(err).__name__]:
+            print(f"error: {line}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+def _disconnect_ray() -> None:
+    """Ray prints its workers' last log lines when it disconnects: do that first, so the error line comes last."""
+    ray = sys.modules.get("ray")
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+        ray.shutdown()
+    sys.stdout.flush()
 
 
 def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> Optional[str]:

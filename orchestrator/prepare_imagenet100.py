@@ -1,10 +1,11 @@
 """Build ImageNet-100 (the CMC class subset) from an ImageNet-1k folder tree by symlinking.
 
-    python -m orchestrator.prepare_imagenet100 IMAGENET_ROOT OUT [--classes FILE]
+    python -m orchestrator.prepare_imagenet100 IMAGENET_ROOT OUT [--classes FILE] [--verify]
 
 Links `IMAGENET_ROOT/{train,val}/<wnid>` into `OUT/{train,val}/<wnid>` for the 100 listed classes,
 so the `imagefolder` dataset reads OUT with no copy. Everything is checked before anything is
-linked, and a rerun on a correct OUT is a no-op.
+linked, and a rerun on a correct OUT is a no-op. `--verify` then decodes every image once, in
+parallel, and lists the unreadable ones (exit status 1 when there are any).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from orchestrator.verify_images import IMAGE_SUFFIXES, verify
+
 NUM_CLASSES = 100
 VAL_PER_CLASS = 50
 SPLITS = ("train", "val")
-# What torchvision's ImageFolder reads (it lower-cases the suffix), so the counts are what training sees.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 class PrepareError(Exception):
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("imagenet_root", help="ImageNet-1k folder holding train/<wnid>/ and val/<wnid>/")
     parser.add_argument("out", help="folder to create the ImageNet-100 links in (data.root of an imagefolder spec)")
     parser.add_argument("--classes", help="class list, one WordNet id a line (default: the packaged CMC list)")
+    parser.add_argument("--verify", action="store_true",
+                        help="then decode every image once, in parallel, and list the unreadable ones (exit 1 if any)")
+    parser.add_argument("--workers", type=int, default=None, help="--verify: decoding processes (default: every core)")
     args = parser.parse_args(argv)
     try:
         summary = build_imagenet100(args.imagenet_root, args.out, read_classes(args.classes))
@@ -104,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"ImageNet-100 ready at {summary['out']}: {summary['classes']} classes, "
           f"{summary['train_images']} train images, {summary['val_images']} val images")
+    if args.verify and verify(args.out, args.workers):
+        return 1
     return 0
 
 

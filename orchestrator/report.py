@@ -24,8 +24,9 @@ from mlflow.entities import Metric
 from orchestrator.cli import run_main
 from orchestrator.comparison import analysis_plots, comparison_table, format_comparison, write_comparison
 from orchestrator.spec import Spec, SpecError
+from orchestrator.sweep_folder import sweep_order
 from orchestrator.tables import format_table, trials_table, write_results
-from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, is_constant, tracking_uri
+from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, is_constant, open_client, tracking_uri
 from trainables.loop import PREDICTIONS_FILE
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise here
@@ -56,8 +57,8 @@ def find_parent(client: MlflowClient, name: str):
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, f"tags.`{TRIAL_TAG}` = 'parent'", max_results=5000)
     exact = [r for r in runs if r.data.tags.get(SWEEP_TAG) == name]
-    named = sorted((r for r in runs if r.data.tags.get(SWEEP_TAG, "").rsplit("-", 2)[0] == name),
-                   key=lambda r: r.data.tags[SWEEP_TAG])
+    named = sorted((r for r in runs if sweep_order(r.data.tags.get(SWEEP_TAG, ""), name)),
+                   key=lambda r: sweep_order(r.data.tags[SWEEP_TAG], name))
     found = exact or named[-1:]
     if not found:
         raise SpecError(f"no sweep named {name!r} in MLflow at {client.tracking_uri}: "
@@ -136,7 +137,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    client = MlflowClient(tracking_uri=tracking_uri(args.tracking_uri))
+    client = open_client(tracking_uri(args.tracking_uri))
     sweep = load_sweep(client, args.sweep)
     out = Path(args.out or Path("reports") / sweep.name)
     files = build_report(client, sweep, out)

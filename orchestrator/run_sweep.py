@@ -24,7 +24,7 @@ from orchestrator.tables import best_params, best_trial, format_table, trials_ta
 from orchestrator.tracking import SweepTracker, git_commit
 from orchestrator.trainer import prepare_teacher
 from orchestrator.trial import trial_trainable
-from trainables import storage
+from trainables import failures, storage
 from trainables.teacher import SOFT_LABELS_FILE
 
 OPTUNA_DB = "optuna.db"
@@ -140,15 +140,12 @@ def check_driver_slots() -> None:
 
 def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address: Optional[str] = None,
               resume: bool = False) -> int:
-    """Runs a resolved spec (absolute paths, fixed storage: see `Spec.resolved`), read before Ray starts."""
-    try:
-        storage.check_writable(folder.location)
-    except OSError as err:
-        raise SpecError(f"storage {folder.location} is not writable ({str(err).splitlines()[0]}): "
-                        "fix the path, the bucket or its credentials") from None
+    """Runs a resolved, pre-flight-checked spec (absolute paths, fixed storage: see `Spec.resolved`)."""
     folder.local.mkdir(parents=True, exist_ok=True)
+    train_storage = storage.join(folder.location, "train")
     if resume:
         folder.fetch(OPTUNA_DB)
+        failures.clear_recorded(train_storage)  # --resume retries errored trials: the user may have fixed the cause
     commit = git_commit()  # before Ray starts: a job's working folder may be re-unpacked when it connects
     dashboard = start_ray(address, driver_slots=spec.tune.max_concurrent_trials)
     check_driver_slots()
@@ -163,7 +160,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
           f"  MLflow: mlflow ui --backend-store-uri {uri}   (parent run '{folder.name}' in '{experiment}')\n")
 
     run_cfg = prepare_teacher(spec)
-    trainable = trial_trainable(spec, run_cfg.teacher_dir, storage.join(folder.location, "train"))
+    trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage)
     if resume and ray.tune.Tuner.can_restore(folder.location):
         print(f"resuming {folder}")
         tuner = ray.tune.Tuner.restore(folder.location, trainable, resume_errored=True)

@@ -158,7 +158,8 @@ class Spec(RunConfig):
     def run_config(self) -> RunConfig:
         """The workers' config, with file paths made absolute (Tune runs trials in their own folders)."""
         raw = self.model_dump(include=set(RunConfig.model_fields))
-        raw["data"]["root"] = _absolute(raw["data"]["root"], "data.root")
+        root = raw["data"]["root"]
+        raw["data"]["root"] = root if root and storage.is_uri(root) else _absolute(root, "data.root")
         for key in ("checkpoint", "init_weights"):
             raw["teacher"][key] = _absolute(raw["teacher"][key], f"teacher.{key}")
         raw["students"]["init_weights"] = {

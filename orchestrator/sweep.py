@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser
+from orchestrator.preflight import preflight
 from orchestrator.spec import Spec, SpecError, load_spec, with_values
 from orchestrator.sweep_folder import SweepFolder, latest_sweep_folder, new_sweep_folder
 from trainables import storage
@@ -22,15 +23,20 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted sweep of this spec")
     p.add_argument("--from-sweep", metavar="NAME",
                    help="comparison: take the best values of this earlier sweep (its folder or spec name) from MLflow")
-    p.add_argument("--dry-run", action="store_true", help="validate the spec and print the plan; start nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="validate the spec, check its inputs and print the plan; start nothing")
     return p.parse_args(argv)
 
 
-def sweep_folder(spec: Spec, resume: bool) -> SweepFolder:
-    """A new folder under STORAGE/sweeps, or with `resume` the newest one of this spec's name."""
-    root = storage.join(spec.storage_location, "sweeps")
+def sweeps_root(spec: Spec) -> str:
+    return storage.join(spec.storage_location, "sweeps")
+
+
+def sweep_folder(spec: Spec, resume: bool, claim: bool = True) -> SweepFolder:
+    """A new folder under STORAGE/sweeps (created unless not `claim`), or with `resume` the newest one of this spec's name."""
+    root = sweeps_root(spec)
     if not resume:
-        return new_sweep_folder(root, spec.name)
+        return new_sweep_folder(root, spec.name, claim=claim)
     found = latest_sweep_folder(root, spec.name)
     if found is None:
         raise SpecError(f"no sweep named {spec.name!r} under {root} to resume: run without --resume")
@@ -39,12 +45,11 @@ def sweep_folder(spec: Spec, resume: bool) -> SweepFolder:
 
 def with_best_values(spec: Spec, sweep_name: str, uri: str) -> Spec:
     """The spec with the best trial's searched values of an earlier sweep, read from MLflow."""
-    from mlflow import MlflowClient
-
     from orchestrator.report import load_sweep
     from orchestrator.tables import best_params, trials_table
+    from orchestrator.tracking import open_client
 
-    earlier = load_sweep(MlflowClient(tracking_uri=uri), sweep_name)
+    earlier = load_sweep(open_client(uri), sweep_name)
     params = best_params(trials_table(earlier.trials, earlier.spec), earlier.spec)
     if not params:
         raise SpecError(f"sweep {earlier.name!r} has no trial that measured {earlier.spec.tune.metric}: "
@@ -80,6 +85,11 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
     ])
 
 
+def print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"  note: {note}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     spec = load_spec(args.spec, args.overrides)
@@ -95,16 +105,22 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not spec.compare:
             raise SpecError("--from-sweep feeds a comparison: use it with a spec that has a compare section")
         spec = with_best_values(spec, from_sweep, uri)
-    folder = sweep_folder(spec, args.resume)
-    print(describe_plan(spec, folder, uri))
+    notes, written = [], spec  # the plan shows the settings as written (and where they came from)
     try:
         spec = spec.resolved()  # paths and environment variables: fixed before Ray starts
     except SpecError as err:
         if not args.dry_run:
             raise
-        print(f"  note: {err} (before the real run)")
-    if args.dry_run:
+        notes.append(f"{err} (before the real run)")
+    if args.dry_run:  # the plan first, then what the checks found; nothing is created
+        print(describe_plan(written, sweep_folder(spec, args.resume, claim=False), uri))
+        print_notes(notes)
+        print_notes(preflight(spec, sweeps_root(spec), create=False, skip_data_check=args.skip_data_check))
         return 0
+    notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=args.skip_data_check)
+    folder = sweep_folder(spec, args.resume)
+    print(describe_plan(written, folder, uri))
+    print_notes(notes)
     from orchestrator.run_sweep import run_sweep  # Ray, Tune and MLflow load only when the sweep runs
 
     return run_sweep(spec, folder, uri, Path(args.spec).read_text(), address=args.address, resume=args.resume)

@@ -8,6 +8,7 @@ resumed sweep `fetch`es back.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +51,36 @@ class SweepFolder:
         return self.location
 
 
-def new_sweep_folder(root: str, spec_name: str) -> SweepFolder:
-    return SweepFolder(root, f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+def new_sweep_folder(root: str, spec_name: str, claim: bool = True, stamp: str | None = None) -> SweepFolder:
+    """`SPEC_NAME-DATE-TIME` under `root`, or `SPEC_NAME-DATE-TIME-2`, `-3`, ... when that name is taken.
+
+    With `claim`, the folder is created by an atomic mkdir (for a bucket: of the driver's local copy,
+    and a name the bucket does not hold yet), so two sweeps started in the same second get two
+    folders. Without it (a dry run) nothing is created.
+    """
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 1000):
+        folder = SweepFolder(root, f"{spec_name}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        if storage.exists(folder.location) or (storage.is_uri(root) and folder.local.exists()):
+            continue
+        if not claim:
+            return folder
+        folder.local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.local.mkdir()
+        except FileExistsError:
+            continue  # another sweep took this name a moment ago
+        return folder
+    raise FileExistsError(f"no free sweep folder name for {spec_name}-{stamp} under {root}")
+
+
+def sweep_order(name: str, spec_name: str) -> tuple[str, int] | None:
+    """(DATE-TIME, n) of a sweep folder of this spec (`NAME-DATE-TIME[-n]`), else None."""
+    match = re.fullmatch(rf"{re.escape(spec_name)}-(\d{{8}}-\d{{6}})(?:-(\d+))?", name)
+    return (match.group(1), int(match.group(2) or 1)) if match else None
 
 
 def latest_sweep_folder(root: str, spec_name: str) -> SweepFolder | None:
     """The newest sweep of this spec's name (what --resume continues), or None."""
-    found = [name for name in storage.subfolders(root) if name.rsplit("-", 2)[0] == spec_name]
-    return SweepFolder(root, max(found)) if found else None
+    found = [name for name in storage.subfolders(root) if sweep_order(name, spec_name)]
+    return SweepFolder(root, max(found, key=lambda name: sweep_order(name, spec_name))) if found else None

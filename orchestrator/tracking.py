@@ -10,20 +10,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
 
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from ray.train import UserCallback
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
 from trainables import storage
+from trainables.config import ConfigError
 from trainables.loop import PREDICTIONS_FILE
+from trainables.metric_names import BAD_IMAGES_KEY
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SWEEP_TAG = "dualkd.sweep"
@@ -36,19 +41,64 @@ def tracking_uri(configured: Optional[str]) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
+def sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of a `sqlite:///` URI, else None."""
+    return Path(uri.removeprefix("sqlite:///")).resolve() if uri.startswith("sqlite:///") else None
+
+
+def open_client(uri: str) -> MlflowClient:
+    """A client whose store exists: a new sqlite store is created by one process at a time.
+
+    MLflow creates a sqlite store's schema on first use; two processes doing that at once (two sweeps
+    started together in a fresh folder) collide (`duplicate column name: step`). A file lock beside the
+    database serialises that first use; a store that exists passes the lock in milliseconds.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        return MlflowClient(tracking_uri=uri)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock", timeout=300):
+        return MlflowClient(tracking_uri=uri)  # its store creates or upgrades the schema: under the lock
+
+
+def _user_error_names() -> set[str]:
+    """Class names of the one-line user errors (ConfigError and its subclasses)."""
+    names, todo = set(), [ConfigError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
+def error_line(text: str) -> str:
+    """The line that says why a trial failed: the last line of its error text, which is the exception.
+
+    For our one-line user errors (a diverged loss, an unreadable image) the exception's class is
+    dropped, leaving the message the user reads on the command line.
+    """
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return "failed"
+    match = re.match(r"^(?:\w+\.)*(\w+): (.*)$", lines[-1].strip())
+    if match and match.group(1) in _user_error_names():
+        return match.group(2)
+    return lines[-1].strip()
+
+
 def artifact_location(uri: str) -> Optional[str]:
     """A sqlite store's artifacts go beside its database file, not into `./mlruns` of whichever folder
     the driver runs in (MLflow's default: a Ray job's temporary folder, or a second machine's)."""
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_path(uri)
+    if db is None:
         return None  # a tracking server decides (and serves) where artifacts go
-    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+    return (db.parent / "mlruns").as_uri()
 
 
 def absolute_uri(uri: str) -> str:
     """A relative sqlite store made absolute, for processes that run in other folders."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri.removeprefix('sqlite:///')).resolve()}"
-    return uri
+    db = sqlite_path(uri)
+    return f"sqlite:///{db}" if db else uri
 
 
 def git_commit() -> Optional[str]:
@@ -75,7 +125,8 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-RUN_METRICS = ("epoch", "val_top1_mean", "teacher_weight", "gated", "images_per_s", "epoch_seconds", "lr")
+RUN_METRICS = ("epoch", "val_top1_mean", "teacher_weight", "gated", "images_per_s", "epoch_seconds", "lr",
+               BAD_IMAGES_KEY)
 PROFILE_SUFFIXES = ("/params", "/params_1000", "/flops")
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on the runs table
 # Searched settings as they read in a run name: `t07 tau=0.68 T=3.6 a=0.58 b=1.09`.
@@ -118,10 +169,16 @@ def run_name(number: int, values: dict[str, Any]) -> str:
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
-    """The experiment's id, created if missing, tagged so that the UI opens it on its runs table."""
+    """The experiment's id, created if missing (another driver may create it at the same moment), tagged
+    so that the UI opens it on its runs table."""
     found = client.get_experiment_by_name(name)
     if found is None:
-        return client.create_experiment(name, artifact_location=artifact_location(uri), tags=EXPERIMENT_KIND)
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(uri), tags=EXPERIMENT_KIND)
+        except MlflowException:  # another driver created it at the same moment
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
     for key, value in EXPERIMENT_KIND.items():
         if found.tags.get(key) != value:
             client.set_experiment_tag(found.experiment_id, key, value)
@@ -176,7 +233,7 @@ class TrackedRun:
     """One top-level MLflow run: a sweep's parent, or a single `orchestrator.train` run."""
 
     def __init__(self, uri: str, experiment: str, data: dict, tags: Optional[dict] = None):
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = open_client(uri)
         self.uri = uri
         self.experiment_id = ensure_experiment(self.client, experiment, uri)
         self.data, self.tags = data, dict(tags or {})
@@ -306,6 +363,6 @@ class TrialTracker(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         error_file = Path(trial.error_file or "/nonexistent")
-        lines = error_file.read_text().strip().splitlines() if error_file.is_file() else []
-        self.client.set_tag(self.run_id(trial), "error", (lines[-1] if lines else "failed")[:500])
+        text = error_file.read_text() if error_file.is_file() else ""
+        self.client.set_tag(self.run_id(trial), "error", error_line(text)[:500])
         self.client.set_terminated(self.run_id(trial), status="FAILED")

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray
+from orchestrator.preflight import preflight
 from orchestrator.spec import Spec, load_spec
-from orchestrator.trainer import build_trainer, prepare_teacher
+from orchestrator.trainer import build_trainer, fit, prepare_teacher
 from orchestrator.tracking import EpochLogger, RunLog, TrackedRun, absolute_uri, git_commit, tracking_uri
 from trainables import storage
 from trainables.loop import PREDICTIONS_FILE
@@ -44,6 +45,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     uri = absolute_uri(uri)  # Ray Train's controller logs the epochs, from its own folder
     spec_text = Path(args.spec).read_text()
     spec = spec.resolved()  # paths fixed before Ray starts
+    outputs = storage.join(spec.storage_location, "single")
+    for note in preflight(spec, outputs, create=True, skip_data_check=args.skip_data_check, metric=False):
+        print(f"note: {note}")
     commit = git_commit()  # before Ray starts: a job's working folder may be re-unpacked when it connects
     start_ray(args.address)
     started = time.time()
@@ -53,14 +57,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     tracked.create(run_name, {})
     tracked.log_spec(spec.model_dump(), spec_text, commit)
     print(f"MLflow: run '{run_name}' in experiment '{spec.mlflow.experiment or spec.name}' at {uri}")
-    trainer = build_trainer(spec, run_cfg, name=run_name, storage_path=storage.join(spec.storage_location, "single"),
+    trainer = build_trainer(spec, run_cfg, name=run_name, storage_path=outputs,
                             callbacks=[EpochLogger(uri, tracked.run_id)])
     try:
-        result = trainer.fit()
+        result = fit(trainer)  # RunFailed: the workers' one line, exit 2
     except KeyboardInterrupt:
         tracked.finish("KILLED")
         raise
-    except Exception:
+    except Exception as err:
+        tracked.client.set_tag(tracked.run_id, "error", str(err).splitlines()[0][:500] if str(err) else "failed")
         tracked.finish("FAILED")
         raise
     if result.checkpoint is not None:

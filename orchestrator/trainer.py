@@ -10,7 +10,7 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from orchestrator.spec import Resources, Spec
-from trainables import storage
+from trainables import failures, storage
 from trainables.config import ConfigError, RunConfig
 from trainables.data import build_datasets
 from trainables.losses import needs_teacher, resolve_method
@@ -28,6 +28,30 @@ def scaling_config(r: Resources) -> ray.train.ScalingConfig:
 
 def teacher_cache(spec: Spec) -> str:
     return storage.join(spec.storage_location, "teachers")
+
+
+def failure_location(storage_path: str, name: str) -> str:
+    """Where the workers of run `name` record a failure that a restart cannot fix: in the run's own folder."""
+    return storage.join(storage_path, name, failures.FAILURE_FILE)
+
+
+def worker_failure(err: ray.train.TrainingFailedError) -> Optional[ConfigError]:
+    """The workers' own one-line error (divergence, an unreadable image, ...) behind a failed `fit()`, if any."""
+    for failure in getattr(err, "worker_failures", {}).values():
+        if isinstance(failure, ConfigError):
+            return failure
+    return None
+
+
+def fit(trainer: TorchTrainer) -> ray.train.Result:
+    """`trainer.fit()`, where a worker's one-line error comes back as `RunFailed` with that line alone."""
+    try:
+        return trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        failure = worker_failure(err)
+        if failure is None:
+            raise
+        raise failures.RunFailed(failures.one_line(failure)) from None
 
 
 def ensure_teacher(cfg: RunConfig, cache_root: str, scaling: ray.train.ScalingConfig, log=print,
@@ -62,7 +86,10 @@ def ensure_teacher(cfg: RunConfig, cache_root: str, scaling: ray.train.ScalingCo
         run_config=ray.train.RunConfig(name=f"teacher-{storage.basename(folder)}", storage_path=storage.join(cache_root, "runs"),
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1)),
     )
-    result = trainer.fit()
+    try:
+        result = fit(trainer)
+    except failures.RunFailed as err:  # the loop names the students' settings; the teacher trains with its own
+        raise failures.RunFailed(f"training the teacher: {str(err).replace('students.', 'teacher.')}") from None
     with result.checkpoint.as_directory() as d:
         state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
     student_state = next(iter(state["students"].values()))
@@ -82,6 +109,8 @@ def prepare_teacher(spec: Spec) -> RunConfig:
 
 def build_trainer(spec: Spec, run_cfg: RunConfig, name: str, storage_path: str,
                   callbacks: Optional[list] = None) -> TorchTrainer:
+    """The students' run `name` under `storage_path`; its workers record unfixable failures in its folder."""
+    run_cfg = run_cfg.model_copy(update={"failure_file": failure_location(storage_path, name)})
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=run_cfg.model_dump(),

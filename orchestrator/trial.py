@@ -3,7 +3,9 @@
 The trial's config holds only the sampled (or fixed) dotted-key values; the spec and the prepared
 teacher come through `tune.with_parameters`. The TorchTrainer's name is the trial id, so a trial that
 Tune restarts (resume, failure) finds its own checkpoints and continues from the last epoch.
-Nothing runs after `fit()`: ASHA may stop the trial at its last report.
+Nothing runs after `fit()`: ASHA may stop the trial at its last report. A trial whose workers failed
+in a way a restart cannot fix (a diverged loss, an unreadable image) fails with their one line, and
+Tune's retry of it fails at once (see `trainables.failures`).
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import ray.tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from orchestrator.spec import Spec, with_values
-from orchestrator.trainer import build_trainer
+from orchestrator.trainer import build_trainer, failure_location, fit
+from trainables import failures
 
 
 def run_trial(config: dict[str, Any], spec: dict, teacher_dir: Optional[str], train_storage: str) -> None:
     trial_spec = with_values(Spec.model_validate(spec), config)
     run_cfg = trial_spec.run_config().model_copy(update={"teacher_dir": teacher_dir})
     name = ray.tune.get_context().get_trial_id()
-    build_trainer(trial_spec, run_cfg, name=name, storage_path=train_storage,
-                  callbacks=[TuneReportCallback()]).fit()
+    failures.raise_recorded(failure_location(train_storage, name))
+    fit(build_trainer(trial_spec, run_cfg, name=name, storage_path=train_storage, callbacks=[TuneReportCallback()]))
 
 
 def trial_trainable(spec: Spec, teacher_dir: Optional[str], train_storage: str):

@@ -353,8 +353,9 @@ def dry_run(entrypoint: str, cluster_env: dict, tmp_path) -> str:
     args = shlex.split(entrypoint)
     assert args[:3] == ["python", "-m", "orchestrator.sweep"]
     data = tmp_path / "imagenet100"
-    (data / "train").mkdir(parents=True)
-    (data / "val").mkdir()
+    for split in ("train", "val"):  # the layout the pre-flight check looks for (it decodes nothing)
+        (data / split / "n01440764").mkdir(parents=True)
+        (data / split / "n01440764" / "n01440764_1.JPEG").touch()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "DUALKD_", "MLFLOW_"))}
     env.update({k: v for k, v in cluster_env.items() if not k.startswith("RAY_")}, IMAGENET100_ROOT=str(data))
     run = subprocess.run([sys.executable, *args[1:], "--dry-run"], cwd=ROOT, env=env,

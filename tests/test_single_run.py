@@ -13,6 +13,7 @@ from orchestrator.spec import validate_spec
 from orchestrator.trainer import build_trainer, prepare_teacher, teacher_cache
 from tests.conftest import tiny_spec_dict
 from trainables.loop import PREDICTIONS_FILE, STATE_FILE
+from trainables.metric_names import epoch_metric_names
 from trainables.teacher import SOFT_LABELS_FILE, is_cached, read_meta, teacher_dir
 
 
@@ -59,6 +60,10 @@ def test_teacher_cache_then_one_epoch_dual_student_run(ray_local, tmp_path, caps
         assert m[f"{student}/val_top5"] >= m[f"{student}/val_top1"]
     assert 0.0 < m["teacher_weight"] < 1.0 and m["gated"] == 0.0  # entropy weighting gates nothing
     assert m["images_per_s"] > 0 and "teacher/val_top1" in m
+    # The names the pre-flight checks tune.metric against are what an epoch reports (the last adds profiles).
+    names = epoch_metric_names(spec.run_config())
+    assert set(names) <= set(m)
+    assert {k.split("/")[-1] for k in set(m) - set(names)} <= {"params", "params_1000", "flops"}
     with result.checkpoint.as_directory() as d:
         state = torch.load(f"{d}/{STATE_FILE}", weights_only=True)
         predictions = torch.load(f"{d}/{PREDICTIONS_FILE}", weights_only=True)

@@ -38,6 +38,8 @@ class DataConfig(Strict):
     synthetic_val_size: int = Field(128, ge=10)
     loader_workers: int = Field(0, ge=0, le=64)
     split_seed: int = Field(0, ge=0, description="fixes the train/val split (and synthetic data) across run seeds")
+    skip_bad_images: bool = Field(False, description="imagefolder: skip unreadable images (counted as bad_images) "
+                                  "instead of stopping the run")
 
     @model_validator(mode="after")
     def _root_needed(self) -> "DataConfig":
@@ -107,3 +109,5 @@ class RunConfig(Strict):
     students: StudentsConfig = Field(default_factory=StudentsConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     teacher_dir: Optional[str] = Field(None, description="set by the driver: the prepared teacher's cache folder")
+    failure_file: Optional[str] = Field(None, description="set by the driver: where a worker records a failure that "
+                                        "a restart cannot fix, so that restarts stop at once")

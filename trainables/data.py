@@ -6,7 +6,9 @@ its split, the key of the teacher's cached soft labels. No Ray or MLflow here.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -14,6 +16,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from trainables.config import DataConfig
+from trainables.failures import RunFailed, one_line
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,18 +68,57 @@ class SyntheticImages(Dataset):
         return (random_shift(image) if self.augment else image), int(self.labels[index]), index
 
 
-class Indexed(Dataset):
-    """Selects `indices` of an ImageFolder-like dataset and adds each item's position in the selection."""
+class BadImageError(RunFailed):
+    """An image file that cannot be decoded: the line names the file."""
 
-    def __init__(self, base: Dataset, indices: list[int]):
-        self.base, self.indices = base, indices
+
+def load_image(path: str):
+    """The image at `path`, decoded in full as RGB (what training reads).
+
+    An unreadable file (truncated, corrupt, not an image) raises `BadImageError` naming it, instead of
+    PIL's error that names no file.
+    """
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
+        reason = one_line(err)
+        bad = BadImageError(f"unreadable image {path} ({reason}): replace or delete it, or set "
+                            "data.skip_bad_images: true; python -m orchestrator.verify_images ROOT lists "
+                            "every unreadable image")
+        bad.path, bad.reason = str(path), reason
+        raise bad from None
+
+
+class Indexed(Dataset):
+    """Selects `indices` of an ImageFolder-like dataset and adds each item's position in the selection.
+
+    With `skip_bad`, an unreadable image becomes None, which `collate_skipping_none` drops.
+    """
+
+    def __init__(self, base: Dataset, indices: list[int], skip_bad: bool = False):
+        self.base, self.indices, self.skip_bad = base, indices, skip_bad
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        image, label = self.base[self.indices[index]]
+    def __getitem__(self, index: int) -> Optional[tuple[torch.Tensor, int, int]]:
+        try:
+            image, label = self.base[self.indices[index]]
+        except BadImageError as err:
+            if not self.skip_bad:
+                raise
+            log.warning("skipping unreadable image %s (%s)", getattr(err, "path", "?"), getattr(err, "reason", err))
+            return None
         return image, label, index
+
+
+def collate_skipping_none(batch: list):
+    """Default collation without the items a dataset skipped (None); None when every item was skipped."""
+    items = [item for item in batch if item is not None]
+    return torch.utils.data.default_collate(items) if items else None
 
 
 def _digits(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
@@ -123,10 +167,12 @@ def _imagefolder(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
     train = datasets.ImageFolder(
         str(root / "train"),
         transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]),
+        loader=load_image,
     )
     val = datasets.ImageFolder(
         str(root / "val"),
         transforms.Compose([transforms.Resize(round(size / 0.875)), transforms.CenterCrop(size), transforms.ToTensor(), normalize]),
+        loader=load_image,
     )
     if train.classes != val.classes:
         only = sorted(set(train.classes) ^ set(val.classes))
@@ -134,7 +180,8 @@ def _imagefolder(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
     train_idx = list(range(len(train)))
     if cfg.train_subset is not None:
         train_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: cfg.train_subset].tolist()
-    return Indexed(train, train_idx), Indexed(val, list(range(len(val)))), len(train.classes)
+    skip = cfg.skip_bad_images
+    return Indexed(train, train_idx, skip), Indexed(val, list(range(len(val))), skip), len(train.classes)
 
 
 _BUILDERS = {"digits": _digits, "synthetic": _synthetic, "imagefolder": _imagefolder}

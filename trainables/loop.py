@@ -15,6 +15,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Optional
 
 import ray
 import ray.train
@@ -22,10 +23,13 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from trainables.config import OptimConfig, RunConfig
-from trainables.data import build_datasets
+from trainables import failures
+from trainables.config import ConfigError, OptimConfig, RunConfig
+from trainables.data import build_datasets, collate_skipping_none
+from trainables.divergence import FiniteGuard, LossDiverged, divergence_hint
 from trainables.live_metrics import LiveMetrics
 from trainables.losses import needs_teacher, resolve_method, students_loss
+from trainables.metric_names import BAD_IMAGES_KEY, MEAN_KEY, VAL_KEYS, train_key
 from trainables.metrics import expected_calibration_error, topk_correct
 from trainables.models import build_model, model_profile
 from trainables.teacher import load_soft_labels, load_teacher
@@ -33,7 +37,9 @@ from trainables.teacher import load_soft_labels, load_teacher
 log = logging.getLogger(__name__)  # Ray Train forwards worker logs; its patched print() would echo twice
 STATE_FILE = "state.pt"
 PREDICTIONS_FILE = "val_predictions.pt"
-LIVE_EVERY_STEPS = 50  # how often the live images/s gauge is updated within an epoch
+# How often (steps) the loss is checked for NaN/inf on a GPU, where a check synchronises with the host,
+# and the live images/s gauge is updated.
+FINITE_CHECK_EVERY = LIVE_EVERY_STEPS = 50
 
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -62,29 +68,40 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 class _Averager:
-    """Running means of named scalars over an epoch."""
+    """Running means of named scalars over an epoch, summed on the device: one host sync per epoch."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
+        self.sums: dict[str, torch.Tensor] = {}
         self.n = 0
 
     def add(self, values: dict[str, torch.Tensor], weight: int) -> None:
         for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v) * weight
+            v = v.detach().float() * weight
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
         self.n += weight
 
     def means(self) -> dict[str, float]:
-        return {k: v / max(1, self.n) for k, v in self.sums.items()}
+        if not self.sums:
+            return {}
+        totals = torch.stack(list(self.sums.values())).tolist()
+        return {k: v / max(1, self.n) for k, v in zip(self.sums, totals)}
 
 
 @torch.no_grad()
-def evaluate(models: dict[str, nn.Module], loader, device, autocast, teacher=None) -> tuple[dict, dict]:
-    """Val top-1/top-5/ECE per model, and per-sample records (confidence, correctness, teacher certainty)."""
+def evaluate(models: dict[str, nn.Module], loader, device, autocast, teacher=None, epoch: Optional[int] = None,
+             hint: str = "") -> tuple[dict, dict]:
+    """Val top-1/top-5/ECE per model, and per-sample records (confidence, correctness, teacher certainty).
+
+    A model whose outputs are not finite raises `LossDiverged` before any metric sees them.
+    """
     records = {name: {"confidence": [], "correct": []} for name in models}
     labels_all, teacher_logits_all = [], []
     for m in models.values():
         m.eval()
-    for images, labels, _ in loader:
+    for batch in loader:
+        if batch is None:  # every image of the batch was unreadable and skipped
+            continue
+        images, labels, _ = batch
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         labels_all.append(labels.cpu())
         with autocast:
@@ -101,9 +118,12 @@ def evaluate(models: dict[str, nn.Module], loader, device, autocast, teacher=Non
         predictions["teacher_logits"] = torch.cat(teacher_logits_all)
     for name, rec in records.items():
         conf, correct, top5 = (torch.cat(rec[k]) for k in ("confidence", "correct", "top5"))
-        metrics[f"{name}/val_top1"] = correct.float().mean().item()
-        metrics[f"{name}/val_top5"] = top5.float().mean().item()
-        metrics[f"{name}/val_ece"] = expected_calibration_error(conf, correct)
+        if not bool(torch.isfinite(conf).all()):
+            where = f"loss diverged in epoch {epoch}: " if epoch else ""
+            raise LossDiverged(f"{where}{name} gives NaN or inf outputs on the validation set (its weights are not "
+                               "finite)" + (f"; {hint}" if hint else ""))
+        values = (correct.float().mean().item(), top5.float().mean().item(), expected_calibration_error(conf, correct))
+        metrics.update({f"{name}/{key}": value for key, value in zip(VAL_KEYS, values)})
         predictions[name] = {"confidence": conf, "correct": correct}
     return metrics, predictions
 
@@ -136,7 +156,26 @@ def model_profiles(cfg: RunConfig, num_classes: int, with_teacher: bool) -> dict
 
 
 def train_loop_per_worker(config: dict) -> None:
+    """The loop; a failure that a restart cannot fix is recorded (see `trainables.failures`) and raised as one line."""
     cfg = RunConfig.model_validate(config)
+    failures.raise_recorded(cfg.failure_file)
+    try:
+        _train(cfg)
+    except ConfigError as err:
+        line = failures.one_line(err)
+        failures.record(cfg.failure_file, line)
+        raise (type(err)(line) if isinstance(err, failures.RunFailed) else failures.RunFailed(line)) from None
+
+
+def _skipped(expected: int, seen: int, device, world: int) -> int:
+    """Images skipped as unreadable: those a full epoch expects minus those that came, over all workers."""
+    count = torch.tensor([expected - seen], device=device)
+    if world > 1:
+        torch.distributed.all_reduce(count)
+    return int(count.item())
+
+
+def _train(cfg: RunConfig) -> None:
     _quiet_ray_report_log()
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
@@ -168,7 +207,7 @@ def train_loop_per_worker(config: dict) -> None:
         teacher = teacher.to(memory_format=memory_format)
 
     loader_kw = dict(num_workers=cfg.data.loader_workers, pin_memory=on_gpu,
-                     persistent_workers=cfg.data.loader_workers > 0)
+                     persistent_workers=cfg.data.loader_workers > 0, collate_fn=collate_skipping_none)
     train_loader = ray.train.torch.prepare_data_loader(
         torch.utils.data.DataLoader(train_ds, batch_size=sc.batch_size, shuffle=True, drop_last=True,
                                     generator=torch.Generator().manual_seed(cfg.seed), **loader_kw))
@@ -200,6 +239,7 @@ def train_loop_per_worker(config: dict) -> None:
                 ray.train.report(state["metrics"] if rank == 0 else {}, checkpoint=final)
             return
 
+    hint = divergence_hint(sc.lr, loss_settings)
     teacher_val = None
     for epoch in range(start_epoch, sc.epochs):
         if world > 1 and hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
@@ -207,8 +247,12 @@ def train_loop_per_worker(config: dict) -> None:
         for m in models.values():
             m.train()
         avg = _Averager()
+        guard = FiniteGuard(epoch + 1, steps_per_epoch, 1 if device.type == "cpu" else FINITE_CHECK_EVERY, hint)
         seen, started = 0, time.perf_counter()
-        for images, labels, index in train_loader:
+        for step, batch in enumerate(train_loader, start=1):
+            if batch is None:  # every image of the batch was unreadable and skipped
+                continue
+            images, labels, index = batch
             images = images.to(device, non_blocking=True).to(memory_format=memory_format)
             labels = labels.to(device, non_blocking=True)
             with autocast:
@@ -222,19 +266,23 @@ def train_loop_per_worker(config: dict) -> None:
                 logits = [m(images).float() for m in models.values()]
             parts = students_loss(logits, labels, teacher_logits, names=names,
                                   label_smoothing=sc.label_smoothing, **loss_settings)
+            guard.update(step, parts)  # before the step: NaN never reaches the weights unnoticed for long
             optimizer.zero_grad(set_to_none=True)
             parts["total"].backward()
             optimizer.step()
             scheduler.step()
-            avg.add({k: v.detach() for k, v in parts.items() if k != "total"}, labels.shape[0])
+            avg.add({k: v for k, v in parts.items() if k != "total"}, labels.shape[0])
             seen += labels.shape[0]
-            if live is not None and seen % (LIVE_EVERY_STEPS * sc.batch_size) == 0:
+            if live is not None and step % LIVE_EVERY_STEPS == 0:
                 live.throughput(seen * world / (time.perf_counter() - started))
+        guard.check()
         train_seconds = time.perf_counter() - started
 
         metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0],
                    "images_per_s": seen * world / max(train_seconds, 1e-9), "epoch_seconds": train_seconds}
-        metrics.update({(k if "/" not in k else k.replace("/", "/train_", 1)): v for k, v in avg.means().items()})
+        metrics.update({train_key(k): v for k, v in avg.means().items()})
+        if cfg.data.skip_bad_images:
+            metrics[BAD_IMAGES_KEY] = _skipped(steps_per_epoch * sc.batch_size, seen, device, world)
         with tempfile.TemporaryDirectory(prefix="ckpt-") as checkpoint_dir:
             checkpoint = None
             if rank == 0:
@@ -242,10 +290,13 @@ def train_loop_per_worker(config: dict) -> None:
                 if teacher is not None and teacher_val is None:
                     teacher_val, _ = evaluate({"teacher": teacher}, val_loader, device, autocast)
                 last = epoch + 1 == sc.epochs
-                val, predictions = evaluate(plain, val_loader, device, autocast, teacher if last else None)
+                val, predictions = evaluate(plain, val_loader, device, autocast, teacher if last else None,
+                                            epoch=epoch + 1, hint=hint)
                 metrics.update(val)
                 metrics.update(teacher_val or {})
-                metrics["val_top1_mean"] = sum(val[f"{n}/val_top1"] for n in names) / len(names)
+                metrics[MEAN_KEY] = sum(val[f"{n}/val_top1"] for n in names) / len(names)
+                if cfg.data.skip_bad_images:
+                    metrics[BAD_IMAGES_KEY] += len(val_ds) - len(predictions["labels"])
                 if last:
                     torch.save(predictions, Path(checkpoint_dir) / PREDICTIONS_FILE)
                     metrics.update(model_profiles(cfg, num_classes, teacher is not None))

@@ -86,6 +86,30 @@ def download(location: str, local: str | os.PathLike) -> None:
                     destination_filesystem=pafs.LocalFileSystem())
 
 
+def write_text(location: str, text: str) -> None:
+    """Write a small text file at `location`, creating its folder."""
+    fs, path = filesystem(location)
+    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(path) as out:
+        out.write(text.encode())
+
+
+def read_text(location: str) -> str | None:
+    """The text of the file at `location`, or None when there is none."""
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    with fs.open_input_stream(path) as src:
+        return src.read().decode()
+
+
+def delete(location: str) -> None:
+    """Remove the file at `location`, if there is one."""
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        fs.delete_file(path)
+
+
 def check_writable(location: str) -> None:
     """Write and delete a probe file; raises OSError (with the filesystem's reason) when that fails."""
     fs, path = filesystem(location)

@@ -32,7 +32,7 @@ SOFT_LABELS_FILE = "soft_labels.pt"
 
 def teacher_identity(cfg: RunConfig) -> dict:
     """The settings that define the teacher; any change gives another cache entry."""
-    data = cfg.data.model_dump(exclude={"loader_workers"})
+    data = cfg.data.model_dump(exclude={"loader_workers", "skip_bad_images"})  # how, not what, it reads
     teacher = cfg.teacher.model_dump()
     if teacher["checkpoint"]:
         src = Path(teacher["checkpoint"])
