@@ -112,12 +112,9 @@ def delete(location: str) -> None:
 
 def check_writable(location: str) -> None:
     """Write and delete a probe file; raises OSError (with the filesystem's reason) when that fails."""
-    fs, path = filesystem(location)
-    fs.create_dir(path, recursive=True)
-    probe = f"{path}/.write-probe-{os.getpid()}"
-    with fs.open_output_stream(probe) as out:
-        out.write(b"ok")
-    fs.delete_file(probe)
+    probe = join(location, f".write-probe-{os.getpid()}")
+    write_text(probe, "ok")
+    delete(probe)
 
 
 def cache_root() -> Path:
