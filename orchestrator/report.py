@@ -26,7 +26,8 @@ from orchestrator.comparison import analysis_plots, comparison_table, format_com
 from orchestrator.spec import Spec, SpecError
 from orchestrator.sweep_folder import sweep_order
 from orchestrator.tables import format_table, trials_table, write_results
-from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, is_constant, open_client, tracking_uri
+from orchestrator.tracking import (PARENT_TAG, SWEEP_TAG, TRIAL_TAG, absolute_uri, is_constant, open_client,
+                                   tracking_uri)
 from trainables.loop import PREDICTIONS_FILE
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise here
@@ -137,7 +138,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    client = open_client(tracking_uri(args.tracking_uri))
+    client = open_client(absolute_uri(tracking_uri(args.tracking_uri)))
     sweep = load_sweep(client, args.sweep)
     out = Path(args.out or Path("reports") / sweep.name)
     files = build_report(client, sweep, out)

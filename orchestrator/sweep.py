@@ -96,10 +96,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not spec.search and not spec.compare:
         raise SpecError(f"{args.spec}: neither search nor compare is set: add settings to search, "
                         "or use python -m orchestrator.train for one run")
-    from orchestrator.tracking import tracking_uri
+    from orchestrator.tracking import absolute_uri, tracking_uri
 
     uri = tracking_uri(args.tracking_uri or spec.mlflow.tracking_uri)
     check_outputs_persist(spec.storage_setting, uri)
+    uri = absolute_uri(uri)  # MLflow caches a store by its URI: a relative one means whichever folder came first
     from_sweep = args.from_sweep or (spec.compare.from_sweep if spec.compare else None)
     if from_sweep:
         if not spec.compare:

@@ -27,7 +27,7 @@ def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, ca
     assert table["compression_1000"].round(2).tolist()[:1] == [1.0]  # a resnet18 teacher: same size
     assert "paper_top1_%_quoted" in table.columns and "±" in (folder / "comparison.md").read_text()
 
-    client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")  # the default store, here
     runs = client.search_runs([client.get_experiment_by_name("tiny-compare").experiment_id])
     parent = next(r for r in runs if r.data.tags.get(TRIAL_TAG) == "parent")
     children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]

@@ -40,7 +40,7 @@ def test_sweep_end_to_end(ray_local, tmp_path, monkeypatch, capsys):
     assert "mlflow ui" in out and "Ray dashboard" in out and "trials" in out
 
     folder = next((tmp_path / "runs" / "sweeps").glob("tiny-*"))
-    client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")  # the default store, here
     experiment = client.get_experiment_by_name("tiny-sweep")
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get(TRIAL_TAG) == "parent"]
