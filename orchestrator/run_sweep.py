@@ -21,7 +21,7 @@ from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_swee
 from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import best_params, best_trial, format_table, trials_table, write_results
-from orchestrator.tracking import SweepTracker, git_commit
+from orchestrator.tracking import SweepTracker, git_commit, where_to_look
 from orchestrator.trainer import prepare_teacher
 from orchestrator.trial import trial_trainable
 from trainables import failures, storage
@@ -157,7 +157,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
     tracker.log_spec(spec.model_dump(), spec_text, commit)
     print(f"\nwatch it:\n  Ray dashboard: {dashboard or '(see the Ray cluster)'}"
           "  (token: run `ray get-auth-token`)\n"
-          f"  MLflow: mlflow ui --backend-store-uri {uri}   (parent run '{folder.name}' in '{experiment}')\n")
+          f"  MLflow: {where_to_look(uri, tracker.experiment_id)}   (parent run '{folder.name}' in '{experiment}')\n")
 
     run_cfg = prepare_teacher(spec)
     trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage)

@@ -101,6 +101,15 @@ def absolute_uri(uri: str) -> str:
     return f"sqlite:///{db}" if db else uri
 
 
+def where_to_look(uri: str, experiment_id: str) -> str:
+    """How to open the experiment's runs table. MLflow 3.17's UI opens an experiment on its GenAI overview in
+    a browser that never chose "Model training", whatever the experiment's kind tag says: link the table."""
+    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{page}"
+
+
 def git_commit() -> Optional[str]:
     """The commit of the checkout the command runs in. A `ray job submit` upload has no .git (and its
     folder may be replaced while Ray starts): the submitter can pass the commit as DUALKD_GIT_COMMIT."""

@@ -17,7 +17,8 @@ from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start
 from orchestrator.preflight import preflight
 from orchestrator.spec import Spec, load_spec
 from orchestrator.trainer import build_trainer, fit, prepare_teacher
-from orchestrator.tracking import EpochLogger, RunLog, TrackedRun, absolute_uri, git_commit, tracking_uri
+from orchestrator.tracking import (EpochLogger, RunLog, TrackedRun, absolute_uri, git_commit, tracking_uri,
+                                   where_to_look)
 from trainables import storage
 from trainables.loop import PREDICTIONS_FILE
 
@@ -56,7 +57,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     tracked = TrackedRun(uri, spec.mlflow.experiment or spec.name, spec.data.model_dump(), spec.mlflow.tags)
     tracked.create(run_name, {})
     tracked.log_spec(spec.model_dump(), spec_text, commit)
-    print(f"MLflow: run '{run_name}' in experiment '{spec.mlflow.experiment or spec.name}' at {uri}")
+    print(f"MLflow: run '{run_name}' in experiment '{spec.mlflow.experiment or spec.name}': "
+          f"{where_to_look(uri, tracked.experiment_id)}")
     trainer = build_trainer(spec, run_cfg, name=run_name, storage_path=outputs,
                             callbacks=[EpochLogger(uri, tracked.run_id)])
     try:

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from orchestrator import sweep
 from orchestrator.tables import FROM_SWEEP_TAG
-from orchestrator.tracking import PARENT_TAG, TRIAL_TAG, is_constant
+from orchestrator.tracking import PARENT_TAG, TRIAL_TAG, is_constant, where_to_look
 from tests.conftest import tiny_spec_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,3 +113,12 @@ def test_dry_run_of_every_shipped_spec_exits_0(spec_path, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "trials:" in proc.stdout and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()  # a dry run starts nothing and writes nothing
+
+
+def test_the_printed_mlflow_link_opens_the_runs_table():
+    """MLflow 3.17's UI opens a fresh browser on its GenAI overview: the link names the runs table."""
+    assert where_to_look("http://mlflow:5000/", "7") == (
+        "http://mlflow:5000/#/experiments/7/runs?workflowType=machine_learning")
+    local = where_to_look("sqlite:////data/mlflow.db", "7")
+    assert local.startswith("mlflow ui --backend-store-uri sqlite:////data/mlflow.db, then http://127.0.0.1:5000/")
+    assert local.endswith("#/experiments/7/runs?workflowType=machine_learning")
