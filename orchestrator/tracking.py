@@ -221,8 +221,10 @@ class RunLog:
         params = [Param(k, v) for k, v in constant_figures(result).items()]
         self.client.log_batch(self.run_id, metrics=metrics, params=params)
 
-    def log_predictions(self, location: str) -> None:
-        """The last epoch's per-sample records (the uncertainty analysis), from a folder or a bucket."""
+    def log_predictions(self, checkpoint_path: str, storage_location: str) -> None:
+        """The last epoch's per-sample records (the uncertainty analysis) from the checkpoint Ray reported,
+        whose path lies on the filesystem of the run's storage (a folder or a bucket)."""
+        location = storage.join(storage.on_same_filesystem(checkpoint_path, storage_location), PREDICTIONS_FILE)
         if not storage.exists(location):  # the final epoch is the one that writes them
             return
         with tempfile.TemporaryDirectory() as tmp:
@@ -365,8 +367,7 @@ class TrialTracker(Callback):
         epochs = int(last.get("epoch", 0))
         checkpoint = last.get(CHECKPOINT_PATH_KEY)
         if checkpoint:
-            RunLog(self.client, self.run_id(trial)).log_predictions(
-                storage.join(storage.on_same_filesystem(checkpoint, self.storage), PREDICTIONS_FILE))
+            RunLog(self.client, self.run_id(trial)).log_predictions(checkpoint, self.storage)
         self.client.set_tag(self.run_id(trial), "state", "completed" if epochs >= self.epochs else "stopped early")
         self.client.set_terminated(self.run_id(trial), status="FINISHED")
 

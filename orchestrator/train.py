@@ -20,7 +20,6 @@ from orchestrator.trainer import build_trainer, fit, prepare_teacher
 from orchestrator.tracking import (EpochLogger, RunLog, TrackedRun, absolute_uri, git_commit, tracking_uri,
                                    where_to_look)
 from trainables import storage
-from trainables.loop import PREDICTIONS_FILE
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -71,8 +70,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         tracked.finish("FAILED")
         raise
     if result.checkpoint is not None:
-        RunLog(tracked.client, tracked.run_id).log_predictions(
-            storage.join(storage.on_same_filesystem(result.checkpoint.path, spec.storage_location), PREDICTIONS_FILE))
+        RunLog(tracked.client, tracked.run_id).log_predictions(result.checkpoint.path, spec.storage_location)
     tracked.finish()
     metrics = result.metrics
     print(f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"
