@@ -43,6 +43,9 @@ class SweepSearch(OptunaSearch):
 
     Tune pickles the searcher with its study's database path; a sweep in a bucket may be resumed on
     another machine, so a restored searcher re-opens the study at this machine's copy of the file.
+    Tune's saved state can be seconds older than the study (a killed driver): a trial the study already
+    holds as finished is re-run by Tune, but the study keeps its first ending and ignores the re-run; a
+    trial asked for after that state was saved is marked failed, as Tune will ask for another.
     """
 
     def __init__(self, folder: SweepFolder, **kwargs):
@@ -54,6 +57,15 @@ class SweepSearch(OptunaSearch):
         self._storage = optuna_storage(self.folder)
         self._ot_study = optuna.load_study(study_name=self.folder.name, storage=self._storage,
                                            sampler=self._ot_study.sampler, pruner=self._ot_study.pruner)
+        for tune_id, old in list(self._ot_trials.items()):
+            if self._storage.get_trial(old._trial_id).state.is_finished():
+                self._completed_trials.add(tune_id)
+            else:
+                self._ot_trials[tune_id] = optuna.Trial(self._ot_study, old._trial_id)
+        known = {t._trial_id for t in self._ot_trials.values()}
+        for orphan in self._ot_study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
+            if orphan._trial_id not in known:  # asked for after Tune's state was saved: Tune will ask again
+                self._storage.set_trial_state_values(orphan._trial_id, optuna.trial.TrialState.FAIL)
 
 
 class PublishStudy(Callback):

@@ -86,3 +86,34 @@ def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig)
     study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == NUM_TRIALS
+
+
+def test_restored_searcher_keeps_the_studys_first_ending(tmp_path):
+    """A killed driver's Tune state can predate the study: trial a ended and trial b was asked for after
+    the searcher was saved. The restored searcher ignores a's re-run and fails the orphaned b."""
+    from optuna.distributions import FloatDistribution
+    from orchestrator.run_sweep import SweepSearch
+    from orchestrator.sweep_folder import SweepFolder
+
+    folder = SweepFolder(str(tmp_path), "sweep")
+    folder.local.mkdir()
+    space = {"loss.alpha": FloatDistribution(0.2, 0.8)}
+    first = SweepSearch(folder, space=space, metric="val", mode="max", seed=0)
+    first.suggest("a")
+    first.save(str(tmp_path / "searcher.pkl"))  # Tune's last saved state
+    first.on_trial_result("a", {"val": 0.5, "training_iteration": 1})
+    first.on_trial_complete("a", {"val": 0.6})
+    first.suggest("b")  # then the driver is killed
+
+    restored = SweepSearch(folder, space=space, metric="val", mode="max", seed=0)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_result("a", {"val": 0.1, "training_iteration": 1})  # Tune re-runs a
+    restored.on_trial_complete("a", {"val": 0.2})
+    restored.suggest("c")
+    restored.on_trial_result("c", {"val": 0.3, "training_iteration": 1})
+    restored.on_trial_complete("c", {"val": 0.4})
+
+    study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{folder.local / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE"]
+    assert [t.value for t in study.trials if t.value is not None] == [0.6, 0.4]
