@@ -21,6 +21,7 @@ from matplotlib import ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from orchestrator.paired import Interval, paired_difference  # noqa: E402
 from orchestrator.tables import _markdown, _save  # noqa: E402
 from trainables.losses import PRESETS, normalized_entropy  # noqa: E402
 from trainables.metrics import calibration_bins, expected_calibration_error  # noqa: E402
@@ -37,13 +38,19 @@ PAPER_TOP1: dict[tuple[str, str], float] = {
 # with 1000-class heads, so they compare with `compression_1000`, not with `compression`.
 PAPER_COMPRESSION: dict[str, float] = {"resnet18": 2.19, "mobilenet_v2": 7.31}
 
+REFERENCES = ("kd", "ce")  # each method's top-1 is compared, seed by seed, with these
+PAIRED = tuple(f"vs_{ref}_{part}" for ref in REFERENCES
+               for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "pairs"))
 COLUMNS = ("method", "student", "seeds", "top1_mean_%", "top1_std_%", "top5_mean_%", "ece_mean_%",
-           "params", "flops_per_image", "compression", "compression_1000", "gain_vs_kd_%",
+           "params", "flops_per_image", "compression", "compression_1000", *PAIRED,
            "teacher_top1_%", "paper_top1_%_quoted", "paper_compression_quoted")
-CAPTION = ("Top-1, top-5 and ECE in percent, mean ± sample std over seeds. Columns marked `_quoted` are "
-           "the paper's ImageNet-100 figures (its KD top-1 derived as dual-student minus the stated gain), "
-           "not measured here. `compression` = teacher params / student params with heads of this "
-           "dataset's classes; `compression_1000` counts 1000-class heads, as the paper's ratios do.")
+CAPTION = ("Top-1, top-5 and ECE in percent, mean ± sample std over seeds. `vs_kd` and `vs_ce`: the paired "
+           "difference in top-1 points against kd (ce) on the same seeds (same initialisation and batch order), "
+           "its mean and 95 % interval ({interval}); `≠0` says whether the interval excludes 0. Columns marked "
+           "`_quoted` are the paper's ImageNet-100 figures (its KD top-1 derived as dual-student minus the "
+           "stated gain), not measured here. `compression` = teacher params / student params with heads of "
+           "this dataset's classes; `compression_1000` counts 1000-class heads, as the paper's ratios do.")
+INTERVAL_NAMES = {"t": "t-based", "bootstrap": "bootstrap percentile"}
 CERTAINTY_BINS = 5
 RELIABILITY_BINS = 15  # the ECE's own bins, so the diagram shows what the ECE sums
 
@@ -66,22 +73,41 @@ def _first(metrics: list[dict], key: str) -> float:
     return next((float(m[key]) for m in metrics if m.get(key) is not None), math.nan)
 
 
-def comparison_table(trials: list[dict], student_names: list[str], methods: list[str]) -> pd.DataFrame:
+def _top1_by_seed(runs: list[dict], name: str) -> dict[int, float]:
+    return {t["params"].get("seed"): float(t["metrics"][f"{name}/val_top1"]) * 100
+            for t in runs if t["metrics"].get(f"{name}/val_top1") is not None}
+
+
+def comparison_table(trials: list[dict], student_names: list[str], methods: list[str],
+                     interval: Interval = "t") -> pd.DataFrame:
     """One row per (method, student), in the given orders; seeds pooled, percentages x100.
 
     Sizes, compression and the teacher's top-1 come from any finished trial (one teacher and the
     same architectures for the whole comparison), so a method without a teacher still shows how
     much smaller its student is. A method with no finished trial keeps its row, with 0 seeds.
+    The paired columns compare each method with kd and ce on the seeds both finished (NaN for the
+    reference itself and where it is not among `methods`).
     """
     done = _finished(trials)
     reports = [t["metrics"] for t in done]
     teacher_top1 = _values(reports, "teacher/val_top1").mean() * 100
     teacher_params, teacher_params_1000 = _first(reports, "teacher/params"), _first(reports, "teacher/params_1000")
+    by_seed = {(method, name): _top1_by_seed([t for t in done if _method(t) == method], name)
+               for method in methods for name in student_names}
     rows = []
     for method in methods:
         runs = [t["metrics"] for t in done if _method(t) == method]
         for name in student_names:
             measured = [m for m in runs if m.get(f"{name}/val_top1") is not None]
+            paired = {}
+            for ref in REFERENCES:
+                d = paired_difference(by_seed[method, name], by_seed.get((ref, name), {}), interval)
+                same = method == ref or d.seeds == 0
+                paired.update({f"vs_{ref}_mean_%": math.nan if same else d.mean,
+                               f"vs_{ref}_ci_low_%": math.nan if same else d.low,
+                               f"vs_{ref}_ci_high_%": math.nan if same else d.high,
+                               f"vs_{ref}_excludes_0": None if same else d.excludes_zero,
+                               f"vs_{ref}_pairs": 0 if same else d.seeds})
             top1 = _values(measured, f"{name}/val_top1") * 100
             params, params_1000 = _first(reports, f"{name}/params"), _first(reports, f"{name}/params_1000")
             rows.append({
@@ -94,10 +120,10 @@ def comparison_table(trials: list[dict], student_names: list[str], methods: list
                 "teacher_top1_%": teacher_top1,
                 "paper_top1_%_quoted": PAPER_TOP1.get((method, name), math.nan),
                 "paper_compression_quoted": PAPER_COMPRESSION.get(name, math.nan),
+                **paired,
             })
-    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "gain_vs_kd_%"])
-    kd_top1 = df[df["method"] == "kd"].set_index("student")["top1_mean_%"]
-    df.insert(COLUMNS.index("gain_vs_kd_%"), "gain_vs_kd_%", df["top1_mean_%"] - df["student"].map(kd_top1))
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df.attrs["interval"] = interval
     for column in ("params", "flops_per_image"):
         df[column] = df[column].round().astype("Int64")
     return df
@@ -121,14 +147,30 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
             return "-"
         return fmt(row["top1_mean_%"]) + ("" if pd.isna(row["top1_std_%"]) else f" ± {row['top1_std_%']:.2f}")
 
-    return pd.DataFrame({
+    def paired(ref: str):
+        def cell(row) -> str:
+            mean, low, high = (row[f"vs_{ref}_{k}_%"] for k in ("mean", "ci_low", "ci_high"))
+            if pd.isna(mean):
+                return "-"
+            return fmt(mean, "+.2f") + ("" if pd.isna(low) else f" [{fmt(low, '+.2f')}, {fmt(high, '+.2f')}]")
+        return cell
+
+    def excludes(value) -> str:
+        return "-" if value is None or pd.isna(value) else ("yes" if value else "no")
+
+    columns = {
         "method": df["method"], "student": df["student"], "seeds": df["seeds"].astype(str),
         "top1_% (mean ± std)": df.apply(mean_std, axis=1),
         "top5_%": df["top5_mean_%"].map(fmt), "ece_%": df["ece_mean_%"].map(fmt),
+    }
+    for ref in REFERENCES:
+        columns[f"vs_{ref} [95% CI]"] = df.apply(paired(ref), axis=1)
+        columns[f"vs_{ref} ≠0"] = df[f"vs_{ref}_excludes_0"].map(excludes)
+    return pd.DataFrame({
+        **columns,
         "params": df["params"].map(lambda v: "-" if pd.isna(v) else _si(v)),
         "flops/image": df["flops_per_image"].map(lambda v: "-" if pd.isna(v) else _si(v)),
         "compression": df["compression"].map(fmt), "compression_1000": df["compression_1000"].map(fmt),
-        "gain_vs_kd_%": df["gain_vs_kd_%"].map(lambda v: fmt(v, "+.2f")),
         "teacher_top1_%": df["teacher_top1_%"].map(fmt),
         "paper_top1_%_quoted": df["paper_top1_%_quoted"].map(fmt),
         "paper_compression_quoted": df["paper_compression_quoted"].map(fmt),
@@ -142,7 +184,11 @@ def format_comparison(df: pd.DataFrame) -> str:
 
 def comparison_markdown(df: pd.DataFrame) -> str:
     """A GitHub Markdown table with its caption (what is quoted, what the units and heads are)."""
-    return _markdown(_display(df)) + "\n" + CAPTION + "\n"
+    return _markdown(_display(df)) + "\n" + caption(df) + "\n"
+
+
+def caption(df: pd.DataFrame) -> str:
+    return CAPTION.format(interval=INTERVAL_NAMES[df.attrs.get("interval", "t")])
 
 
 def comparison_latex(df: pd.DataFrame) -> str:
@@ -151,10 +197,10 @@ def comparison_latex(df: pd.DataFrame) -> str:
     `DataFrame.to_latex` needs jinja2, which torch (a dependency) requires, so it is always there.
     """
     shown = _display(df)
-    caption = CAPTION.replace("`", "").replace("_", r"\_").replace("%", r"\%")
-    latex = shown.to_latex(index=False, escape=True, caption=caption,
+    text = caption(df).replace("`", "").replace("≠", r"$\neq$").replace("_", r"\_").replace("%", r"\%")
+    latex = shown.to_latex(index=False, escape=True, caption=text,
                            column_format="ll" + "r" * (len(shown.columns) - 2))
-    return latex.replace("±", r"$\pm$")
+    return latex.replace("±", r"$\pm$").replace("≠", r"$\neq$")
 
 
 def write_comparison(df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
@@ -188,6 +234,24 @@ def _subplots(n: int, title: str):
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
     fig.suptitle(title)
     return fig, axes[0]
+
+
+UNSURE_U = 0.3  # a teacher is "unsure" on a sample above this u (the hard setting's requirement)
+
+
+def teacher_uncertainty(train_logits, threshold: Optional[float] = None) -> dict[str, float]:
+    """The teacher's training-set u = H / log C: mean, quantiles, share above 0.3 and above the threshold.
+
+    Logged on the parent run: whether the uncertainty weighting can matter at all on this data (a teacher
+    sure of every sample gives every sample w close to 1, and every weighting is then plain KD).
+    """
+    u = normalized_entropy(torch.as_tensor(train_logits)).double()
+    summary = {"teacher/train_u_mean": u.mean().item(),
+               **{f"teacher/train_u_p{q}": u.quantile(q / 100).item() for q in (10, 50, 90)},
+               f"teacher/train_u_share_above_{UNSURE_U}": (u > UNSURE_U).double().mean().item()}
+    if threshold is not None:
+        summary["teacher/train_u_share_above_threshold"] = (u > threshold).double().mean().item()
+    return summary
 
 
 def _teacher_entropy(out: Path, train_logits, val_logits) -> Optional[Path]:

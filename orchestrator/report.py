@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import pandas as pd
 import torch
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from orchestrator.cli import run_main
-from orchestrator.comparison import analysis_plots, comparison_table, format_comparison, write_comparison
+from orchestrator.comparison import (REFERENCES, analysis_plots, comparison_table, format_comparison,
+                                     write_comparison)
 from orchestrator.spec import Spec, SpecError
 from orchestrator.sweep_folder import sweep_order
 from orchestrator.tables import format_table, trials_table, write_results
@@ -100,7 +102,7 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: b
     files = write_results(trials, spec, out_dir, sweep.name)
     if spec.compare:
         names = spec.students.names
-        table = comparison_table(sweep.trials, names, spec.compare.methods)
+        table = comparison_table(sweep.trials, names, spec.compare.methods, spec.compare.interval)
         files.update(write_comparison(table, out_dir))
         predictions, histories = {}, {}
         for trial_id, run_id in sweep.child_ids.items():
@@ -118,14 +120,21 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: b
     else:
         print("\n" + format_table(trials))
     if log:
-        if spec.compare:  # each method's mean top-1 per student, so comparisons compare in the runs table
+        if spec.compare:  # per method and student, so comparisons compare in the runs table
             now = int(time.time() * 1000)
-            means = [Metric(f"{row.method}/{row.student}/val_top1", row.top1 / 100, now, 0)
-                     for row in table.rename(columns={"top1_mean_%": "top1"}).itertuples() if row.seeds]
-            client.log_batch(sweep.parent_id, metrics=means)
+            client.log_batch(sweep.parent_id, metrics=[Metric(k, v, now, 0) for k, v in parent_metrics(table).items()])
         for path in files.values():
             client.log_artifact(sweep.parent_id, str(path), "report")
     return files
+
+
+def parent_metrics(table) -> dict[str, float]:
+    """`{method}/{student}/val_top1` (mean over seeds) and its paired differences to kd and ce with their 95 %
+    interval (`.../vs_kd_mean`, `.../vs_kd_ci_low`, `.../vs_kd_ci_high`), as fractions like every top-1."""
+    parts = {"val_top1": "top1_mean_%", **{f"vs_{ref}_{end}": f"vs_{ref}_{end}_%" for ref in REFERENCES
+                                            for end in ("mean", "ci_low", "ci_high")}}
+    return {f"{row['method']}/{row['student']}/{name}": row[column] / 100
+            for _, row in table.iterrows() for name, column in parts.items() if pd.notna(row[column])}
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:

@@ -11,12 +11,14 @@ from typing import Optional
 import optuna
 import ray
 import ray.tune
+import torch
 import yaml
 from ray.tune import Callback, CLIReporter
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.cli import start_ray
+from orchestrator.comparison import teacher_uncertainty
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
 from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator.sweep_folder import SweepFolder
@@ -129,14 +131,24 @@ def trial_records(grid) -> list[dict]:
     return records
 
 
-def finish_comparison(tracker: SweepTracker, teacher_dir: Optional[str], folder: SweepFolder) -> int:
-    """The comparison's tables and plots, built from what MLflow holds (as `orchestrator.report` does)."""
+def log_teacher_uncertainty(tracker: SweepTracker, teacher_dir: Optional[str], threshold: Optional[float]) -> None:
+    """The teacher's training-set logits (the comparison's entropy histogram) and their uncertainty summary,
+    on the parent run and printed: before any trial, whether the weighting has anything to weigh."""
     soft_labels = storage.local_copy(teacher_dir) / SOFT_LABELS_FILE if teacher_dir else None
-    if soft_labels and soft_labels.is_file():  # the teacher's training-set logits: its entropy distribution
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / TEACHER_LOGITS_ARTIFACT
-            shutil.copyfile(soft_labels, target)
-            tracker.client.log_artifact(tracker.parent_id, str(target))
+    if not (soft_labels and soft_labels.is_file()):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / TEACHER_LOGITS_ARTIFACT
+        shutil.copyfile(soft_labels, target)
+        tracker.client.log_artifact(tracker.parent_id, str(target))
+    summary = teacher_uncertainty(torch.load(soft_labels, weights_only=True), threshold)
+    tracker.log_metrics(summary)
+    print("teacher uncertainty u = H/log C on the training set: "
+          + ", ".join(f"{k.removeprefix('teacher/train_u_')} {v:.3f}" for k, v in summary.items()))
+
+
+def finish_comparison(tracker: SweepTracker, folder: SweepFolder) -> int:
+    """The comparison's tables and plots, built from what MLflow holds (as `orchestrator.report` does)."""
     files = build_report(tracker.client, load_sweep(tracker.client, folder.name), folder.local, log=True)
     folder.publish(*files.values())
     tracker.finish()
@@ -172,6 +184,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
           f"  MLflow: {where_to_look(uri, tracker.experiment_id)}   (parent run '{folder.name}' in '{experiment}')\n")
 
     run_cfg = prepare_teacher(spec)
+    log_teacher_uncertainty(tracker, run_cfg.teacher_dir, spec.loss.threshold)
     trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage)
     if resume and ray.tune.Tuner.can_restore(folder.location):
         print(f"resuming {folder}")
@@ -189,7 +202,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
         tracker.finish("KILLED")
         return 130
     if spec.compare:
-        return finish_comparison(tracker, run_cfg.teacher_dir, folder)
+        return finish_comparison(tracker, folder)
     records = trial_records(grid)
     df = trials_table(records, spec)
     best = best_trial(df, spec)

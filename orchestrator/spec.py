@@ -98,6 +98,7 @@ class CompareSettings(Strict):
                                   min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     from_sweep: Optional[str] = Field(None, description="take the best values of this earlier sweep")
+    interval: Literal["t", "bootstrap"] = Field("t", description="the paired differences' 95 % interval over seeds")
 
 
 class MlflowSettings(Strict):
@@ -128,14 +129,14 @@ class Spec(RunConfig):
             raise ValueError(f"teacher.arch: unknown architecture {self.teacher.arch!r}: use one of {sorted(MODELS)}")
         if needs_two_students(self.loss.method) and len(self.students.archs) != 2:
             raise ValueError(f"method {self.loss.method!r} trains two students: list two in students.archs")
-        resolve_method(self.loss.model_dump())
+        resolve_method(self.loss.settings())
         for key in self.search:
             _check_search_key(key, self.loss.method)
         if self.compare and self.search:
             raise ValueError("a spec has either search (a sweep) or compare (fixed trials): remove one of them")
         for method in self.compare.methods if self.compare else []:
             try:
-                resolve_method({**self.loss.model_dump(), "method": method})
+                resolve_method({**self.loss.settings(), "method": method})
             except ValueError as err:
                 raise ValueError(f"compare.methods: {method}: {err}") from None
             if needs_two_students(method) and len(self.students.archs) != 2:

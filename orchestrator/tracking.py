@@ -266,6 +266,10 @@ class TrackedRun:
         self.client.log_text(self.run_id, spec_yaml, "spec.yaml")
         self.client.log_dict(self.run_id, spec_dict, "resolved_config.json")
 
+    def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+
     def log_artifacts(self, files: list[Path]) -> None:
         for path in files:
             self.client.log_artifact(self.run_id, str(path))

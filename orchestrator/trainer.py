@@ -61,7 +61,7 @@ def ensure_teacher(cfg: RunConfig, cache_root: str, scaling: ray.train.ScalingCo
     Returns None when the method uses no teacher (unless `force`: a comparison's other methods may).
     Call it once on the driver, before any trial.
     """
-    if not force and not needs_teacher(resolve_method(cfg.loss.model_dump())):
+    if not force and not needs_teacher(resolve_method(cfg.loss.settings())):
         return None
     folder = teacher_dir(cache_root, cfg)
     if is_cached(folder):

@@ -13,7 +13,8 @@ from tests.conftest import tiny_spec_dict
 def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     raw = tiny_spec_dict(tmp_path, name="tiny-compare", compare={"methods": ["kd", "ua_dual"], "seeds": [0, 1]},
-                         tune={"max_concurrent_trials": 2}, mlflow={"experiment": "tiny-compare"})
+                         tune={"max_concurrent_trials": 2}, mlflow={"experiment": "tiny-compare"},
+                         loss={"threshold": 0.8})
     spec_path = tmp_path / "compare.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
 
@@ -23,7 +24,8 @@ def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, ca
     assert list(zip(table["method"], table["student"])) == [
         ("kd", "resnet18"), ("kd", "mobilenet_v2"), ("ua_dual", "resnet18"), ("ua_dual", "mobilenet_v2")]
     assert (table["seeds"] == 2).all() and table["top1_mean_%"].between(0, 100).all()
-    assert (table.loc[table["method"] == "kd", "gain_vs_kd_%"] == 0).all()
+    assert table.loc[table["method"] == "kd", "vs_kd_mean_%"].isna().all()
+    assert (table.loc[table["method"] == "ua_dual", "vs_kd_pairs"] == 2).all()
     assert table["compression_1000"].round(2).tolist()[:1] == [1.0]  # a resnet18 teacher: same size
     assert "paper_top1_%_quoted" in table.columns and "±" in (folder / "comparison.md").read_text()
 
@@ -43,6 +45,11 @@ def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, ca
         runs = [c for c in children if c.data.params["loss.method"] == method]
         mean = sum(c.data.metrics["resnet18/val_top1"] for c in runs) / len(runs)
         assert abs(parent.data.metrics[f"{method}/resnet18/val_top1"] - mean) < 1e-9
+    ua = table.set_index(["method", "student"]).loc[("ua_dual", "resnet18")]
+    for end in ("mean", "ci_low", "ci_high"):  # the paired differences, as in the table
+        assert abs(parent.data.metrics[f"ua_dual/resnet18/vs_kd_{end}"] - ua[f"vs_kd_{end}_%"] / 100) < 1e-9
+    assert 0 <= parent.data.metrics["teacher/train_u_p10"] <= parent.data.metrics["teacher/train_u_p90"] <= 1
+    assert 0 <= parent.data.metrics["teacher/train_u_share_above_threshold"] <= 1  # the spec sets one
     assert "teacher/val_top1" in children[0].data.params and "teacher/val_top1" not in children[0].data.metrics
 
     capsys.readouterr()

@@ -48,8 +48,10 @@ def test_rows_order_and_columns(table):
         ("dml", "resnet18"), ("dml", "mobilenet_v2")]
     assert list(table.columns) == [
         "method", "student", "seeds", "top1_mean_%", "top1_std_%", "top5_mean_%", "ece_mean_%", "params",
-        "flops_per_image", "compression", "compression_1000", "gain_vs_kd_%", "teacher_top1_%",
-        "paper_top1_%_quoted", "paper_compression_quoted"]
+        "flops_per_image", "compression", "compression_1000",
+        *(f"vs_{ref}_{part}" for ref in ("kd", "ce")
+          for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "pairs")),
+        "teacher_top1_%", "paper_top1_%_quoted", "paper_compression_quoted"]
 
 
 def test_seed_statistics_skip_errored_and_empty_trials(table):
@@ -61,9 +63,15 @@ def test_seed_statistics_skip_errored_and_empty_trials(table):
     assert math.isnan(r18.loc["dml", "top1_std_%"])  # one seed
     assert r18.loc["kd", "top5_mean_%"] == pytest.approx(99.0)
     assert r18.loc["kd", "ece_mean_%"] == pytest.approx(5.0)
-    assert r18.loc["ua_dual", "gain_vs_kd_%"] == pytest.approx(5.0)
-    assert r18.loc["kd", "gain_vs_kd_%"] == 0.0
-    assert r18.loc["dml", "gain_vs_kd_%"] == pytest.approx(2.0)
+    assert r18.loc["ua_dual", "vs_kd_mean_%"] == pytest.approx(5.0)  # seeds 0 and 1: +7 and +3
+    assert r18.loc["ua_dual", "vs_kd_pairs"] == 2
+    half = 12.706 * 2 * math.sqrt(2) / math.sqrt(2)  # t(0.975, 1) * sd / sqrt(n)
+    assert r18.loc["ua_dual", "vs_kd_ci_low_%"] == pytest.approx(5.0 - half, rel=1e-3)
+    assert r18.loc["ua_dual", "vs_kd_excludes_0"] is not None and not r18.loc["ua_dual", "vs_kd_excludes_0"]
+    assert math.isnan(r18.loc["kd", "vs_kd_mean_%"])  # the reference itself
+    assert r18.loc["dml", "vs_kd_mean_%"] == pytest.approx(3.0)  # paired on seed 0 only: 93 - 90
+    assert math.isnan(r18.loc["dml", "vs_kd_ci_low_%"])  # one pair: no interval
+    assert r18["vs_ce_mean_%"].isna().all()  # no ce run
     assert list(table["teacher_top1_%"]) == pytest.approx([96.0] * 6)  # dml reports none: mean of the others
 
 
@@ -87,9 +95,9 @@ def test_quoted_columns_are_separate_and_nan_where_the_paper_is_silent(table):
     assert rows.loc[("kd", "resnet18"), "top1_mean_%"] != 81.80  # measured, not overwritten by the quote
 
 
-def test_no_kd_row_gives_nan_gain_and_missing_methods_keep_a_row():
+def test_no_kd_run_gives_nan_differences_and_missing_methods_keep_a_row():
     df = comparison_table(TRIALS, STUDENTS, ["ua_dual", "ce"])
-    assert df["gain_vs_kd_%"].isna().all()
+    assert df["vs_kd_mean_%"].isna().all() and (df["vs_kd_pairs"] == 0).all()
     ce = df[df["method"] == "ce"]
     assert list(ce["seeds"]) == [0, 0] and ce["top1_mean_%"].isna().all()
 
@@ -138,3 +146,45 @@ def test_analysis_plots_skip_missing_data(tmp_path):
     paths = analysis_plots(tmp_path / "v", STUDENTS, only_val_teacher, TRIALS, {})
     assert {p.name for p in paths} == {"teacher_entropy.png", "accuracy_by_certainty.png",
                                        "reliability_resnet18.png", "reliability_mobilenet_v2.png"}
+
+
+def test_paired_difference_t_and_bootstrap():
+    from scipy import stats
+    from orchestrator.paired import paired_difference
+
+    method = {0: 91.0, 1: 93.0, 2: 92.5, 3: 94.0, 4: 92.0, 9: 50.0}  # seed 9 has no pair: left out
+    reference = {0: 90.0, 1: 91.0, 2: 92.0, 3: 92.0, 4: 91.5}
+    d = paired_difference(method, reference)
+    diffs = [1.0, 2.0, 0.5, 2.0, 0.5]
+    half = stats.t.ppf(0.975, 4) * stats.tstd(diffs) / math.sqrt(5)
+    assert d.seeds == 5 and d.mean == pytest.approx(1.2)
+    assert (d.low, d.high) == pytest.approx((1.2 - half, 1.2 + half))
+    assert d.excludes_zero is True
+    boot = paired_difference(method, reference, "bootstrap")
+    assert boot.mean == pytest.approx(1.2) and 0.5 <= boot.low < 1.2 < boot.high <= 2.0  # within the observed range
+    noisy = paired_difference({0: 91.0, 1: 89.0, 2: 92.0}, {0: 90.0, 1: 90.0, 2: 90.0})
+    assert noisy.low < 0 < noisy.high and noisy.excludes_zero is False
+    assert paired_difference({0: 1.0}, {0: 0.5}).excludes_zero is None  # one pair: no interval
+
+
+def test_paired_columns_in_every_table(tmp_path):
+    trials = [trial(f"{m}{s}", m, s, r18, 0.8) for m, base in (("ce", 0.90), ("kd", 0.92))
+              for s, r18 in enumerate([base, base + 0.01, base - 0.005])]
+    df = comparison_table(trials, STUDENTS, ["ce", "kd"])
+    kd = df.set_index(["method", "student"]).loc[("kd", "resnet18")]
+    assert kd["vs_ce_mean_%"] == pytest.approx(2.0) and kd["vs_ce_excludes_0"]  # the same +2 on every seed
+    md = comparison_markdown(df)
+    assert "+2.00 [+2.00, +2.00]" in md and "| yes |" in md and "t-based" in md
+    assert r"$\neq$" in comparison_latex(df)
+    assert comparison_markdown(comparison_table(trials, STUDENTS, ["ce", "kd"], "bootstrap")).count("bootstrap")
+
+
+def test_teacher_uncertainty_summary():
+    from orchestrator.comparison import teacher_uncertainty
+
+    sure, unsure = torch.tensor([[20.0, 0.0, 0.0]] * 3), torch.zeros(1, 3)  # u = 0 three times, u = 1 once
+    summary = teacher_uncertainty(torch.cat([sure, unsure]), threshold=0.8)
+    assert summary["teacher/train_u_mean"] == pytest.approx(0.25, abs=1e-6)
+    assert summary["teacher/train_u_share_above_0.3"] == summary["teacher/train_u_share_above_threshold"] == 0.25
+    assert summary["teacher/train_u_p10"] == pytest.approx(0, abs=1e-6)
+    assert "teacher/train_u_share_above_threshold" not in teacher_uncertainty(sure)

@@ -163,3 +163,17 @@ def test_prepare_imagenet100_cli_reports_a_missing_root(tmp_path):
     result = run_cli(tmp_path / "nowhere", tmp_path / "in100")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "nowhere" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_label_noise_moves_the_stated_share_to_other_classes():
+    clean, clean_val, _ = build_datasets(DataConfig(name="digits", image_size=8), 0)
+    noisy, noisy_val, _ = build_datasets(DataConfig(name="digits", image_size=8, label_noise=0.4), 0)
+    changed = noisy.labels != clean.labels
+    assert changed.sum().item() == round(0.4 * len(clean.labels))  # every chosen label really moves
+    assert torch.equal(noisy_val.labels, clean_val.labels)  # validation stays clean
+    again, _, _ = build_datasets(DataConfig(name="digits", image_size=8, label_noise=0.4), 0)
+    assert torch.equal(again.labels, noisy.labels)  # fixed by the split seed
+    from trainables.data import noisy_labels
+    assert not torch.equal(noisy_labels(clean.labels, 0.4, 10, 1), noisy.labels)  # another seed, other noise
+    with pytest.raises(ValueError, match="label_noise is for the embedded data"):
+        DataConfig(name="imagefolder", root="x", label_noise=0.1)

@@ -340,3 +340,8 @@ def test_dual_names_must_differ():
     a, b, t, y = _batch(seed=17)
     with pytest.raises(ValueError, match="names"):
         L.dual_student_loss(a, b, y, t, names=("x", "x"), **BASE)
+
+
+def test_peer_warmup_ramps_beta_from_zero():
+    assert L.peer_warmup_factor(0.0, 0) == 1.0  # off
+    assert [L.peer_warmup_factor(e, 2) for e in (0.0, 0.5, 1.0, 2.0, 3.0)] == [0.0, 0.25, 0.5, 1.0, 1.0]

@@ -33,6 +33,8 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="digits: share held out for validation")
     train_subset: Optional[int] = Field(None, ge=10, description="use only this many training images")
     augment: bool = Field(False, description="digits/synthetic: random shifts; imagefolder always augments")
+    label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="digits/synthetic: share of training labels "
+                               "replaced by another class, fixed by split_seed (validation stays clean)")
     num_classes: int = Field(10, ge=2, description="synthetic only; the others read it from the data")
     synthetic_train_size: int = Field(512, ge=10)
     synthetic_val_size: int = Field(128, ge=10)
@@ -45,6 +47,8 @@ class DataConfig(Strict):
     def _root_needed(self) -> "DataConfig":
         if self.name == "imagefolder" and not self.root:
             raise ValueError("data.root is required for imagefolder: set it to the folder holding train/ and val/")
+        if self.name == "imagefolder" and self.label_noise:
+            raise ValueError("data.label_noise is for the embedded data (digits, synthetic): remove it for imagefolder")
         return self
 
 
@@ -98,12 +102,20 @@ class LossConfig(Strict):
     weighting: Weighting = "entropy"
     threshold: Optional[float] = Field(None, gt=0.0, le=1.0, description="ignore the teacher where H/logC > it")
     peer_weighting: PeerWeighting = "uniform"
+    peer_warmup_epochs: float = Field(0.0, ge=0.0, le=1000.0, description="ramp beta linearly from 0 over this "
+                                      "many epochs (0: off), so the peer term cannot dominate untrained students")
+
+    def settings(self) -> dict:
+        """What `trainables.losses.resolve_method` takes: the loss itself, without its schedule."""
+        return self.model_dump(exclude={"peer_warmup_epochs"})
 
 
 class RunConfig(Strict):
     """Everything one training run needs: what the driver sends to every worker."""
 
     seed: int = Field(0, ge=0)
+    deterministic: bool = Field(False, description="torch's deterministic algorithms (GPU: slower; the CPU loop "
+                                "is deterministic without it)")
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     students: StudentsConfig = Field(default_factory=StudentsConfig)

@@ -121,6 +121,22 @@ def collate_skipping_none(batch: list):
     return torch.utils.data.default_collate(items) if items else None
 
 
+def noisy_labels(labels: torch.Tensor, share: float, num_classes: int, seed: int) -> torch.Tensor:
+    """`labels` with round(share * N) of them, chosen at random, moved to a different class at random.
+
+    Symmetric noise: a teacher trained on it is unsure on many samples (it learns the noise), while the
+    validation labels stay clean, so distillation from it can beat training on the labels.
+    """
+    if share == 0:
+        return labels
+    gen = torch.Generator().manual_seed(seed)
+    flipped = torch.randperm(len(labels), generator=gen)[: round(share * len(labels))]
+    shift = torch.randint(1, num_classes, (len(flipped),), generator=gen)
+    out = labels.clone()
+    out[flipped] = (labels[flipped] + shift) % num_classes
+    return out
+
+
 def _digits(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -146,12 +162,16 @@ def _digits(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
         idx = torch.from_numpy(idx)
         return TensorImages(images[idx].contiguous(), targets[idx], augment)
 
-    return split(train_idx, cfg.augment), split(val_idx, False), int(labels.max()) + 1
+    num_classes = int(labels.max()) + 1
+    train = split(train_idx, cfg.augment)
+    train.labels = noisy_labels(train.labels, cfg.label_noise, num_classes, seed)
+    return train, split(val_idx, False), num_classes
 
 
 def _synthetic(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
     train_size = min(cfg.train_subset or cfg.synthetic_train_size, cfg.synthetic_train_size)
     train = SyntheticImages(train_size, cfg.num_classes, cfg.image_size, seed, 0, cfg.augment)
+    train.labels = noisy_labels(train.labels, cfg.label_noise, cfg.num_classes, seed)
     val = SyntheticImages(cfg.synthetic_val_size, cfg.num_classes, cfg.image_size, seed, 1, False)
     return train, val, cfg.num_classes
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -28,7 +29,7 @@ from trainables.config import ConfigError, OptimConfig, RunConfig
 from trainables.data import build_datasets, collate_skipping_none
 from trainables.divergence import FiniteGuard, LossDiverged, divergence_hint
 from trainables.live_metrics import LiveMetrics
-from trainables.losses import needs_teacher, resolve_method, students_loss
+from trainables.losses import needs_teacher, peer_warmup_factor, resolve_method, students_loss
 from trainables.metric_names import BAD_IMAGES_KEY, MEAN_KEY, VAL_KEYS, train_key
 from trainables.metrics import expected_calibration_error, topk_correct
 from trainables.models import build_model, model_profile
@@ -175,6 +176,13 @@ def _skipped(expected: int, seen: int, device, world: int) -> int:
     return int(count.item())
 
 
+def use_deterministic_algorithms() -> None:
+    """torch's deterministic kernels (an error where one has none) and cuBLAS's fixed workspace; no cuDNN autotuning."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts: before any CUDA op
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+
+
 def _train(cfg: RunConfig) -> None:
     _quiet_ray_report_log()
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
@@ -186,10 +194,12 @@ def _train(cfg: RunConfig) -> None:
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
     torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        use_deterministic_algorithms()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.students.amp else nullcontext())
     memory_format = torch.channels_last if on_gpu and cfg.students.channels_last else torch.contiguous_format
 
-    loss_settings = resolve_method(cfg.loss.model_dump())
+    loss_settings = resolve_method(cfg.loss.settings())
     train_ds, val_ds, num_classes = build_datasets(cfg.data, cfg.data.split_seed)
     sc = cfg.students
     names = sc.names
@@ -264,8 +274,9 @@ def _train(cfg: RunConfig) -> None:
                         with torch.no_grad():
                             teacher_logits = teacher(images).float()
                 logits = [m(images).float() for m in models.values()]
-            parts = students_loss(logits, labels, teacher_logits, names=names,
-                                  label_smoothing=sc.label_smoothing, **loss_settings)
+            ramp = peer_warmup_factor(epoch + (step - 1) / steps_per_epoch, cfg.loss.peer_warmup_epochs)
+            parts = students_loss(logits, labels, teacher_logits, names=names, label_smoothing=sc.label_smoothing,
+                                  **{**loss_settings, "beta": loss_settings["beta"] * ramp})
             guard.update(step, parts)  # before the step: NaN never reaches the weights unnoticed for long
             optimizer.zero_grad(set_to_none=True)
             parts["total"].backward()

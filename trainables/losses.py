@@ -255,6 +255,15 @@ def students_loss(
     return out
 
 
+def peer_warmup_factor(epochs_done: float, warmup_epochs: float) -> float:
+    """The share of beta in force after `epochs_done` (fractional) epochs: a linear ramp from 0 to 1.
+
+    Early on both students are near uniform, and the T^2-scaled peer term can pull them to agree with
+    each other faster than the labels teach them; the ramp lets CE and the teacher lead first.
+    """
+    return 1.0 if warmup_epochs <= 0 else min(1.0, epochs_done / warmup_epochs)
+
+
 # --------------------------------------------------------------------------- methods
 
 

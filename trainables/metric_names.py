@@ -34,7 +34,7 @@ def train_keys(names: Sequence[str], loss_settings: Mapping[str, Any]) -> list[s
 
 def epoch_metric_names(cfg: RunConfig) -> list[str]:
     """Every metric that each epoch's report holds (the last epoch adds model profiles)."""
-    settings = resolve_method(cfg.loss.model_dump())
+    settings = resolve_method(cfg.loss.settings())
     names = cfg.students.names
     keys = [*EPOCH_KEYS, *train_keys(names, settings), MEAN_KEY]
     evaluated = [*names, "teacher"] if needs_teacher(settings) else list(names)
