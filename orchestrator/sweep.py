@@ -74,7 +74,8 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
     return "\n".join([
         f"{'comparison' if spec.compare else 'sweep'} {spec.name}: method {spec.loss.method}, "
         f"students {' + '.join(spec.students.archs)}, teacher {spec.teacher.arch}",
-        f"  data: {spec.data.name} at {spec.data.image_size} px" + (f" from {spec.data.root}" if spec.data.root else ""),
+        f"  data: {spec.data.name} at {spec.data.image_size} px" + (f" from {spec.data.root}" if spec.data.root else "")
+        + (f", {spec.data.label_noise:.0%} of training labels noisy" if spec.data.label_noise else ""),
         f"  trials: {trials}, at most {t.max_concurrent_trials} at once, {spec.students.epochs} epochs each",
         f"  scheduler: {scheduler}",
         f"  per trial: {per_trial}",
