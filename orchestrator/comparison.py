@@ -243,14 +243,15 @@ def teacher_uncertainty(train_logits, threshold: Optional[float] = None) -> dict
     """The teacher's training-set u = H / log C: mean, quantiles, share above 0.3 and above the threshold.
 
     Logged on the parent run: whether the uncertainty weighting can matter at all on this data (a teacher
-    sure of every sample gives every sample w close to 1, and every weighting is then plain KD).
+    sure of every sample gives every sample w close to 1, and every weighting is then plain KD). Metrics,
+    to sort and filter runs by, so not under `teacher/`, whose figures are logged as params.
     """
     u = normalized_entropy(torch.as_tensor(train_logits)).double()
-    summary = {"teacher/train_u_mean": u.mean().item(),
-               **{f"teacher/train_u_p{q}": u.quantile(q / 100).item() for q in (10, 50, 90)},
-               f"teacher/train_u_share_above_{UNSURE_U}": (u > UNSURE_U).double().mean().item()}
+    summary = {"teacher_u/train_mean": u.mean().item(),
+               **{f"teacher_u/train_p{q}": u.quantile(q / 100).item() for q in (10, 50, 90)},
+               f"teacher_u/train_share_above_{UNSURE_U}": (u > UNSURE_U).double().mean().item()}
     if threshold is not None:
-        summary["teacher/train_u_share_above_threshold"] = (u > threshold).double().mean().item()
+        summary["teacher_u/train_share_above_threshold"] = (u > threshold).double().mean().item()
     return summary
 
 

@@ -144,7 +144,7 @@ def log_teacher_uncertainty(tracker: SweepTracker, teacher_dir: Optional[str], t
     summary = teacher_uncertainty(torch.load(soft_labels, weights_only=True), threshold)
     tracker.log_metrics(summary)
     print("teacher uncertainty u = H/log C on the training set: "
-          + ", ".join(f"{k.removeprefix('teacher/train_u_')} {v:.3f}" for k, v in summary.items()))
+          + ", ".join(f"{k.removeprefix('teacher_u/train_')} {v:.3f}" for k, v in summary.items()))
 
 
 def finish_comparison(tracker: SweepTracker, folder: SweepFolder) -> int:

@@ -48,8 +48,8 @@ def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, ca
     ua = table.set_index(["method", "student"]).loc[("ua_dual", "resnet18")]
     for end in ("mean", "ci_low", "ci_high"):  # the paired differences, as in the table
         assert abs(parent.data.metrics[f"ua_dual/resnet18/vs_kd_{end}"] - ua[f"vs_kd_{end}_%"] / 100) < 1e-9
-    assert 0 <= parent.data.metrics["teacher/train_u_p10"] <= parent.data.metrics["teacher/train_u_p90"] <= 1
-    assert 0 <= parent.data.metrics["teacher/train_u_share_above_threshold"] <= 1  # the spec sets one
+    assert 0 <= parent.data.metrics["teacher_u/train_p10"] <= parent.data.metrics["teacher_u/train_p90"] <= 1
+    assert 0 <= parent.data.metrics["teacher_u/train_share_above_threshold"] <= 1  # the spec sets one
     assert "teacher/val_top1" in children[0].data.params and "teacher/val_top1" not in children[0].data.metrics
 
     capsys.readouterr()

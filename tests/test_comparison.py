@@ -184,7 +184,7 @@ def test_teacher_uncertainty_summary():
 
     sure, unsure = torch.tensor([[20.0, 0.0, 0.0]] * 3), torch.zeros(1, 3)  # u = 0 three times, u = 1 once
     summary = teacher_uncertainty(torch.cat([sure, unsure]), threshold=0.8)
-    assert summary["teacher/train_u_mean"] == pytest.approx(0.25, abs=1e-6)
-    assert summary["teacher/train_u_share_above_0.3"] == summary["teacher/train_u_share_above_threshold"] == 0.25
-    assert summary["teacher/train_u_p10"] == pytest.approx(0, abs=1e-6)
-    assert "teacher/train_u_share_above_threshold" not in teacher_uncertainty(sure)
+    assert summary["teacher_u/train_mean"] == pytest.approx(0.25, abs=1e-6)
+    assert summary["teacher_u/train_share_above_0.3"] == summary["teacher_u/train_share_above_threshold"] == 0.25
+    assert summary["teacher_u/train_p10"] == pytest.approx(0, abs=1e-6)
+    assert "teacher_u/train_share_above_threshold" not in teacher_uncertainty(sure)
