@@ -172,7 +172,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
           f"  MLflow: {where_to_look(uri, tracker.experiment_id)}   (parent run '{folder.name}' in '{experiment}')\n")
 
     run_cfg = prepare_teacher(spec)
-    trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage)
+    trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage, run_cfg.bank_dir)
     if resume and ray.tune.Tuner.can_restore(folder.location):
         print(f"resuming {folder}")
         tuner = ray.tune.Tuner.restore(folder.location, trainable, resume_errored=True)
