@@ -131,7 +131,7 @@ def build_shards(cfg: RunConfig, rank: int, world: int, device, out_dir: str) ->
         views[positions] = drawn
         logits = shard_logits(teacher, train_ds, views, positions, device, cfg.students.batch_size * 2,
                               cfg.data.loader_workers, autocast, memory_format)
-        shard = {"index": torch.tensor(positions, dtype=torch.int64), "views": drawn, "logits": logits}
+        shard = {"index": torch.tensor(positions, dtype=torch.int64), "views": drawn.to(torch.int32), "logits": logits}
         name = shard_name(epoch, rank, world)
         if storage.is_uri(out_dir):
             with tempfile.TemporaryDirectory(prefix="bank-") as tmp:
@@ -186,6 +186,6 @@ class Bank:
         logits = torch.zeros(n, self.meta["num_classes"], dtype=LOGITS_DTYPE)
         for rank in range(world):
             shard = torch.load(self.local / shard_name(epoch, rank, world), weights_only=True)
-            views[shard["index"]] = shard["views"]
+            views[shard["index"]] = shard["views"].long()
             logits[shard["index"]] = shard["logits"]
         return views, logits
