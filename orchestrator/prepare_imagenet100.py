@@ -1,11 +1,13 @@
 """Build ImageNet-100 (the CMC class subset) from an ImageNet-1k folder tree by symlinking.
 
-    python -m orchestrator.prepare_imagenet100 IMAGENET_ROOT OUT [--classes FILE] [--verify]
+    python -m orchestrator.prepare_imagenet100 IMAGENET_ROOT OUT [--classes FILE] [--verify] [--resize 256]
 
 Links `IMAGENET_ROOT/{train,val}/<wnid>` into `OUT/{train,val}/<wnid>` for the 100 listed classes,
 so the `imagefolder` dataset reads OUT with no copy. Everything is checked before anything is
 linked, and a rerun on a correct OUT is a no-op. `--verify` then decodes every image once, in
-parallel, and lists the unreadable ones (exit status 1 when there are any).
+parallel, and lists the unreadable ones (exit status 1 when there are any). `--resize S` writes a
+copy instead of links: every image as a JPEG (quality 90) with its short side at S px, for
+`data.decode: gpu`; a rerun continues where it stopped, and unreadable images are listed (exit 1).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from orchestrator.verify_images import IMAGE_SUFFIXES, verify
+from orchestrator.resize_images import resize_files
+from orchestrator.verify_images import IMAGE_SUFFIXES, image_files, verify
 
 NUM_CLASSES = 100
 VAL_PER_CLASS = 50
@@ -74,16 +77,36 @@ def _link_split(source: Path, dest: Path, classes: list[str]) -> None:
         link.symlink_to(target, target_is_directory=True)
 
 
-def build_imagenet100(root: str | Path, out: str | Path, classes: list[str]) -> dict:
-    """Link the classes of `root` into `out` and return {out, classes, train_images, val_images}.
+def _resize_split(source: Path, dest: Path, classes: list[str], short: int, workers: int | None) -> list:
+    """Resized JPEG copies of the classes' images; (path, reason) of those that could not be read."""
+    if dest.is_dir():
+        links = sorted(p.name for p in dest.iterdir() if p.is_symlink() or p.name not in classes)
+        if links:
+            raise PrepareError(f"{dest} already holds {len(links)} entries that are links or not ImageNet-100 "
+                               f"classes (first: {links[0]}); choose an empty OUT for --resize")
+    pairs = []
+    for wnid in classes:
+        for src in image_files(source / wnid):
+            pairs.append((src, (dest / wnid / Path(src).name).with_suffix(".JPEG")))
+    return resize_files(pairs, short, workers)
 
-    Raises PrepareError (nothing linked) when the source is incomplete or `out` holds something else.
+
+def build_imagenet100(root: str | Path, out: str | Path, classes: list[str], resize: int | None = None,
+                      workers: int | None = None) -> dict:
+    """Link (or, with `resize`, copy resized) the classes of `root` into `out`; {out, classes, train_images, val_images}.
+
+    Raises PrepareError (nothing written) when the source is incomplete or `out` holds something else.
+    With `resize` the summary's `unreadable` lists (path, reason) of source images left out.
     """
     root, out = Path(root), Path(out)
     _check_source(root, classes)
+    unreadable = []
     for split in SPLITS:
-        _link_split(root / split, out / split, classes)
-    summary = {"out": str(out), "classes": NUM_CLASSES}
+        if resize:
+            unreadable += _resize_split(root / split, out / split, classes, resize, workers)
+        else:
+            _link_split(root / split, out / split, classes)
+    summary = {"out": str(out), "classes": NUM_CLASSES, **({"unreadable": unreadable} if resize else {})}
     for split in SPLITS:  # counted through the links, so a broken link shows up here
         summary[f"{split}_images"] = sum(count_images(out / split / wnid) for wnid in classes)
     return summary
@@ -96,18 +119,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classes", help="class list, one WordNet id a line (default: the packaged CMC list)")
     parser.add_argument("--verify", action="store_true",
                         help="then decode every image once, in parallel, and list the unreadable ones (exit 1 if any)")
-    parser.add_argument("--workers", type=int, default=None, help="--verify: decoding processes (default: every core)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="--verify, --resize: processes (default: every core)")
+    parser.add_argument("--resize", type=int, default=None, metavar="S",
+                        help="write a copy instead of links: JPEGs (quality 90) with the short side at S px, e.g. 256")
     args = parser.parse_args(argv)
+    if args.resize is not None and not 8 <= args.resize <= 4096:
+        print(f"error: --resize {args.resize}: give the short side in pixels, 8 to 4096 (e.g. 256)", file=sys.stderr)
+        return 2
     try:
-        summary = build_imagenet100(args.imagenet_root, args.out, read_classes(args.classes))
+        summary = build_imagenet100(args.imagenet_root, args.out, read_classes(args.classes), args.resize, args.workers)
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"error: cannot access {e.filename}: {e.strerror}; check the path and its permissions", file=sys.stderr)
         return 2
+    for path, reason in summary.get("unreadable", []):
+        print(f"{path}: {reason}")
+    resized = f", short side {args.resize} px" if args.resize else ""
     print(f"ImageNet-100 ready at {summary['out']}: {summary['classes']} classes, "
-          f"{summary['train_images']} train images, {summary['val_images']} val images")
+          f"{summary['train_images']} train images, {summary['val_images']} val images{resized}")
+    if summary.get("unreadable"):
+        print(f"{len(summary['unreadable'])} unreadable source images were left out")
+        return 1
     if args.verify and verify(args.out, args.workers):
         return 1
     return 0

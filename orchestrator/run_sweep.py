@@ -185,7 +185,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
 
     run_cfg = prepare_teacher(spec)
     log_teacher_uncertainty(tracker, run_cfg.teacher_dir, spec.loss.threshold)
-    trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage)
+    trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage, run_cfg.bank_dir)
     if resume and ray.tune.Tuner.can_restore(folder.location):
         print(f"resuming {folder}")
         tuner = ray.tune.Tuner.restore(folder.location, trainable, resume_errored=True)

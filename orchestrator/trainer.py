@@ -10,7 +10,7 @@ import torch
 from ray.train.torch import TorchTrainer
 
 from orchestrator.spec import Resources, Spec
-from trainables import failures, storage
+from trainables import bank, failures, storage
 from trainables.config import ConfigError, RunConfig
 from trainables.data import build_datasets
 from trainables.losses import needs_teacher, resolve_method
@@ -99,12 +99,49 @@ def ensure_teacher(cfg: RunConfig, cache_root: str, scaling: ray.train.ScalingCo
     return folder
 
 
+def ensure_bank(cfg: RunConfig, teacher_folder: Optional[str], cache_root: str, scaling: ray.train.ScalingConfig,
+                log=print) -> Optional[str]:
+    """The teacher's soft-label bank for augmented data (`trainables.bank`): a cache hit or a fresh Ray Train run.
+
+    None when there is no teacher, `teacher.cache_soft_labels` is off or the data need no bank.
+    """
+    if not teacher_folder or not cfg.teacher.cache_soft_labels or not bank.applies(cfg.data):
+        return None
+    identity = bank.bank_identity(cfg, teacher_folder, scaling.use_gpu)
+    folder = bank.bank_location(cfg, teacher_folder, scaling.use_gpu)
+    epochs = bank.bank_epochs(cfg)
+    if bank.is_built(folder):
+        log(f"teacher: bank cache hit, reusing {folder}")
+    else:
+        log(f"teacher: building a soft-label bank of {epochs} epochs of augmented views on "
+            f"{scaling.num_workers} worker(s) into {folder}")
+        trainer = TorchTrainer(
+            bank.build_bank_per_worker,
+            train_loop_config=cfg.model_copy(update={"teacher_dir": teacher_folder, "bank_dir": folder}).model_dump(),
+            scaling_config=scaling,
+            run_config=ray.train.RunConfig(name=f"bank-{storage.basename(folder)}",
+                                           storage_path=storage.join(cache_root, "runs")))
+        try:
+            fit(trainer)
+        except failures.RunFailed as err:
+            raise failures.RunFailed(f"building the soft-label bank: {err}") from None
+        bank.write_meta(folder, cfg, scaling.num_workers, identity)
+    if cfg.students.epochs > epochs:
+        log(f"teacher: the bank holds {epochs} epochs of views and the students train {cfg.students.epochs}: "
+            f"it is reused cyclically (set teacher.bank_epochs to avoid it)")
+    return folder
+
+
 def prepare_teacher(spec: Spec) -> RunConfig:
-    """The run config with `teacher_dir` set: train or load the teacher once, before any student run."""
+    """The run config with `teacher_dir` (and `bank_dir`) set: teacher and bank are made once, before any student run.
+
+    The bank is built by the trials' own resources, split across their workers.
+    """
     run_cfg = spec.run_config()
     folder = ensure_teacher(run_cfg, teacher_cache(spec), scaling_config(spec.teacher_resources or spec.resources),
                             force=spec.compare is not None)
-    return run_cfg.model_copy(update={"teacher_dir": folder})
+    bank_folder = ensure_bank(run_cfg, folder, teacher_cache(spec), scaling_config(spec.resources))
+    return run_cfg.model_copy(update={"teacher_dir": folder, "bank_dir": bank_folder})
 
 
 def build_trainer(spec: Spec, run_cfg: RunConfig, name: str, storage_path: str,

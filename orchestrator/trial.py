@@ -20,16 +20,17 @@ from orchestrator.trainer import build_trainer, failure_location, fit
 from trainables import failures
 
 
-def run_trial(config: dict[str, Any], spec: dict, teacher_dir: Optional[str], train_storage: str) -> None:
+def run_trial(config: dict[str, Any], spec: dict, teacher_dir: Optional[str], train_storage: str,
+              bank_dir: Optional[str] = None) -> None:
     trial_spec = with_values(Spec.model_validate(spec), config)
-    run_cfg = trial_spec.run_config().model_copy(update={"teacher_dir": teacher_dir})
+    run_cfg = trial_spec.run_config().model_copy(update={"teacher_dir": teacher_dir, "bank_dir": bank_dir})
     name = ray.tune.get_context().get_trial_id()
     failures.raise_recorded(failure_location(train_storage, name))
     fit(build_trainer(trial_spec, run_cfg, name=name, storage_path=train_storage, callbacks=[TuneReportCallback()]))
 
 
-def trial_trainable(spec: Spec, teacher_dir: Optional[str], train_storage: str):
+def trial_trainable(spec: Spec, teacher_dir: Optional[str], train_storage: str, bank_dir: Optional[str] = None):
     """`run_trial` bound to the spec, needing one TRAIN_DRIVER slot (its workers ask for their own CPUs)."""
     bound = ray.tune.with_parameters(run_trial, spec=spec.model_dump(), teacher_dir=teacher_dir,
-                                     train_storage=train_storage)
+                                     train_storage=train_storage, bank_dir=bank_dir)
     return ray.tune.with_resources(bound, {"TRAIN_DRIVER": 1})

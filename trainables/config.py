@@ -42,6 +42,9 @@ class DataConfig(Strict):
     split_seed: int = Field(0, ge=0, description="fixes the train/val split (and synthetic data) across run seeds")
     skip_bad_images: bool = Field(False, description="imagefolder: skip unreadable images (counted as bad_images) "
                                   "instead of stopping the run")
+    decode: Literal["cpu", "gpu", "auto"] = Field("cpu", description="imagefolder training images: decoded and "
+                                                  "augmented by PIL in the loader workers (cpu), or on the worker's "
+                                                  "device (gpu; auto: gpu when the worker has one)")
 
     @model_validator(mode="after")
     def _root_needed(self) -> "DataConfig":
@@ -73,7 +76,11 @@ class TeacherConfig(OptimConfig):
     checkpoint: Optional[str] = Field(None, description="a state_dict file to load instead of training")
     init_weights: Optional[str] = Field(None, description="local weights file to start training from")
     seed: int = Field(0, ge=0, description="the teacher's own seed: student seeds share one teacher")
-    cache_soft_labels: bool = Field(True, description="store its train-split logits when the data are deterministic")
+    cache_soft_labels: bool = Field(True, description="store its train-split logits when the data are deterministic, "
+                                    "else (imagefolder) a soft-label bank of recorded augmented views")
+    bank_epochs: Optional[int] = Field(None, ge=1, le=1000, description="epochs of views in the bank (default: "
+                                       "students.epochs); longer runs reuse them cyclically")
+    bank_seed: int = Field(0, ge=0, description="the seed of the bank's augmentation draws")
 
 
 class StudentsConfig(OptimConfig):
@@ -83,6 +90,7 @@ class StudentsConfig(OptimConfig):
     init_weights: dict[str, str] = Field(default_factory=dict, description="arch -> local weights file")
     channels_last: bool = True
     amp: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
+    compile: bool = Field(False, description="torch.compile both students")
 
     @property
     def names(self) -> list[str]:
@@ -121,5 +129,6 @@ class RunConfig(Strict):
     students: StudentsConfig = Field(default_factory=StudentsConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     teacher_dir: Optional[str] = Field(None, description="set by the driver: the prepared teacher's cache folder")
+    bank_dir: Optional[str] = Field(None, description="set by the driver: the teacher's soft-label bank, if any")
     failure_file: Optional[str] = Field(None, description="set by the driver: where a worker records a failure that "
                                         "a restart cannot fix, so that restarts stop at once")

@@ -17,11 +17,9 @@ from torch.utils.data import Dataset
 
 from trainables.config import DataConfig
 from trainables.failures import RunFailed, one_line
+from trainables.views import IMAGENET_MEAN, IMAGENET_STD, VIEW_FIELDS, apply_pil, draw_view_now
 
 log = logging.getLogger(__name__)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def random_shift(image: torch.Tensor) -> torch.Tensor:
@@ -84,12 +82,15 @@ def load_image(path: str):
         with open(path, "rb") as f:
             return Image.open(f).convert("RGB")
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
-        reason = one_line(err)
-        bad = BadImageError(f"unreadable image {path} ({reason}): replace or delete it, or set "
-                            "data.skip_bad_images: true; python -m orchestrator.verify_images ROOT lists "
-                            "every unreadable image")
-        bad.path, bad.reason = str(path), reason
-        raise bad from None
+        raise _bad_image(path, one_line(err)) from None
+
+
+def _bad_image(path: str, reason: str) -> BadImageError:
+    bad = BadImageError(f"unreadable image {path} ({reason}): replace or delete it, or set "
+                        "data.skip_bad_images: true; python -m orchestrator.verify_images ROOT lists "
+                        "every unreadable image")
+    bad.path, bad.reason = str(path), reason
+    return bad
 
 
 class Indexed(Dataset):
@@ -106,7 +107,7 @@ class Indexed(Dataset):
 
     def __getitem__(self, index: int) -> Optional[tuple[torch.Tensor, int, int]]:
         try:
-            image, label = self.base[self.indices[index]]
+            image, label = self.load(index)
         except BadImageError as err:
             if not self.skip_bad:
                 raise
@@ -114,11 +115,66 @@ class Indexed(Dataset):
             return None
         return image, label, index
 
+    def load(self, index: int) -> tuple:
+        return self.base[self.indices[index]]
+
+    def path(self, index: int) -> str:
+        return self.base.samples[self.indices[index]][0]
+
+
+class ViewedImages(Indexed):
+    """Training images as augmentation views (`trainables.views`): drawn live, or replayed from a bank.
+
+    `replay(views)` sets the views of every image for the coming epoch; it writes a shared-memory table
+    that persistent loader workers read too, so call it before the epoch's loader iterator starts.
+    With `raw_bytes` an item is the file's bytes (uint8) instead: the worker decodes and augments the
+    batch on its device (`trainables.decode`).
+    """
+
+    def __init__(self, base: Dataset, indices: list[int], size: int, skip_bad: bool = False, raw_bytes: bool = False):
+        super().__init__(base, indices, skip_bad)
+        self.size, self.raw_bytes = size, raw_bytes
+        self.views = torch.full((len(indices), len(VIEW_FIELDS)), -1, dtype=torch.int64).share_memory_()
+
+    def replay(self, views: Optional[torch.Tensor]) -> None:
+        """Replay these views (one row per image) from now on; None: draw them live again."""
+        if views is None:
+            self.views.fill_(-1)
+        else:
+            self.views.copy_(views)
+
+    def load(self, index: int) -> tuple:
+        path, label = self.base.samples[self.indices[index]]
+        if self.raw_bytes:
+            return read_bytes(path), label
+        image = load_image(path)
+        view = self.views[index]
+        if view[2] < 0:  # no replayed view: draw one now
+            view = draw_view_now(image.height, image.width)
+        return apply_pil(image, view, self.size), label
+
+
+def read_bytes(path: str) -> torch.Tensor:
+    """A file's bytes as a uint8 tensor; an unreadable file is a `BadImageError` naming it."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        raise _bad_image(path, one_line(err)) from None
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+
 
 def collate_skipping_none(batch: list):
-    """Default collation without the items a dataset skipped (None); None when every item was skipped."""
+    """Default collation without the items a dataset skipped (None); None when every item was skipped.
+
+    Items of file bytes (different lengths) stay a list of tensors.
+    """
     items = [item for item in batch if item is not None]
-    return torch.utils.data.default_collate(items) if items else None
+    if not items:
+        return None
+    if items[0][0].dtype == torch.uint8 and items[0][0].dim() == 1:
+        return [item[0] for item in items], torch.tensor([item[1] for item in items]), torch.tensor([item[2] for item in items])
+    return torch.utils.data.default_collate(items)
 
 
 def noisy_labels(labels: torch.Tensor, share: float, num_classes: int, seed: int) -> torch.Tensor:
@@ -176,7 +232,7 @@ def _synthetic(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
     return train, val, cfg.num_classes
 
 
-def _imagefolder(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
+def _imagefolder(cfg: DataConfig, seed: int, raw_bytes: bool = False) -> tuple[Dataset, Dataset, int]:
     from torchvision import datasets, transforms
 
     root = Path(cfg.root)
@@ -184,11 +240,7 @@ def _imagefolder(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
         raise FileNotFoundError(f"imagefolder root {root} not found or incomplete: it must hold train/ and val/ (one folder per class)")
     size = cfg.image_size
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
-    train = datasets.ImageFolder(
-        str(root / "train"),
-        transforms.Compose([transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]),
-        loader=load_image,
-    )
+    train = datasets.ImageFolder(str(root / "train"), loader=load_image)  # items are views (ViewedImages)
     val = datasets.ImageFolder(
         str(root / "val"),
         transforms.Compose([transforms.Resize(round(size / 0.875)), transforms.CenterCrop(size), transforms.ToTensor(), normalize]),
@@ -201,14 +253,20 @@ def _imagefolder(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
     if cfg.train_subset is not None:
         train_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: cfg.train_subset].tolist()
     skip = cfg.skip_bad_images
-    return Indexed(train, train_idx, skip), Indexed(val, list(range(len(val))), skip), len(train.classes)
+    return (ViewedImages(train, train_idx, size, skip, raw_bytes), Indexed(val, list(range(len(val))), skip),
+            len(train.classes))
 
 
 _BUILDERS = {"digits": _digits, "synthetic": _synthetic, "imagefolder": _imagefolder}
 
 
-def build_datasets(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
-    """Train split, validation split, number of classes; the split (not the augmentation) depends on `seed`."""
+def build_datasets(cfg: DataConfig, seed: int, raw_bytes: bool = False) -> tuple[Dataset, Dataset, int]:
+    """Train split, validation split, number of classes; the split (not the augmentation) depends on `seed`.
+
+    `raw_bytes` (imagefolder): training items are file bytes, decoded on the worker's device.
+    """
+    if cfg.name == "imagefolder":
+        return _imagefolder(cfg, seed, raw_bytes)
     return _BUILDERS[cfg.name](cfg, seed)
 
 

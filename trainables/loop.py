@@ -25,12 +25,14 @@ import torch
 from torch import nn
 
 from trainables import failures
+from trainables.bank import Bank
 from trainables.config import ConfigError, OptimConfig, RunConfig
 from trainables.data import build_datasets, collate_skipping_none
+from trainables.decode import device_batch, resolve_decode
 from trainables.divergence import FiniteGuard, LossDiverged, divergence_hint
 from trainables.live_metrics import LiveMetrics
 from trainables.losses import needs_teacher, peer_warmup_factor, resolve_method, students_loss
-from trainables.metric_names import BAD_IMAGES_KEY, MEAN_KEY, VAL_KEYS, train_key
+from trainables.metric_names import BAD_IMAGES_KEY, MEAN_KEY, TEACHER_FORWARDS_KEY, VAL_KEYS, train_key
 from trainables.metrics import expected_calibration_error, topk_correct
 from trainables.models import build_model, model_profile
 from trainables.teacher import load_soft_labels, load_teacher
@@ -200,27 +202,40 @@ def _train(cfg: RunConfig) -> None:
     memory_format = torch.channels_last if on_gpu and cfg.students.channels_last else torch.contiguous_format
 
     loss_settings = resolve_method(cfg.loss.settings())
-    train_ds, val_ds, num_classes = build_datasets(cfg.data, cfg.data.split_seed)
+    # data.decode gpu: the loaders read file bytes; decode_batch below decodes and augments on the device.
+    raw_bytes = cfg.data.name == "imagefolder" and resolve_decode(cfg.data.decode, on_gpu) == "gpu"
+    train_ds, val_ds, num_classes = build_datasets(cfg.data, cfg.data.split_seed, raw_bytes=raw_bytes)
     sc = cfg.students
     names = sc.names
     models = {}
     for name, arch in zip(names, sc.archs):
         model = build_model(arch, num_classes, cfg.data.image_size, sc.init_weights.get(arch))
+        if sc.compile:
+            model.compile()  # in place: the module, its state_dict keys and DDP's wrapping stay as they are
         models[name] = ray.train.torch.prepare_model(model.to(memory_format=memory_format))
 
-    teacher, soft_labels = None, None
+    teacher, soft_labels, bank = None, None, None
+    teacher_forwards = [0]  # counted by a hook, so a forward from anywhere in a training step shows
     if needs_teacher(loss_settings):
         if not cfg.teacher_dir:
             raise ValueError("this method needs a teacher but no teacher_dir was given: prepare it first")
         soft_labels = load_soft_labels(cfg.teacher_dir)
+        if soft_labels is None and cfg.bank_dir:
+            bank = Bank(cfg.bank_dir)
+            bank.check(len(train_ds), num_classes)
+            if sc.epochs > bank.epochs and rank == 0:
+                log.warning(f"{run}: the soft-label bank holds {bank.epochs} epochs of views, this run trains "
+                            f"{sc.epochs}: epoch e replays bank epoch e mod {bank.epochs}")
         teacher = load_teacher(cfg.teacher_dir, cfg.teacher.arch, num_classes, cfg.data.image_size, device)
         teacher = teacher.to(memory_format=memory_format)
+        teacher.register_forward_pre_hook(lambda *_: teacher_forwards.__setitem__(0, teacher_forwards[0] + 1))
 
     loader_kw = dict(num_workers=cfg.data.loader_workers, pin_memory=on_gpu,
                      persistent_workers=cfg.data.loader_workers > 0, collate_fn=collate_skipping_none)
     train_loader = ray.train.torch.prepare_data_loader(
         torch.utils.data.DataLoader(train_ds, batch_size=sc.batch_size, shuffle=True, drop_last=True,
-                                    generator=torch.Generator().manual_seed(cfg.seed), **loader_kw))
+                                    generator=torch.Generator().manual_seed(cfg.seed), **loader_kw),
+        move_to_device=not raw_bytes)  # decode_jpeg takes the bytes from host memory
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=sc.batch_size * 2, shuffle=False, **loader_kw)
 
     params = [p for m in models.values() for p in m.parameters()]
@@ -256,12 +271,22 @@ def _train(cfg: RunConfig) -> None:
             train_loader.sampler.set_epoch(epoch)
         for m in models.values():
             m.train()
+        bank_views, bank_logits = bank.epoch(epoch) if bank is not None else (None, None)
+        if bank is not None:
+            bank_logits = bank_logits.to(device)  # one copy per epoch (25 MB on ImageNet-100), no host sync per step
+            if not raw_bytes:
+                train_ds.replay(bank_views)  # before the epoch's loader iterator starts
+        teacher_forwards[0] = 0
         avg = _Averager()
         guard = FiniteGuard(epoch + 1, steps_per_epoch, 1 if device.type == "cpu" else FINITE_CHECK_EVERY, hint)
         seen, started = 0, time.perf_counter()
         for step, batch in enumerate(train_loader, start=1):
             if batch is None:  # every image of the batch was unreadable and skipped
                 continue
+            if raw_bytes:
+                batch = device_batch(batch, train_ds, device, cfg.data.image_size, bank_views)
+                if batch is None:
+                    continue
             images, labels, index = batch
             images = images.to(device, non_blocking=True).to(memory_format=memory_format)
             labels = labels.to(device, non_blocking=True)
@@ -270,6 +295,8 @@ def _train(cfg: RunConfig) -> None:
                 if teacher is not None:
                     if soft_labels is not None:
                         teacher_logits = soft_labels[index.cpu()].to(device)
+                    elif bank_logits is not None:
+                        teacher_logits = bank_logits[index.to(device)].float()
                     else:
                         with torch.no_grad():
                             teacher_logits = teacher(images).float()
@@ -290,7 +317,8 @@ def _train(cfg: RunConfig) -> None:
         train_seconds = time.perf_counter() - started
 
         metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0],
-                   "images_per_s": seen * world / max(train_seconds, 1e-9), "epoch_seconds": train_seconds}
+                   "images_per_s": seen * world / max(train_seconds, 1e-9), "epoch_seconds": train_seconds,
+                   TEACHER_FORWARDS_KEY: teacher_forwards[0]}
         metrics.update({train_key(k): v for k, v in avg.means().items()})
         if cfg.data.skip_bad_images:
             metrics[BAD_IMAGES_KEY] = _skipped(steps_per_epoch * sc.batch_size, seen, device, world)

@@ -13,7 +13,8 @@ import torch
 from trainables.config import RunConfig
 from trainables.losses import needs_teacher, resolve_method, students_loss
 
-EPOCH_KEYS = ("epoch", "lr", "images_per_s", "epoch_seconds")
+TEACHER_FORWARDS_KEY = "teacher_forwards"  # teacher forwards in the epoch's training steps (this worker): 0 with cached soft labels or a bank
+EPOCH_KEYS = ("epoch", "lr", "images_per_s", "epoch_seconds", TEACHER_FORWARDS_KEY)
 VAL_KEYS = ("val_top1", "val_top5", "val_ece")  # per student, and per teacher when there is one
 MEAN_KEY = "val_top1_mean"  # the mean of the students' val_top1
 BAD_IMAGES_KEY = "bad_images"  # with data.skip_bad_images: images skipped in the epoch

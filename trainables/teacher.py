@@ -32,8 +32,8 @@ SOFT_LABELS_FILE = "soft_labels.pt"
 
 def teacher_identity(cfg: RunConfig) -> dict:
     """The settings that define the teacher; any change gives another cache entry."""
-    data = cfg.data.model_dump(exclude={"loader_workers", "skip_bad_images"})  # how, not what, it reads
-    teacher = cfg.teacher.model_dump()
+    data = cfg.data.model_dump(exclude={"loader_workers", "skip_bad_images", "decode"})  # how, not what, it reads
+    teacher = cfg.teacher.model_dump(exclude={"bank_epochs", "bank_seed"})  # the bank's, not the teacher's
     if teacher["checkpoint"]:
         src = Path(teacher["checkpoint"])
         stat = src.stat()
@@ -65,7 +65,8 @@ def read_meta(folder: str) -> dict:
 def teacher_training_config(cfg: RunConfig) -> RunConfig:
     """The run that trains the teacher: the student loop with one CE student of the teacher's arch."""
     t = cfg.teacher
-    optim = t.model_dump(exclude={"arch", "checkpoint", "init_weights", "seed", "cache_soft_labels"})
+    optim = t.model_dump(exclude={"arch", "checkpoint", "init_weights", "seed", "cache_soft_labels", "bank_epochs",
+                                  "bank_seed"})
     students = {**optim, "archs": [t.arch], "init_weights": {t.arch: t.init_weights} if t.init_weights else {}}
     return cfg.model_copy(update={
         "students": type(cfg.students).model_validate({**cfg.students.model_dump(), **students}),
