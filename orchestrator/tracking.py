@@ -28,7 +28,7 @@ from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 from trainables import storage
 from trainables.config import ConfigError
 from trainables.loop import PREDICTIONS_FILE
-from trainables.metric_names import BAD_IMAGES_KEY
+from trainables.metric_names import BAD_IMAGES_KEY, TEACHER_FORWARDS_KEY
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SWEEP_TAG = "dualkd.sweep"
@@ -135,7 +135,7 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 RUN_METRICS = ("epoch", "val_top1_mean", "teacher_weight", "gated", "images_per_s", "epoch_seconds", "lr",
-               BAD_IMAGES_KEY)
+               BAD_IMAGES_KEY, TEACHER_FORWARDS_KEY)
 PROFILE_SUFFIXES = ("/params", "/params_1000", "/flops")
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on the runs table
 # Searched settings as they read in a run name: `t07 tau=0.68 T=3.6 a=0.58 b=1.09`.
