@@ -332,13 +332,15 @@ class TrialTracker(Callback):
         self.data, self.tags = data, tags
         self.client = MlflowClient(tracking_uri=uri)
         self.runs: dict[str, str] = {}
+        self.logged_epoch: dict[str, int] = {}  # per trial, from MLflow: a restarted trial may report an epoch again
 
     def __getstate__(self):  # Tune pickles callbacks into its experiment state; the client is rebuilt
-        return {k: v for k, v in self.__dict__.items() if k != "client"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("client", "logged_epoch")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.client = MlflowClient(tracking_uri=self.uri)
+        self.logged_epoch = {}  # Tune's saved state may be older than MLflow: read from MLflow again
 
     def run_id(self, trial) -> str:
         if trial.trial_id in self.runs:
@@ -364,7 +366,13 @@ class TrialTracker(Callback):
         self.client.update_run(self.run_id(trial), status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        RunLog(self.client, self.run_id(trial)).log_result(result)
+        run_id, epoch = self.run_id(trial), int(result.get("epoch", 0))
+        if trial.trial_id not in self.logged_epoch:
+            self.logged_epoch[trial.trial_id] = int(self.client.get_run(run_id).data.metrics.get("epoch", 0))
+        if epoch and epoch <= self.logged_epoch[trial.trial_id]:
+            return  # a restart that found its run finished reports the final epoch again: logged already
+        RunLog(self.client, run_id).log_result(result)
+        self.logged_epoch[trial.trial_id] = epoch
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}

@@ -149,10 +149,14 @@ class MlflowServer:
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.artifacts = root / "artifacts"
-        cmd = [str(Path(VENV_BIN) / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        self.start()
+
+    def start(self) -> None:
+        """Start it (again: same port, same store) and wait for /health."""
+        cmd = [str(Path(VENV_BIN) / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
                "--workers", "1"]
-        self.process = Process(cmd, root / "mlflow-server.log", base_env(), cwd=root)
+        self.process = Process(cmd, self.root / "mlflow-server.log", base_env(), cwd=self.root)
         wait_until(lambda: http_ok(f"{self.uri}/health"), 120, "mlflow server /health", self.process)
         self.process.watch()
 

@@ -263,6 +263,8 @@ def _train(cfg: RunConfig) -> None:
                     final = ray.train.Checkpoint.from_directory(copy)
                 ray.train.report(state["metrics"] if rank == 0 else {}, checkpoint=final)
             return
+        if rank == 0:
+            log.info(f"{run}: resumed from the checkpoint of epoch {start_epoch}, continuing at epoch {start_epoch + 1}")
 
     hint = divergence_hint(sc.lr, loss_settings)
     teacher_val = None

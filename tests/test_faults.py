@@ -1,0 +1,241 @@
+"""Faults injected for real into running sweeps (each sweep a subprocess with its own local Ray):
+a train worker SIGKILLed mid-epoch, random worker kills through a whole sweep (the chaos test, in the
+manner of Ray's release tests), the MLflow server stopped and restarted mid-sweep, and a driver too busy
+to take a trial's last report.
+
+Every trial must end exactly once: in Tune's results, in MLflow (each epoch once) and in the Optuna study.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
+from tests.conftest import tiny_spec_dict
+from tests.servers import MlflowServer, Process, base_env, tree
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 3
+RESUMED = "resumed from the checkpoint of epoch"
+WORKER_SETUP_S = 8  # a train worker's start-up here (imports, data, models) before its first step
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory):
+    return tmp_path_factory.mktemp("faults-storage")  # shared: the tiny teacher is trained once
+
+
+def write_spec(tmp_path: Path, storage: Path, name: str, uri: str, trials: int, **resources) -> Path:
+    """A sweep of `trials` tiny trials of EPOCHS epochs, every one run to the end (FIFO)."""
+    raw = tiny_spec_dict(tmp_path, name=name, data={"train_subset": 480}, students={"epochs": EPOCHS},
+                         search={"loss.alpha": {"type": "float", "low": 0.2, "high": 0.8}},
+                         tune={"num_trials": trials, "max_concurrent_trials": 2, "scheduler": "fifo"},
+                         resources=resources, mlflow={"experiment": name, "tracking_uri": uri})
+    raw["storage"] = str(storage)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def start_sweep(spec: Path, tmp_path: Path) -> Process:
+    return Process([sys.executable, "-m", "orchestrator.sweep", str(spec)], tmp_path / f"{spec.stem}.log",
+                   base_env(), cwd=tmp_path)
+
+
+def wait_for(sweep: Process, timeout: float = 600) -> None:
+    try:
+        sweep.proc.wait(timeout=timeout)
+    finally:
+        sweep.stop(grace=5)  # whatever of its Ray is left
+    assert sweep.proc.returncode == 0, sweep.tail()
+
+
+def age(pid: int) -> float:
+    """Seconds since the process started (0 when it is gone)."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return 0.0
+    return uptime - ticks / os.sysconf("SC_CLK_TCK")
+
+
+def train_workers(root: int, older_than: float = 0.0) -> list[int]:
+    """The Ray Train worker processes (title ray::RayTrainWorker) of the sweep whose driver is `root`."""
+    pids = []
+    for pid in tree(root):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"ray::RayTrainWorker") and age(pid) >= older_than:
+            pids.append(pid)
+    return sorted(pids)
+
+
+def trial_runs(client: MlflowClient, experiment: str) -> list:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(PARENT_TAG)]
+
+
+def logged_epoch(client: MlflowClient, experiment: str) -> int:
+    """The highest epoch any trial of the sweep has in MLflow (0 before the first)."""
+    return max((int(r.data.metrics.get("epoch", 0)) for r in trial_runs(client, experiment)), default=0)
+
+
+def check_every_trial_once(client: MlflowClient, experiment: str, storage: Path, trials: int) -> list:
+    """Tune's table, MLflow and the Optuna study each hold every trial once, each epoch once in MLflow."""
+    folder = next((storage / "sweeps").glob(f"{experiment}-*"))
+    table = pd.read_csv(folder / "results.csv")
+    assert len(table) == trials and table["trial_id"].is_unique
+    assert set(table["state"]) == {"completed"}
+
+    runs = trial_runs(client, experiment)
+    assert sorted(r.data.tags[TRIAL_TAG] for r in runs) == sorted(table["trial_id"])
+    for run in runs:
+        assert run.info.status == "FINISHED", run.data.tags
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
+        assert sorted(steps) == list(range(1, EPOCHS + 1)), (run.data.tags[TRIAL_TAG], steps)
+    exp = client.get_experiment_by_name(experiment)
+    parents = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TRIAL_TAG) == "parent"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+    study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * trials
+    assert sorted(t.value for t in study.trials) == pytest.approx(
+        sorted(r.data.metrics["val_top1_mean"] for r in runs))
+    return runs
+
+
+def trials_wall(runs: list) -> float:
+    """Seconds from the first trial's start to the last one's end (Ray start-up and the teacher left out)."""
+    return (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
+
+
+def test_worker_killed_mid_epoch_continues_from_its_checkpoint(tmp_path, storage):
+    """Default settings: Tune restarts the failed trial, which continues from its last epoch's checkpoint."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = write_spec(tmp_path, storage, "kill-once", uri, trials=1)
+    client = MlflowClient(tracking_uri=uri)
+    sweep = start_sweep(spec, tmp_path)
+    try:
+        deadline = time.time() + 400
+        while time.time() < deadline and sweep.proc.poll() is None and logged_epoch(client, "kill-once") < 1:
+            time.sleep(0.5)
+        at_kill = logged_epoch(client, "kill-once")
+        assert 1 <= at_kill < EPOCHS, f"no epoch to continue from, or none left to run\n{sweep.tail()}"
+        workers = train_workers(sweep.pid)
+        assert len(workers) == 1, workers
+        os.kill(workers[0], signal.SIGKILL)
+    except BaseException:
+        sweep.stop(grace=5)
+        raise
+    wait_for(sweep)
+
+    log = sweep.log.read_text(errors="replace")
+    resumed = [int(line.split(RESUMED)[1].split(",")[0]) for line in log.splitlines() if RESUMED in line]
+    assert len(resumed) == 1 and resumed[0] >= at_kill, resumed  # not from scratch: from the last checkpoint
+    check_every_trial_once(client, "kill-once", storage, trials=1)
+
+
+def test_chaos_random_worker_kills_during_a_sweep(tmp_path, storage):
+    """Six trials; once the first epoch is in, a random train worker SIGKILLed every few seconds (a bounded
+    number), against the same sweep without faults. Ray Train restarts the worker group (`resources.max_failures`)
+    from the last checkpoint. Targets are workers past their start-up (WORKER_SETUP_S), so kills land in training."""
+    kills_allowed, trials = 4, 6
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+
+    calm = start_sweep(write_spec(tmp_path, storage, "calm", uri, trials, max_failures=kills_allowed), tmp_path)
+    wait_for(calm)
+    calm_wall = trials_wall(check_every_trial_once(client, "calm", storage, trials))
+
+    rng = random.Random(0)
+    sweep = start_sweep(write_spec(tmp_path, storage, "chaos", uri, trials, max_failures=kills_allowed), tmp_path)
+    killed = []
+    try:
+        next_kill = None
+        while sweep.proc.poll() is None and len(killed) < kills_allowed:
+            time.sleep(0.5)
+            if next_kill is None:
+                if logged_epoch(client, "chaos") >= 1:  # the trials train: the teacher is no target
+                    next_kill = time.time() + rng.uniform(1, 4)
+                continue
+            workers = train_workers(sweep.pid, older_than=WORKER_SETUP_S)
+            if time.time() >= next_kill and workers:
+                victim = rng.choice(workers)
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+                next_kill = time.time() + rng.uniform(4, 9)
+    except BaseException:
+        sweep.stop(grace=5)
+        raise
+    wait_for(sweep)
+
+    assert len(killed) >= 3, f"only {len(killed)} kills landed before the sweep ended"
+    runs = check_every_trial_once(client, "chaos", storage, trials)
+    chaos_wall = trials_wall(runs)
+    log = sweep.log.read_text(errors="replace")
+    resumed = sum(RESUMED in line for line in log.splitlines())
+    print(f"\nchaos: {len(killed)} train workers SIGKILLed in a sweep of {trials} trials x {EPOCHS} epochs; "
+          f"{resumed} restarts continued from a checkpoint, {len(killed) - resumed} from epoch 1; each kill re-runs "
+          f"the epoch it interrupted. Trials' wall {chaos_wall:.0f} s against {calm_wall:.0f} s without faults "
+          f"({chaos_wall / calm_wall:.2f}x, +{chaos_wall - calm_wall:.0f} s)")
+
+
+def test_mlflow_server_stopped_and_restarted_mid_sweep(tmp_path, storage):
+    """The driver's MLflow client retries while the server is down: nothing reported meanwhile is lost."""
+    (tmp_path / "mlflow").mkdir()
+    server = MlflowServer(tmp_path / "mlflow")
+    try:
+        client = MlflowClient(tracking_uri=server.uri)
+        spec = write_spec(tmp_path, storage, "outage", server.uri, trials=2)
+        sweep = start_sweep(spec, tmp_path)
+        try:
+            deadline = time.time() + 400
+            while time.time() < deadline and sweep.proc.poll() is None and logged_epoch(client, "outage") < 1:
+                time.sleep(0.5)
+            assert logged_epoch(client, "outage") < EPOCHS, "the trials ended before the outage"
+            server.stop()
+            down = time.time()
+            time.sleep(20)
+            assert sweep.proc.poll() is None, f"the sweep ended while the server was down\n{sweep.tail()}"
+            server.start()
+            print(f"\nMLflow server down for {time.time() - down:.0f} s mid-sweep")
+        except BaseException:
+            sweep.stop(grace=5)
+            raise
+        wait_for(sweep)
+        check_every_trial_once(client, "outage", storage, trials=2)
+    finally:
+        server.stop()
+
+
+def test_trial_ends_while_the_driver_is_busy(tmp_path):
+    """A trial whose trainer ends while the driver is busy (here a callback that blocks, as a driver whose
+    MLflow server is down does) hangs in Ray 2.60 unless it hands over its last report."""
+    script = Path(__file__).with_name("slow_driver_sweep.py")
+    env = base_env(PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    run = Process([sys.executable, str(script), "hand-over"], tmp_path / "busy-driver.log", env, cwd=tmp_path)
+    try:
+        run.proc.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the trial hung\n{run.tail()}")
+    finally:
+        run.stop(grace=5)
+    assert run.proc.returncode == 0, run.tail()
