@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Callable, Optional
 
+from orchestrator.storage_faults import from_os_error, is_storage_error
 from trainables import storage
 from trainables.config import ConfigError
 
@@ -52,14 +53,22 @@ def run_main(main: Callable[[Optional[list[str]]], int]) -> None:
     try:
         code = main(None)
     except USER_ERRORS as err:
-        _disconnect_ray()
-        for line in str(err).splitlines() or [type(err).__name__]:
-            print(f"error: {line}", file=sys.stderr)
-        code = 2
+        code = _report(err)
+    except OSError as err:
+        if not is_storage_error(err):
+            raise
+        code = _report(from_os_error(err))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+def _report(err: BaseException) -> int:
+    _disconnect_ray()
+    for line in str(err).splitlines() or [type(err).__name__]:
+        print(f"error: {line}", file=sys.stderr)
+    return 2
 
 
 def _disconnect_ray() -> None:

@@ -14,6 +14,7 @@ import ray.tune
 import torch
 import yaml
 from ray.tune import Callback, CLIReporter
+from ray.tune.error import TuneError
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
@@ -21,6 +22,7 @@ from orchestrator.cli import start_ray
 from orchestrator.comparison import teacher_uncertainty
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
 from orchestrator.spec import Spec, SpecError, optuna_space
+from orchestrator import storage_faults
 from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import best_params, best_trial, format_table, trials_table, write_results
 from orchestrator.tracking import SweepTracker, git_commit, where_to_look
@@ -81,6 +83,26 @@ class PublishStudy(Callback):
         self.folder.publish(self.folder.local / OPTUNA_DB)
 
     on_trial_complete = on_trial_error = on_trial_start
+
+
+class StorageGuard(Callback):
+    """Stops the sweep (StorageFailed) when a trial fails because its storage is full or read-only."""
+
+    def __init__(self, location: str):
+        self.location = location
+
+    def _check(self, trial) -> None:
+        error_file = Path(trial.error_file or "/nonexistent")
+        error = error_file.read_text(errors="replace") if error_file.is_file() else ""
+        reason = storage_faults.probe(self.location) or storage_faults.reason_in(error)
+        if reason is not None:
+            raise storage_faults.storage_failure(self.location, f"{reason}; trial {trial.trial_id} failed on it")
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self._check(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._check(trial)
 
 
 def progress_reporter(spec: Spec) -> CLIReporter:
@@ -190,9 +212,18 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
         print(f"resuming {folder}")
         tuner = ray.tune.Tuner.restore(folder.location, trainable, resume_errored=True)
     else:
-        callbacks = [tracker.callback(spec.students.epochs, spec.storage_location), PublishStudy(folder)]
+        callbacks = [tracker.callback(spec.students.epochs, spec.storage_location), PublishStudy(folder),
+                     StorageGuard(folder.location)]
         tuner = build_tuner(spec, folder, trainable, callbacks)
-    grid = tuner.fit()
+    try:
+        grid = tuner.fit()
+    except TuneError as err:
+        failure = storage_faults.found_in(err)
+        if failure is None:
+            raise
+        tracker.client.set_tag(tracker.parent_id, "error", str(failure))
+        tracker.finish("FAILED")
+        raise failure from None
 
     expected = len(spec.variants()) or spec.tune.num_trials
     finished = grid.num_terminated + grid.num_errors  # ASHA's stops count as terminated

@@ -289,6 +289,8 @@ class SweepTracker(TrackedRun):
         if runs:
             self.run_id = runs[0].info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
+            if "error" in runs[0].data.tags:  # what stopped it before (a full disk, ...) is over
+                self.client.delete_tag(self.run_id, "error")
         else:
             self.create(sweep_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: "parent"})
 

@@ -9,6 +9,7 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
+from orchestrator import storage_faults
 from orchestrator.spec import Resources, Spec
 from trainables import bank, failures, storage
 from trainables.config import ConfigError, RunConfig
@@ -35,12 +36,14 @@ def failure_location(storage_path: str, name: str) -> str:
     return storage.join(storage_path, name, failures.FAILURE_FILE)
 
 
-def worker_failure(err: ray.train.TrainingFailedError) -> Optional[ConfigError]:
-    """The workers' own one-line error (divergence, an unreadable image, ...) behind a failed `fit()`, if any."""
+def worker_failure(err: ray.train.TrainingFailedError, storage_path: str) -> Optional[ConfigError]:
+    """The one-line error behind a failed `fit()`, if any: the workers' own (divergence, an unreadable image,
+    ...) or a full or read-only storage."""
     for failure in getattr(err, "worker_failures", {}).values():
         if isinstance(failure, ConfigError):
             return failure
-    return None
+    reason = storage_faults.probe(storage_path) or storage_faults.reason_in(str(err))
+    return storage_faults.storage_failure(storage_path, reason) if reason else None
 
 
 def fit(trainer: TorchTrainer) -> ray.train.Result:
@@ -48,9 +51,11 @@ def fit(trainer: TorchTrainer) -> ray.train.Result:
     try:
         return trainer.fit()
     except ray.train.TrainingFailedError as err:
-        failure = worker_failure(err)
+        failure = worker_failure(err, trainer.run_config.storage_path)
         if failure is None:
             raise
+        if isinstance(failure, storage_faults.StorageFailed):
+            raise failure from None
         raise failures.RunFailed(failures.one_line(failure)) from None
 
 

@@ -3,7 +3,6 @@ before Ray starts and in `--dry-run`, one line each, exit 2."""
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml

@@ -28,7 +28,7 @@ def finished_children(client, experiment):
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    runs = client.search_runs([exp.experiment_id], f"attributes.status = 'FINISHED'")
+    runs = client.search_runs([exp.experiment_id], "attributes.status = 'FINISHED'")
     return [r for r in runs if r.data.tags.get(PARENT_TAG)]
 
 

@@ -18,7 +18,6 @@ import json
 import tempfile
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch

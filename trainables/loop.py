@@ -185,6 +185,21 @@ def use_deterministic_algorithms() -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def rng_state(shuffle: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    """The random state an epoch draws from (rank 0's): the loader's order, dropout, the GPU's."""
+    state = {"shuffle": shuffle.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict[str, torch.Tensor], shuffle: torch.Generator, device: torch.device) -> None:
+    shuffle.set_state(state["shuffle"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
 def _train(cfg: RunConfig) -> None:
     _quiet_ray_report_log()
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
@@ -232,9 +247,10 @@ def _train(cfg: RunConfig) -> None:
 
     loader_kw = dict(num_workers=cfg.data.loader_workers, pin_memory=on_gpu,
                      persistent_workers=cfg.data.loader_workers > 0, collate_fn=collate_skipping_none)
+    shuffle = torch.Generator().manual_seed(cfg.seed)  # the data order: checkpointed with the global RNG
     train_loader = ray.train.torch.prepare_data_loader(
         torch.utils.data.DataLoader(train_ds, batch_size=sc.batch_size, shuffle=True, drop_last=True,
-                                    generator=torch.Generator().manual_seed(cfg.seed), **loader_kw),
+                                    generator=shuffle, **loader_kw),
         move_to_device=not raw_bytes)  # decode_jpeg takes the bytes from host memory
     val_loader = torch.utils.data.DataLoader(val_ds, batch_size=sc.batch_size * 2, shuffle=False, **loader_kw)
 
@@ -252,6 +268,8 @@ def _train(cfg: RunConfig) -> None:
             unwrap(m).load_state_dict(state["students"][name])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "rng" in state:  # the next epoch's order and dropout as if the run had never stopped
+            restore_rng(state["rng"], shuffle, device)
         start_epoch = state["epoch"] + 1
         if start_epoch >= sc.epochs:
             # Finished before its driver was lost: report the final epoch again so Tune sees it end.
@@ -343,7 +361,7 @@ def _train(cfg: RunConfig) -> None:
                     metrics.update(model_profiles(cfg, num_classes, teacher is not None))
                 torch.save({"epoch": epoch, "students": {n: m.state_dict() for n, m in plain.items()},
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "metrics": metrics}, Path(checkpoint_dir) / STATE_FILE)
+                            "rng": rng_state(shuffle, device), "metrics": metrics}, Path(checkpoint_dir) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
                 log.info(f"{run}: " + epoch_line(metrics, names, sc.epochs, teacher is not None))
                 live.end_of_epoch(metrics)

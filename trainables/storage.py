@@ -8,6 +8,7 @@ with `AWS_ENDPOINT_URL`, credentials with the usual `AWS_*` variables. No Ray or
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -115,6 +116,20 @@ def check_writable(location: str) -> None:
     probe = join(location, f".write-probe-{os.getpid()}")
     write_text(probe, "ok")
     delete(probe)
+
+
+def disk_refusal(folder: str | os.PathLike, reserve: int = 1 << 20) -> OSError | None:
+    """An OSError (ENOSPC or EROFS) when the local disk of `folder` is read-only or has less than `reserve`
+    bytes left, else None: what a failed write meant when the writer (torch.save) does not say."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return OSError(errno.EROFS, os.strerror(errno.EROFS), str(folder))
+    if st.f_bavail * st.f_frsize < reserve:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
+    return None
 
 
 def cache_root() -> Path:

@@ -133,6 +133,11 @@ def write_teacher(folder: str, state_dict: dict, cfg: RunConfig, meta: dict, cac
                      "identity": teacher_identity(cfg)}
         (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
         _publish(tmp, folder)
+    except (OSError, RuntimeError) as err:  # torch.save tells a full disk as "unexpected pos ..."
+        refusal = storage.disk_refusal(scratch)
+        if refusal is None:
+            raise
+        raise refusal from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
