@@ -125,7 +125,7 @@ def test_a_diverging_run_fails_with_one_line_and_its_restart_fails_at_once(ray_l
     storage_path = str(tmp_path / "single")
     with pytest.raises(ray.train.TrainingFailedError) as err:
         build_trainer(spec, run_cfg, name="diverges", storage_path=storage_path).fit()
-    failure = worker_failure(err.value)
+    failure = worker_failure(err.value, storage_path)
     assert isinstance(failure, LossDiverged)
     line = str(failure)
     assert line.startswith("loss diverged in epoch 1, step ") and "\n" not in line
@@ -136,7 +136,7 @@ def test_a_diverging_run_fails_with_one_line_and_its_restart_fails_at_once(ray_l
     # A restart of the same run (what Ray Train's or Tune's retry does) stops at once with the same line.
     with pytest.raises(ray.train.TrainingFailedError) as again:
         build_trainer(spec, run_cfg, name="diverges", storage_path=storage_path).fit()
-    assert str(worker_failure(again.value)) == line
+    assert str(worker_failure(again.value, storage_path)) == line
 
 
 @pytest.mark.slow

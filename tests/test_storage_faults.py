@@ -48,6 +48,9 @@ class Disk:
     def writable(self) -> None:
         subprocess.run(["umount", str(self.mounts.pop())], check=True)
 
+    def grow(self, size: str) -> None:
+        mount("-o", f"remount,size={size}", str(self.base))
+
     def remove(self) -> None:
         while self.mounts:
             subprocess.run(["umount", "-l", str(self.mounts.pop())], check=False)
@@ -98,29 +101,43 @@ def test_full_disk_while_caching_the_teacher_keeps_no_half_entry(tmp_path, disk)
     assert not left, f"a half-written teacher entry was left: {left}"
 
 
+# The tiny sweep's storage: the teacher's Ray Train checkpoint and cache entry take about 130 MB, a trial's
+# checkpoint (two students and their optimizer) about 103 MB. 280 MB take epoch 1's and not epoch 2's.
+FILLS_AT_EPOCH_2 = "280m"
+
+
 @pytest.mark.slow
-def test_storage_turning_read_only_mid_sweep_stops_and_resumes(tmp_path, disk):
-    """After the first epoch the storage turns read-only: the sweep stops with one line (exit 2) instead of
-    failing every trial; made writable again, `--resume` ends every trial once, each epoch once."""
-    store = disk("1g")
+@pytest.mark.parametrize("fault", ["read-only", "full"])
+def test_storage_failing_mid_sweep_stops_and_resumes(tmp_path, disk, fault):
+    """Read-only after the first epoch, or full at the second epoch's checkpoint: the sweep stops with one
+    line (exit 2) instead of failing every trial; once the storage takes writes again (made writable,
+    grown), `--resume` ends every trial once, each epoch once."""
+    store = disk("1g" if fault == "read-only" else FILLS_AT_EPOCH_2)
+    trials = 1  # one trial fills the disk at a known epoch
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow is elsewhere: only the storage fails
     client = MlflowClient(tracking_uri=uri)
-    spec = write_spec(tmp_path, store.path, "readonly", uri, trials=2)
+    spec = write_spec(tmp_path, store.path, "storage", uri, trials=trials)
     sweep = start_sweep(spec, tmp_path)
     try:
-        deadline = time.time() + 400
-        while time.time() < deadline and sweep.proc.poll() is None and logged_epoch(client, "readonly") < 1:
-            time.sleep(0.5)
-        assert logged_epoch(client, "readonly") < EPOCHS, f"no epoch left to fail\n{sweep.tail()}"
-        store.read_only()
-        sweep.proc.wait(timeout=300)
+        if fault == "read-only":
+            deadline = time.time() + 400
+            while time.time() < deadline and sweep.proc.poll() is None and logged_epoch(client, "storage") < 1:
+                time.sleep(0.5)
+            assert logged_epoch(client, "storage") < EPOCHS, f"no epoch left to fail\n{sweep.tail()}"
+            store.read_only()
+        sweep.proc.wait(timeout=400)
     finally:
         sweep.stop(grace=5)
     assert sweep.proc.returncode == 2, sweep.tail()
     line = last_line(sweep)
-    assert line.startswith("error: storage ") and "read-only file system" in line and "--resume" in line, line
+    reason = "read-only file system" if fault == "read-only" else "no space left on device"
+    assert line.startswith("error: storage ") and reason in line and "--resume" in line, line
+    assert 1 <= logged_epoch(client, "storage") < EPOCHS
 
-    store.writable()
+    if fault == "read-only":
+        store.writable()
+    else:
+        store.grow("1g")
     resumed = Process([sys.executable, "-m", "orchestrator.sweep", str(spec), "--resume"], tmp_path / "resumed.log",
                       base_env(), cwd=tmp_path)
     try:
@@ -128,7 +145,7 @@ def test_storage_turning_read_only_mid_sweep_stops_and_resumes(tmp_path, disk):
     finally:
         resumed.stop(grace=5)
     assert resumed.proc.returncode == 0, resumed.tail()
-    check_every_trial_once(client, "readonly", store.path, trials=2)
+    check_every_trial_once(client, "storage", store.path, trials=trials)
 
 
 def test_storage_reasons_in_error_texts_and_chains():

@@ -24,7 +24,7 @@ import torch
 
 from trainables import storage
 from trainables.config import DataConfig, RunConfig
-from trainables.data import _bad_image, build_datasets, collate_skipping_none
+from trainables.data import bad_image, build_datasets, collate_skipping_none
 from trainables.decode import device_batch, resolve_decode
 from trainables.failures import one_line
 from trainables.teacher import load_teacher
@@ -75,7 +75,7 @@ def image_sizes(dataset, positions: list[int]) -> np.ndarray:
                 sizes[row] = image.height, image.width
         except Exception as err:  # whatever PIL raises on a file that is no image
             if not dataset.skip_bad:
-                raise _bad_image(path, one_line(err)) from None
+                raise bad_image(path, one_line(err)) from None
     return sizes
 
 

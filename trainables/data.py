@@ -82,10 +82,10 @@ def load_image(path: str):
         with open(path, "rb") as f:
             return Image.open(f).convert("RGB")
     except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
-        raise _bad_image(path, one_line(err)) from None
+        raise bad_image(path, one_line(err)) from None
 
 
-def _bad_image(path: str, reason: str) -> BadImageError:
+def bad_image(path: str, reason: str) -> BadImageError:
     bad = BadImageError(f"unreadable image {path} ({reason}): replace or delete it, or set "
                         "data.skip_bad_images: true; python -m orchestrator.verify_images ROOT lists "
                         "every unreadable image")
@@ -160,7 +160,7 @@ def read_bytes(path: str) -> torch.Tensor:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as err:
-        raise _bad_image(path, one_line(err)) from None
+        raise bad_image(path, one_line(err)) from None
     return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
 
 

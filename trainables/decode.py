@@ -15,7 +15,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from trainables.data import _bad_image
+from trainables.data import bad_image
 from trainables.failures import one_line
 from trainables.views import apply_batch, draw_view_now
 
@@ -53,7 +53,7 @@ def decode_batch(datas: Sequence[torch.Tensor], device: torch.device, path_of: C
         try:
             images.append(_decode_one(data, device))
         except RuntimeError as err:
-            bad = _bad_image(path_of(position), one_line(err))
+            bad = bad_image(path_of(position), one_line(err))
             if not skip_bad:
                 raise bad from None
             log.warning("skipping unreadable image %s (%s)", bad.path, bad.reason)
