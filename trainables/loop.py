@@ -285,7 +285,9 @@ def _train(cfg: RunConfig) -> None:
             log.info(f"{run}: resumed from the checkpoint of epoch {start_epoch}, continuing at epoch {start_epoch + 1}")
 
     hint = divergence_hint(sc.lr, loss_settings)
-    teacher_val = None
+    teacher_val = None  # the frozen teacher's val figures, measured once
+    if start_epoch:  # from the checkpoint: evaluating again would draw on the random state the run restored
+        teacher_val = {k: v for k, v in state["metrics"].items() if k.startswith("teacher/")} or None
     for epoch in range(start_epoch, sc.epochs):
         if world > 1 and hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
             train_loader.sampler.set_epoch(epoch)
