@@ -25,7 +25,7 @@ from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator import storage_faults
 from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import best_params, best_trial, format_table, trials_table, write_results
-from orchestrator.tracking import SweepTracker, git_commit, where_to_look
+from orchestrator.tracking import SweepTracker, error_text, git_commit, where_to_look
 from orchestrator.trainer import prepare_teacher
 from orchestrator.trial import trial_trainable
 from trainables import failures, storage
@@ -92,9 +92,7 @@ class StorageGuard(Callback):
         self.location = location
 
     def _check(self, trial) -> None:
-        error_file = Path(trial.error_file or "/nonexistent")
-        error = error_file.read_text(errors="replace") if error_file.is_file() else ""
-        reason = storage_faults.probe(self.location) or storage_faults.reason_in(error)
+        reason = storage_faults.probe(self.location) or storage_faults.reason_in(error_text(trial))
         if reason is not None:
             raise storage_faults.storage_failure(self.location, f"{reason}; trial {trial.trial_id} failed on it")
 

@@ -86,6 +86,12 @@ def error_line(text: str) -> str:
     return lines[-1].strip()
 
 
+def error_text(trial) -> str:
+    """The traceback Tune wrote for a failed trial ("" when there is none)."""
+    error_file = Path(trial.error_file or "/nonexistent")
+    return error_file.read_text(errors="replace") if error_file.is_file() else ""
+
+
 def artifact_location(uri: str) -> Optional[str]:
     """A sqlite store's artifacts go beside its database file, not into `./mlruns` of whichever folder
     the driver runs in (MLflow's default: a Ray job's temporary folder, or a second machine's)."""
@@ -386,7 +392,5 @@ class TrialTracker(Callback):
         self.client.set_terminated(self.run_id(trial), status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        error_file = Path(trial.error_file or "/nonexistent")
-        text = error_file.read_text() if error_file.is_file() else ""
-        self.client.set_tag(self.run_id(trial), "error", error_line(text)[:500])
+        self.client.set_tag(self.run_id(trial), "error", error_line(error_text(trial))[:500])
         self.client.set_terminated(self.run_id(trial), status="FAILED")

@@ -4,6 +4,7 @@ ended exactly once (in Tune's table, in MLflow with each epoch once, and in the 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -54,6 +55,14 @@ def trial_runs(client: MlflowClient, experiment: str) -> list:
 def logged_epoch(client: MlflowClient, experiment: str) -> int:
     """The highest epoch any trial of the sweep has in MLflow (0 before the first)."""
     return max((int(r.data.metrics.get("epoch", 0)) for r in trial_runs(client, experiment)), default=0)
+
+
+def wait_for_epoch(sweep: Process, client: MlflowClient, experiment: str, timeout: float = 400) -> int:
+    """Wait until some trial of the running sweep has an epoch in MLflow (or the sweep ends); that epoch."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and sweep.proc.poll() is None and logged_epoch(client, experiment) < 1:
+        time.sleep(0.5)
+    return logged_epoch(client, experiment)
 
 
 def check_every_trial_once(client: MlflowClient, experiment: str, storage: Path, trials: int) -> list:

@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from tests.servers import MlflowServer, Process, base_env, tree
 from tests.sweep_checks import (EPOCHS, check_every_trial_once, logged_epoch, start_sweep, trials_wall, wait_for,
-                                write_spec)
+                                wait_for_epoch, write_spec)
 
 pytestmark = pytest.mark.slow
 
@@ -68,10 +68,7 @@ def test_worker_killed_mid_epoch_continues_from_its_checkpoint(tmp_path, storage
     client = MlflowClient(tracking_uri=uri)
     sweep = start_sweep(spec, tmp_path)
     try:
-        deadline = time.time() + 400
-        while time.time() < deadline and sweep.proc.poll() is None and logged_epoch(client, "kill-once") < 1:
-            time.sleep(0.5)
-        at_kill = logged_epoch(client, "kill-once")
+        at_kill = wait_for_epoch(sweep, client, "kill-once")
         assert 1 <= at_kill < EPOCHS, f"no epoch to continue from, or none left to run\n{sweep.tail()}"
         workers = train_workers(sweep.pid)
         assert len(workers) == 1, workers
@@ -145,10 +142,7 @@ def test_mlflow_server_stopped_and_restarted_mid_sweep(tmp_path, storage):
         spec = write_spec(tmp_path, storage, "outage", server.uri, trials=2)
         sweep = start_sweep(spec, tmp_path)
         try:
-            deadline = time.time() + 400
-            while time.time() < deadline and sweep.proc.poll() is None and logged_epoch(client, "outage") < 1:
-                time.sleep(0.5)
-            assert logged_epoch(client, "outage") < EPOCHS, "the trials ended before the outage"
+            assert wait_for_epoch(sweep, client, "outage") < EPOCHS, "the trials ended before the outage"
             server.stop()
             down = time.time()
             time.sleep(20)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from mlflow import MlflowClient
 from orchestrator.storage_faults import StorageFailed, found_in, from_os_error, is_storage_error, reason_in
 from tests.conftest import tiny_spec_dict
 from tests.servers import Process, base_env
-from tests.sweep_checks import EPOCHS, check_every_trial_once, logged_epoch, start_sweep, write_spec
+from tests.sweep_checks import EPOCHS, check_every_trial_once, logged_epoch, start_sweep, wait_for_epoch, write_spec
 from trainables.models import build_model
 from trainables.teacher import is_cached
 
@@ -120,10 +119,7 @@ def test_storage_failing_mid_sweep_stops_and_resumes(tmp_path, disk, fault):
     sweep = start_sweep(spec, tmp_path)
     try:
         if fault == "read-only":
-            deadline = time.time() + 400
-            while time.time() < deadline and sweep.proc.poll() is None and logged_epoch(client, "storage") < 1:
-                time.sleep(0.5)
-            assert logged_epoch(client, "storage") < EPOCHS, f"no epoch left to fail\n{sweep.tail()}"
+            assert wait_for_epoch(sweep, client, "storage") < EPOCHS, f"no epoch left to fail\n{sweep.tail()}"
             store.read_only()
         sweep.proc.wait(timeout=400)
     finally:
