@@ -68,7 +68,7 @@ def wait_for_epoch(sweep: Process, client: MlflowClient, experiment: str, timeou
 def check_every_trial_once(client: MlflowClient, experiment: str, storage: Path, trials: int) -> list:
     """Tune's table, MLflow and the Optuna study each hold every trial once, each epoch once in MLflow."""
     folder = next((storage / "sweeps").glob(f"{experiment}-*"))
-    table = pd.read_csv(folder / "results.csv")
+    table = pd.read_csv(folder / "results.csv", dtype={"trial_id": str})  # an id like 1234e567 is no number
     assert len(table) == trials and table["trial_id"].is_unique
     assert set(table["state"]) == {"completed"}
 

@@ -72,7 +72,7 @@ def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     folder = next((storage / "sweeps").glob(f"{name}-*"))
-    table = pd.read_csv(folder / "results.csv")
+    table = pd.read_csv(folder / "results.csv", dtype={"trial_id": str})  # an id like 1234e567 is no number
     assert len(table) == NUM_TRIALS and table["trial_id"].is_unique
     assert set(table["state"]) == {"completed"}
 
