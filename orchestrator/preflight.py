@@ -4,7 +4,8 @@ A missing data folder, checkpoint or weights file is otherwise found inside a Ra
 Ray, the teacher and a worker group have started; an unwritable storage after the first epoch; a
 `tune.metric` that no epoch reports only when Tune reads the first result. Each problem is one line.
 On a cluster whose driver does not see the workers' data, `skip_data_check` (`--skip-data-check`)
-skips the checks of what only the workers read, and a bucket data root is never checked here.
+skips the checks of what only the workers read. A bucket data root is refused: the image folder
+reader opens local paths only.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ def check_data(cfg: RunConfig, skip: bool, found: Findings) -> None:
     if root is None:
         return
     if storage.is_uri(root):
-        found.notes.append(f"data.root {root} is not a local folder: not checked here")
+        found.problems.append(f"data.root {root} is a bucket, and imagefolder reads only local paths: copy the "
+                              "images to a folder every node mounts at the same path (local or shared disk) and "
+                              "set data.root to it")
     elif skip:
         found.notes.append("data check skipped (--skip-data-check): the workers will find any problem with data.root "
                            "and init_weights")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -25,13 +27,14 @@ from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator import storage_faults
 from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import best_params, best_trial, format_table, trials_table, write_results
-from orchestrator.tracking import SweepTracker, error_text, git_commit, where_to_look
-from orchestrator.trainer import prepare_teacher
+from orchestrator.tracking import SweepTracker, error_line, error_text, git_commit, where_to_look
+from orchestrator.trainer import prepare_teacher_and_banks, run_seeds
 from orchestrator.trial import trial_trainable
 from trainables import failures, storage
 from trainables.teacher import SOFT_LABELS_FILE
 
 OPTUNA_DB = "optuna.db"
+ALL_FAILED = 1  # the exit status of a sweep in which every trial failed
 # Tune saves its experiment state at least this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 # Tune's classic progress table, whose columns we choose (the newer one lists every metric).
@@ -113,6 +116,11 @@ def progress_reporter(spec: Spec) -> CLIReporter:
                        sort_by_metric=True)  # by TuneConfig's metric and mode
 
 
+def asha_grace(spec: Spec) -> int:
+    """ASHA's grace period, at most the run's epochs (a short rehearsal of a long spec stops nothing early)."""
+    return min(spec.tune.grace_period, spec.students.epochs)
+
+
 def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list) -> ray.tune.Tuner:
     """A sweep: Optuna proposes every trial. A comparison: a grid of fixed (method, seed) trials, run to the end."""
     t = spec.tune
@@ -123,7 +131,7 @@ def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list) -> 
     else:
         searcher = SweepSearch(folder, space=optuna_space(spec), metric=t.metric, mode=t.mode, seed=t.seed)
     if t.scheduler == "asha" and not spec.compare:
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.students.epochs, grace_period=t.grace_period,
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.students.epochs, grace_period=asha_grace(spec),
                                   reduction_factor=t.reduction_factor)
     else:
         scheduler = FIFOScheduler()
@@ -167,6 +175,25 @@ def log_teacher_uncertainty(tracker: SweepTracker, teacher_dir: Optional[str], t
           + ", ".join(f"{k.removeprefix('teacher_u/train_')} {v:.3f}" for k, v in summary.items()))
 
 
+def failure_summary(grid) -> Optional[str]:
+    """When every trial failed, one line of their distinct causes, each with its count; else None."""
+    results = list(grid)
+    if not results or any(result.error is None for result in results):
+        return None
+    causes = Counter(error_line(str(result.error)) for result in results)
+    return (f"every trial failed ({len(results)} of {len(results)}): "
+            + " | ".join(f"{count} x {line}" for line, count in causes.most_common()))  # lines hold "; "
+
+
+def end_failed(tracker: SweepTracker, folder: SweepFolder, summary: str) -> int:
+    """A sweep that measured nothing ends FAILED with its causes, and a non-zero exit status."""
+    tracker.client.set_tag(tracker.parent_id, "error", summary[:5000])
+    tracker.finish("FAILED")
+    sys.stdout.flush()
+    print(f"error: {summary} (outputs in {folder})", file=sys.stderr)
+    return ALL_FAILED
+
+
 def finish_comparison(tracker: SweepTracker, folder: SweepFolder) -> int:
     """The comparison's tables and plots, built from what MLflow holds (as `orchestrator.report` does)."""
     files = build_report(tracker.client, load_sweep(tracker.client, folder.name), folder.local, log=True)
@@ -203,9 +230,9 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
           "  (token: run `ray get-auth-token`)\n"
           f"  MLflow: {where_to_look(uri, tracker.experiment_id)}   (parent run '{folder.name}' in '{experiment}')\n")
 
-    run_cfg = prepare_teacher(spec)
+    run_cfg, banks = prepare_teacher_and_banks(spec, run_seeds(spec))
     log_teacher_uncertainty(tracker, run_cfg.teacher_dir, spec.loss.threshold)
-    trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage, run_cfg.bank_dir)
+    trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage, banks)
     if resume and ray.tune.Tuner.can_restore(folder.location):
         print(f"resuming {folder}")
         tuner = ray.tune.Tuner.restore(folder.location, trainable, resume_errored=True)
@@ -230,8 +257,9 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
         print(f"sweep interrupted after {finished} of {expected} trials: continue it with --resume ({folder})")
         tracker.finish("KILLED")
         return 130
+    summary = failure_summary(grid)
     if spec.compare:
-        return finish_comparison(tracker, folder)
+        return finish_comparison(tracker, folder) if summary is None else end_failed(tracker, folder, summary)
     records = trial_records(grid)
     df = trials_table(records, spec)
     best = best_trial(df, spec)
@@ -242,8 +270,10 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
     files = write_results(df, spec, folder.local, folder.name, study)
     folder.publish(folder.local / OPTUNA_DB, *files.values())
     tracker.log_artifacts(list(files.values()))
-    tracker.finish()
     print("\n" + format_table(df))
+    if summary is not None:
+        return end_failed(tracker, folder, summary)
+    tracker.finish()
     stopped = int((df["state"] == "stopped early").sum())
     print(f"\n{len(df)} trials, {stopped} stopped early by ASHA; results in {folder}")
     if "best.yaml" in files:

@@ -134,6 +134,12 @@ class Spec(RunConfig):
             _check_search_key(key, self.loss.method)
         if self.compare and self.search:
             raise ValueError("a spec has either search (a sweep) or compare (fixed trials): remove one of them")
+        if "seed" in self.search:
+            raise ValueError("search key 'seed' is not searched (a seed is no setting to tune): compare seeds with a "
+                             "compare section instead")
+        if self.students.sync_bn and self.resources.num_workers > 1 and not self.resources.use_gpu:
+            raise ValueError("students.sync_bn needs GPU workers (SyncBatchNorm has no CPU kernel): set "
+                             "resources.use_gpu: true or students.sync_bn: false")
         for method in self.compare.methods if self.compare else []:
             try:
                 resolve_method({**self.loss.settings(), "method": method})

@@ -71,6 +71,8 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
         trials = f"{t.num_trials} (Optuna TPE, seed {t.seed})"
         scheduler = (f"ASHA on '{t.metric}' ({t.mode}), grace {t.grace_period} epochs, reduction {t.reduction_factor}"
                      if t.scheduler == "asha" else "FIFO (every trial runs all epochs)")
+        if t.scheduler == "asha" and t.grace_period >= spec.students.epochs:
+            scheduler += f" (the grace period covers all {spec.students.epochs} epochs: no trial is stopped early)"
     return "\n".join([
         f"{'comparison' if spec.compare else 'sweep'} {spec.name}: method {spec.loss.method}, "
         f"students {' + '.join(spec.students.archs)}, teacher {spec.teacher.arch}",

@@ -82,7 +82,7 @@ def test_a_bank_entry_equals_a_live_teacher_forward_on_the_replayed_view(tmp_pat
     views0, _ = bank.epoch(0)
     views, logits = bank.epoch(3)  # cyclic: bank epoch 1
     assert torch.equal(views, bank.epoch(1)[0]) and not torch.equal(views, views0)
-    assert (views[:, 2] > 0).all() and logits.dtype == torch.float16 and logits.shape == (8, 2)
+    assert (views[:, 2] > 0).all() and logits.dtype == torch.bfloat16 and logits.shape == (8, 2)
 
     teacher = load_teacher(str(teacher_dir), "resnet18", 2, 16)
     train, _, _ = build_datasets(cfg.data, 0, raw_bytes=decode == "gpu")

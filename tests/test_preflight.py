@@ -62,12 +62,20 @@ def test_skipping_the_data_check_says_so_and_keeps_the_driver_side_checks(tmp_pa
     notes = preflight(spec, str(tmp_path / "runs" / "sweeps"), create=False, skip_data_check=True)
     assert notes == ["data check skipped (--skip-data-check): the workers will find any problem with data.root "
                      "and init_weights"]
-    bucket = spec_with(tmp_path, data={"name": "imagefolder", "root": "s3://bucket/imagenet100"})
-    assert preflight(bucket, str(tmp_path / "runs" / "sweeps"), create=False) == [
-        "data.root s3://bucket/imagenet100 is not a local folder: not checked here"]
     assert not (tmp_path / "runs").exists()  # without create, nothing is made
-    preflight(bucket, str(tmp_path / "runs" / "sweeps"), create=True)
+    preflight(spec, str(tmp_path / "runs" / "sweeps"), create=True, skip_data_check=True)
     assert (tmp_path / "runs" / "sweeps").is_dir() and not list((tmp_path / "runs" / "sweeps").iterdir())
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_a_bucket_data_root_is_refused_with_one_line(tmp_path, skip):
+    # imagefolder opens local paths only: no half support that fails in the workers after the teacher trained.
+    bucket = spec_with(tmp_path, data={"name": "imagefolder", "root": "s3://bucket/imagenet100"})
+    with pytest.raises(PreflightError) as err:
+        preflight(bucket, str(tmp_path / "runs" / "sweeps"), create=False, skip_data_check=skip)
+    assert str(err.value) == ("data.root s3://bucket/imagenet100 is a bucket, and imagefolder reads only local "
+                              "paths: copy the images to a folder every node mounts at the same path (local or "
+                              "shared disk) and set data.root to it")
 
 
 def test_metric_must_be_reported_by_every_trial(tmp_path):
@@ -107,6 +115,18 @@ def test_dry_run_reports_each_problem_on_a_line_and_exits_2(tmp_path):
     assert skipped.returncode == 0, skipped.stderr
     assert "note: data check skipped (--skip-data-check)" in skipped.stdout
     assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_refuses_a_bucket_data_root_even_when_skipping_the_data_check(tmp_path):
+    raw = tiny_spec_dict(tmp_path, search={"loss.alpha": {"type": "float", "low": 0.1, "high": 0.9}},
+                         data={"name": "imagefolder", "root": "s3://bucket/imagenet100"})
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(raw))
+    proc = dry_run(spec_path, tmp_path, "--skip-data-check")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: data.root s3://bucket/imagenet100 is a bucket, and imagefolder reads only local paths: copy the "
+        "images to a folder every node mounts at the same path (local or shared disk) and set data.root to it"]
 
 
 def test_train_checks_before_ray_starts(tmp_path):

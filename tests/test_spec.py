@@ -384,10 +384,20 @@ def test_search_key_naming_a_section(peer_raw, key):
     spec_error(raw, key)
 
 
-@pytest.mark.parametrize("key", ["seed", "data.image_size", "teacher.lr", "students.optimizer", "loss.peer_weighting"])
+@pytest.mark.parametrize("key", ["data.image_size", "teacher.lr", "students.optimizer", "loss.peer_weighting"])
 def test_search_key_any_training_setting(peer_raw, key):
     raw = _raw(peer_raw, search={key: {"type": "categorical", "choices": [0]}})
     assert key in validate_spec(raw).search
+
+
+def test_seed_is_compared_not_searched(peer_raw):
+    spec_error(_raw(peer_raw, search={"seed": {"type": "int", "low": 0, "high": 3}}), "seed", "compare")
+
+
+def test_sync_bn_needs_gpu_workers_when_there_are_several(peer_raw):
+    spec_error(_raw(peer_raw, students={"sync_bn": True}, resources={"num_workers": 2}), "students.sync_bn",
+               "use_gpu")
+    assert validate_spec(_raw(peer_raw, students={"sync_bn": True}, resources={"num_workers": 2, "use_gpu": True}))
 
 
 @pytest.mark.parametrize("method,key", [("kd", "loss.beta"), ("kd", "loss.weighting"), ("ce", "loss.alpha"),

@@ -80,7 +80,8 @@ class TeacherConfig(OptimConfig):
                                     "else (imagefolder) a soft-label bank of recorded augmented views")
     bank_epochs: Optional[int] = Field(None, ge=1, le=1000, description="epochs of views in the bank (default: "
                                        "students.epochs); longer runs reuse them cyclically")
-    bank_seed: int = Field(0, ge=0, description="the seed of the bank's augmentation draws")
+    bank_seed: Optional[int] = Field(None, ge=0, description="the seed of the bank's augmentation draws (default: "
+                                     "the run's seed, one bank per seed; set it to share one bank across seeds)")
 
 
 class StudentsConfig(OptimConfig):
@@ -90,7 +91,9 @@ class StudentsConfig(OptimConfig):
     init_weights: dict[str, str] = Field(default_factory=dict, description="arch -> local weights file")
     channels_last: bool = True
     amp: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
-    compile: bool = Field(False, description="torch.compile both students")
+    compile: bool = Field(False, description="torch.compile both students (after the DDP wrap)")
+    sync_bn: bool = Field(False, description="BatchNorm statistics over all workers of a run (SyncBatchNorm; "
+                          "GPU workers only); the paper does not say, so off")
 
     @property
     def names(self) -> list[str]:

@@ -9,7 +9,8 @@ No Ray or MLflow here.
 from __future__ import annotations
 
 import re
-from typing import Optional
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
 from trainables import storage
 from trainables.config import ConfigError
@@ -55,6 +56,19 @@ def raise_recorded(location: Optional[str]) -> None:
     line = recorded(location)
     if line:
         raise RunFailed(line)
+
+
+@contextmanager
+def recording_failures(location: Optional[str]) -> Iterator[None]:
+    """Run a worker's block after any failure recorded at `location` stops it at once; the block's own
+    one-line failure (a `ConfigError`) is recorded there and raised as `RunFailed` with that line."""
+    raise_recorded(location)
+    try:
+        yield
+    except ConfigError as err:
+        line = one_line(err)
+        record(location, line)
+        raise (type(err)(line) if isinstance(err, RunFailed) else RunFailed(line)) from None
 
 
 def clear_recorded(runs: str) -> None:

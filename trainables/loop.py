@@ -3,7 +3,9 @@
 One step shares the batch, the data loading and one teacher forward (or a lookup of cached teacher
 logits) between both students; one optimizer steps both, since L_a + L_b has disjoint parameters.
 With beta = 0 the two students are two independent runs that happen to see the same batches.
-Only rank 0 evaluates, reports metrics and writes checkpoints; every rank calls `ray.train.report`.
+With N workers (DDP) each rank trains on its share of the run's order and evaluates its share of the
+val set; the figures are those of all ranks (`trainables.distributed`). Rank 0 writes checkpoints,
+which hold every rank's random state; every rank calls `ray.train.report`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from trainables import failures
+from trainables import distributed, failures
 from trainables.bank import Bank
 from trainables.config import ConfigError, OptimConfig, RunConfig
 from trainables.data import build_datasets, collate_skipping_none
@@ -93,34 +95,43 @@ class _Averager:
 @torch.no_grad()
 def evaluate(models: dict[str, nn.Module], loader, device, autocast, teacher=None, epoch: Optional[int] = None,
              hint: str = "") -> tuple[dict, dict]:
-    """Val top-1/top-5/ECE per model, and per-sample records (confidence, correctness, teacher certainty).
+    """Val top-1/top-5/ECE per model, and per-sample records (confidence, correctness, teacher logits).
 
-    A model whose outputs are not finite raises `LossDiverged` before any metric sees them.
+    `loader` yields (images, labels, index); with several ranks each passes its own shard and the
+    records of every rank are gathered (in index order), so every rank returns the figures a one-process
+    evaluation of the whole set gives. A model whose outputs are not finite raises `LossDiverged` on
+    every rank before any metric sees them.
     """
-    records = {name: {"confidence": [], "correct": []} for name in models}
-    labels_all, teacher_logits_all = [], []
+    records: dict[str, list] = {"index": [], "labels": [], "teacher_logits": []}
+    for name in models:
+        records.update({f"{name}/confidence": [], f"{name}/correct": [], f"{name}/top5": []})
     for m in models.values():
         m.eval()
     for batch in loader:
         if batch is None:  # every image of the batch was unreadable and skipped
             continue
-        images, labels, _ = batch
+        images, labels, index = batch
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        labels_all.append(labels.cpu())
+        records["index"].append(torch.as_tensor(index).cpu())
+        records["labels"].append(labels.cpu())
         with autocast:
             if teacher is not None:
-                teacher_logits_all.append(teacher(images).float().cpu())
+                records["teacher_logits"].append(teacher(images).float().cpu())
             for name, m in models.items():
                 logits = m(images).float()
-                probs = logits.softmax(1)
-                records[name]["confidence"].append(probs.max(1).values.cpu())
-                records[name]["correct"].append(topk_correct(logits, labels, 1).cpu())
-                records[name].setdefault("top5", []).append(topk_correct(logits, labels, 5).cpu())
-    metrics, predictions = {}, {"labels": torch.cat(labels_all)}
-    if teacher_logits_all:
-        predictions["teacher_logits"] = torch.cat(teacher_logits_all)
-    for name, rec in records.items():
-        conf, correct, top5 = (torch.cat(rec[k]) for k in ("confidence", "correct", "top5"))
+                records[f"{name}/confidence"].append(logits.softmax(1).max(1).values.cpu())
+                records[f"{name}/correct"].append(topk_correct(logits, labels, 1).cpu())
+                records[f"{name}/top5"].append(topk_correct(logits, labels, 5).cpu())
+    mine = {k: torch.cat(v) for k, v in records.items() if v}
+    shards = distributed.gather(mine)
+    full = {k: torch.cat([s[k] for s in shards if k in s]) for k in {k for s in shards for k in s}}
+    order = full["index"].argsort() if "index" in full else None  # the val set's own order, whatever the shards
+    full = {k: v[order] for k, v in full.items()} if order is not None else full
+    metrics, predictions = {}, {"labels": full["labels"]}
+    if "teacher_logits" in full:
+        predictions["teacher_logits"] = full["teacher_logits"]
+    for name in models:
+        conf, correct, top5 = (full[f"{name}/{k}"] for k in ("confidence", "correct", "top5"))
         if not bool(torch.isfinite(conf).all()):
             where = f"loss diverged in epoch {epoch}: " if epoch else ""
             raise LossDiverged(f"{where}{name} gives NaN or inf outputs on the validation set (its weights are not "
@@ -161,21 +172,8 @@ def model_profiles(cfg: RunConfig, num_classes: int, with_teacher: bool) -> dict
 def train_loop_per_worker(config: dict) -> None:
     """The loop; a failure that a restart cannot fix is recorded (see `trainables.failures`) and raised as one line."""
     cfg = RunConfig.model_validate(config)
-    failures.raise_recorded(cfg.failure_file)
-    try:
+    with failures.recording_failures(cfg.failure_file):
         _train(cfg)
-    except ConfigError as err:
-        line = failures.one_line(err)
-        failures.record(cfg.failure_file, line)
-        raise (type(err)(line) if isinstance(err, failures.RunFailed) else failures.RunFailed(line)) from None
-
-
-def _skipped(expected: int, seen: int, device, world: int) -> int:
-    """Images skipped as unreadable: those a full epoch expects minus those that came, over all workers."""
-    count = torch.tensor([expected - seen], device=device)
-    if world > 1:
-        torch.distributed.all_reduce(count)
-    return int(count.item())
 
 
 def use_deterministic_algorithms() -> None:
@@ -185,19 +183,111 @@ def use_deterministic_algorithms() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def rng_state(shuffle: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
-    """The random state an epoch draws from (rank 0's): the loader's order, dropout, the GPU's."""
-    state = {"shuffle": shuffle.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
+def build_students(cfg: RunConfig, num_classes: int, world: int, memory_format) -> dict[str, nn.Module]:
+    """Both students on this worker's device, wrapped by DDP when there are several workers.
+
+    `students.sync_bn` shares BatchNorm statistics over ranks; `students.compile` compiles after the DDP
+    wrap, so that DDP's optimizer splits the graph at its gradient buckets (as timm does).
+    """
+    sc = cfg.students
+    models = {}
+    for name, arch in zip(sc.names, sc.archs):
+        model = build_model(arch, num_classes, cfg.data.image_size, sc.init_weights.get(arch))
+        if sc.sync_bn and world > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = ray.train.torch.prepare_model(model.to(memory_format=memory_format))
+        if sc.compile:
+            model.compile()  # in place: the module, its state_dict keys and DDP's wrapping stay as they are
+        models[name] = model
+    return models
 
 
-def restore_rng(state: dict[str, torch.Tensor], shuffle: torch.Generator, device: torch.device) -> None:
-    shuffle.set_state(state["shuffle"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
+class TeacherLogits:
+    """Where a step's teacher logits come from: the cached soft labels (deterministic data), the bank's
+    recorded views (augmented data), or a live forward of the frozen teacher. Counts live forwards."""
+
+    def __init__(self, cfg: RunConfig, train_ds, num_classes: int, device, memory_format, run: str, rank: int):
+        self.device = device
+        self.soft_labels = load_soft_labels(cfg.teacher_dir)
+        self.bank = None
+        if self.soft_labels is None and cfg.bank_dir:
+            self.bank = Bank(cfg.bank_dir)
+            self.bank.check(len(train_ds), num_classes)
+            if cfg.students.epochs > self.bank.epochs and rank == 0:
+                log.warning(f"{run}: the soft-label bank holds {self.bank.epochs} epochs of views, this run trains "
+                            f"{cfg.students.epochs}: epoch e replays bank epoch e mod {self.bank.epochs}")
+        teacher = load_teacher(cfg.teacher_dir, cfg.teacher.arch, num_classes, cfg.data.image_size, device)
+        self.model = teacher.to(memory_format=memory_format)
+        self.forwards = 0  # counted by a hook, so a forward from anywhere in a training step shows
+        self.model.register_forward_pre_hook(self._count)
+        self.epoch_logits: Optional[torch.Tensor] = None
+
+    def _count(self, *_) -> None:
+        self.forwards += 1
+
+    def start_epoch(self, epoch: int) -> Optional[torch.Tensor]:
+        """The bank's views of this epoch (None without a bank); its logits move to the device once."""
+        self.forwards = 0
+        if self.bank is None:
+            return None
+        views, logits = self.bank.epoch(epoch)
+        self.epoch_logits = logits.to(self.device)  # 25 MB on ImageNet-100: no host copy and sync per step
+        return views
+
+    def __call__(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        if self.soft_labels is not None:
+            return self.soft_labels[index.cpu()].to(self.device)
+        if self.epoch_logits is not None:
+            return self.epoch_logits[index.to(self.device)].float()
+        with torch.no_grad():
+            return self.model(images).float()
+
+
+def train_epoch(cfg: RunConfig, epoch: int, models: dict, loader, train_ds, teacher: Optional[TeacherLogits],
+                bank_views, optimizer, scheduler, loss_settings: dict, device, autocast, memory_format,
+                raw_bytes: bool, hint: str, live: Optional[LiveMetrics]) -> dict[str, float]:
+    """One epoch of steps; its figures summed over ranks: loss parts (per image), images, images/s, bad images."""
+    sc, world = cfg.students, distributed.world_size()
+    agree = world > 1 and cfg.data.skip_bad_images  # only then can one rank's batch be empty
+    steps = len(loader)
+    for m in models.values():
+        m.train()
+    avg = _Averager()
+    guard = FiniteGuard(epoch + 1, steps, 1 if device.type == "cpu" else FINITE_CHECK_EVERY, hint)
+    seen, bad, started = 0, 0, time.perf_counter()
+    for step, batch in enumerate(loader, start=1):
+        if batch is not None and raw_bytes:
+            batch = device_batch(batch, train_ds, device, cfg.data.image_size, bank_views)
+        bad += sc.batch_size - (len(batch[1]) if batch is not None else 0)
+        if not (distributed.all_ranks_have(batch is not None, device) if agree else batch is not None):
+            continue  # every image of some rank's batch was unreadable: every rank skips the step
+        images, labels, index = batch
+        images = images.to(device, non_blocking=True).to(memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with autocast:
+            teacher_logits = teacher(images, index) if teacher is not None else None
+            logits = [m(images).float() for m in models.values()]
+        ramp = peer_warmup_factor(epoch + (step - 1) / steps, cfg.loss.peer_warmup_epochs)
+        parts = students_loss(logits, labels, teacher_logits, names=sc.names, label_smoothing=sc.label_smoothing,
+                              **{**loss_settings, "beta": loss_settings["beta"] * ramp})
+        guard.update(step, parts)  # before the step: NaN never reaches the weights unnoticed for long
+        optimizer.zero_grad(set_to_none=True)
+        parts["total"].backward()
+        optimizer.step()
+        scheduler.step()
+        avg.add({k: v for k, v in parts.items() if k != "total"}, labels.shape[0])
+        seen += labels.shape[0]
+        if live is not None and step % LIVE_EVERY_STEPS == 0:
+            live.throughput(seen * world / (time.perf_counter() - started))
+    guard.check()
+    seconds = time.perf_counter() - started
+    totals = distributed.sum_over_ranks({**avg.sums, "_images": seen, "_rate": seen / max(seconds, 1e-9),
+                                         "_bad": bad, "_forwards": teacher.forwards if teacher else 0}, device)
+    images = totals.pop("_images")
+    out = {k: v / max(1.0, images) for k, v in totals.items() if not k.startswith("_")}
+    out.update(images=images, images_per_s=totals["_rate"], bad=totals["_bad"], forwards=totals["_forwards"],
+               seconds=seconds)
+    return out
 
 
 def _train(cfg: RunConfig) -> None:
@@ -210,7 +300,7 @@ def _train(cfg: RunConfig) -> None:
     live = LiveMetrics(run) if rank == 0 else None
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
-    torch.manual_seed(cfg.seed)
+    distributed.seed_rank(cfg.seed, rank)  # DDP starts every rank from rank 0's weights
     if cfg.deterministic:
         use_deterministic_algorithms()
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.students.amp else nullcontext())
@@ -222,44 +312,32 @@ def _train(cfg: RunConfig) -> None:
     train_ds, val_ds, num_classes = build_datasets(cfg.data, cfg.data.split_seed, raw_bytes=raw_bytes)
     sc = cfg.students
     names = sc.names
-    models = {}
-    for name, arch in zip(names, sc.archs):
-        model = build_model(arch, num_classes, cfg.data.image_size, sc.init_weights.get(arch))
-        if sc.compile:
-            model.compile()  # in place: the module, its state_dict keys and DDP's wrapping stay as they are
-        models[name] = ray.train.torch.prepare_model(model.to(memory_format=memory_format))
-
-    teacher, soft_labels, bank = None, None, None
-    teacher_forwards = [0]  # counted by a hook, so a forward from anywhere in a training step shows
+    models = build_students(cfg, num_classes, world, memory_format)
+    teacher = None
     if needs_teacher(loss_settings):
         if not cfg.teacher_dir:
             raise ValueError("this method needs a teacher but no teacher_dir was given: prepare it first")
-        soft_labels = load_soft_labels(cfg.teacher_dir)
-        if soft_labels is None and cfg.bank_dir:
-            bank = Bank(cfg.bank_dir)
-            bank.check(len(train_ds), num_classes)
-            if sc.epochs > bank.epochs and rank == 0:
-                log.warning(f"{run}: the soft-label bank holds {bank.epochs} epochs of views, this run trains "
-                            f"{sc.epochs}: epoch e replays bank epoch e mod {bank.epochs}")
-        teacher = load_teacher(cfg.teacher_dir, cfg.teacher.arch, num_classes, cfg.data.image_size, device)
-        teacher = teacher.to(memory_format=memory_format)
-        teacher.register_forward_pre_hook(lambda *_: teacher_forwards.__setitem__(0, teacher_forwards[0] + 1))
+        teacher = TeacherLogits(cfg, train_ds, num_classes, device, memory_format, run, rank)
 
+    # Our own loaders: Ray's prepare_data_loader would seed the order with 0 whatever the run's seed and
+    # drop persistent_workers and prefetch_factor. Tensors move to the device in the steps.
     loader_kw = dict(num_workers=cfg.data.loader_workers, pin_memory=on_gpu,
                      persistent_workers=cfg.data.loader_workers > 0, collate_fn=collate_skipping_none)
-    shuffle = torch.Generator().manual_seed(cfg.seed)  # the data order: checkpointed with the global RNG
-    train_loader = ray.train.torch.prepare_data_loader(
-        torch.utils.data.DataLoader(train_ds, batch_size=sc.batch_size, shuffle=True, drop_last=True,
-                                    generator=shuffle, **loader_kw),
-        move_to_device=not raw_bytes)  # decode_jpeg takes the bytes from host memory
-    val_loader = torch.utils.data.DataLoader(val_ds, batch_size=sc.batch_size * 2, shuffle=False, **loader_kw)
+    sampler = distributed.train_sampler(train_ds, cfg.seed, rank, world)
+    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=sc.batch_size, sampler=sampler, drop_last=True,
+                                               **loader_kw)
+    val_shard = torch.utils.data.Subset(val_ds, distributed.shard(len(val_ds), rank, world))
+    val_loader = torch.utils.data.DataLoader(val_shard, batch_size=sc.batch_size * 2, shuffle=False, **loader_kw)
 
     params = [p for m in models.values() for p in m.parameters()]
     optimizer = build_optimizer(params, sc)
     steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"students.batch_size {sc.batch_size} x {world} worker(s) exceeds the {len(train_ds)} "
+                          "training images: no full batch per worker; lower students.batch_size or the workers")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, sc))
 
-    start_epoch = 0
+    start_epoch, teacher_val = 0, None  # the frozen teacher's val figures, measured once
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
@@ -268,103 +346,76 @@ def _train(cfg: RunConfig) -> None:
             unwrap(m).load_state_dict(state["students"][name])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        if "rng" in state:  # the next epoch's order and dropout as if the run had never stopped
-            restore_rng(state["rng"], shuffle, device)
+        restore_rank_rng(state, rank, world, device, run)
         start_epoch = state["epoch"] + 1
         if start_epoch >= sc.epochs:
-            # Finished before its driver was lost: report the final epoch again so Tune sees it end.
-            with tempfile.TemporaryDirectory(prefix="ckpt-") as copy:
-                final = None
-                if rank == 0:
-                    with checkpoint.as_directory() as d:
-                        shutil.copytree(d, copy, dirs_exist_ok=True)
-                    final = ray.train.Checkpoint.from_directory(copy)
-                ray.train.report(state["metrics"] if rank == 0 else {}, checkpoint=final)
+            report_final_again(checkpoint, state, rank)
             return
         if rank == 0:
             log.info(f"{run}: resumed from the checkpoint of epoch {start_epoch}, continuing at epoch {start_epoch + 1}")
+        # From the checkpoint: evaluating again would draw on the random state the run restored.
+        teacher_val = {k: v for k, v in state["metrics"].items() if k.startswith("teacher/")} or None
 
     hint = divergence_hint(sc.lr, loss_settings)
-    teacher_val = None  # the frozen teacher's val figures, measured once
-    if start_epoch:  # from the checkpoint: evaluating again would draw on the random state the run restored
-        teacher_val = {k: v for k, v in state["metrics"].items() if k.startswith("teacher/")} or None
     for epoch in range(start_epoch, sc.epochs):
-        if world > 1 and hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
-            train_loader.sampler.set_epoch(epoch)
-        for m in models.values():
-            m.train()
-        bank_views, bank_logits = bank.epoch(epoch) if bank is not None else (None, None)
-        if bank is not None:
-            bank_logits = bank_logits.to(device)  # one copy per epoch (25 MB on ImageNet-100), no host sync per step
-            if not raw_bytes:
-                train_ds.replay(bank_views)  # before the epoch's loader iterator starts
-        teacher_forwards[0] = 0
-        avg = _Averager()
-        guard = FiniteGuard(epoch + 1, steps_per_epoch, 1 if device.type == "cpu" else FINITE_CHECK_EVERY, hint)
-        seen, started = 0, time.perf_counter()
-        for step, batch in enumerate(train_loader, start=1):
-            if batch is None:  # every image of the batch was unreadable and skipped
-                continue
-            if raw_bytes:
-                batch = device_batch(batch, train_ds, device, cfg.data.image_size, bank_views)
-                if batch is None:
-                    continue
-            images, labels, index = batch
-            images = images.to(device, non_blocking=True).to(memory_format=memory_format)
-            labels = labels.to(device, non_blocking=True)
-            with autocast:
-                teacher_logits = None
-                if teacher is not None:
-                    if soft_labels is not None:
-                        teacher_logits = soft_labels[index.cpu()].to(device)
-                    elif bank_logits is not None:
-                        teacher_logits = bank_logits[index.to(device)].float()
-                    else:
-                        with torch.no_grad():
-                            teacher_logits = teacher(images).float()
-                logits = [m(images).float() for m in models.values()]
-            ramp = peer_warmup_factor(epoch + (step - 1) / steps_per_epoch, cfg.loss.peer_warmup_epochs)
-            parts = students_loss(logits, labels, teacher_logits, names=names, label_smoothing=sc.label_smoothing,
-                                  **{**loss_settings, "beta": loss_settings["beta"] * ramp})
-            guard.update(step, parts)  # before the step: NaN never reaches the weights unnoticed for long
-            optimizer.zero_grad(set_to_none=True)
-            parts["total"].backward()
-            optimizer.step()
-            scheduler.step()
-            avg.add({k: v for k, v in parts.items() if k != "total"}, labels.shape[0])
-            seen += labels.shape[0]
-            if live is not None and step % LIVE_EVERY_STEPS == 0:
-                live.throughput(seen * world / (time.perf_counter() - started))
-        guard.check()
-        train_seconds = time.perf_counter() - started
+        sampler.set_epoch(epoch)
+        bank_views = teacher.start_epoch(epoch) if teacher is not None else None
+        if bank_views is not None and not raw_bytes:
+            train_ds.replay(bank_views)  # before the epoch's loader iterator starts
+        figures = train_epoch(cfg, epoch, models, train_loader, train_ds, teacher, bank_views, optimizer, scheduler,
+                              loss_settings, device, autocast, memory_format, raw_bytes, hint, live)
+        metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "images_per_s": figures.pop("images_per_s"),
+                   "epoch_seconds": figures.pop("seconds"), TEACHER_FORWARDS_KEY: int(figures.pop("forwards"))}
+        bad, _ = int(figures.pop("bad")), figures.pop("images")
+        metrics.update({train_key(k): v for k, v in figures.items()})
 
-        metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0],
-                   "images_per_s": seen * world / max(train_seconds, 1e-9), "epoch_seconds": train_seconds,
-                   TEACHER_FORWARDS_KEY: teacher_forwards[0]}
-        metrics.update({train_key(k): v for k, v in avg.means().items()})
+        plain = {name: unwrap(m) for name, m in models.items()}
+        for m in plain.values():
+            distributed.share_rank0_buffers(m)
+        if teacher is not None and teacher_val is None:
+            teacher_val, _ = evaluate({"teacher": teacher.model}, val_loader, device, autocast)
+        last = epoch + 1 == sc.epochs
+        val, predictions = evaluate(plain, val_loader, device, autocast, teacher.model if last and teacher else None,
+                                    epoch=epoch + 1, hint=hint)
+        metrics.update(val)
+        metrics.update(teacher_val or {})
+        metrics[MEAN_KEY] = sum(val[f"{n}/val_top1"] for n in names) / len(names)
         if cfg.data.skip_bad_images:
-            metrics[BAD_IMAGES_KEY] = _skipped(steps_per_epoch * sc.batch_size, seen, device, world)
+            metrics[BAD_IMAGES_KEY] = bad + len(val_ds) - len(predictions["labels"])
+        rngs = distributed.gather(distributed.rng_state(device))  # after the draws of this epoch's evaluation
         with tempfile.TemporaryDirectory(prefix="ckpt-") as checkpoint_dir:
             checkpoint = None
             if rank == 0:
-                plain = {name: unwrap(m) for name, m in models.items()}
-                if teacher is not None and teacher_val is None:
-                    teacher_val, _ = evaluate({"teacher": teacher}, val_loader, device, autocast)
-                last = epoch + 1 == sc.epochs
-                val, predictions = evaluate(plain, val_loader, device, autocast, teacher if last else None,
-                                            epoch=epoch + 1, hint=hint)
-                metrics.update(val)
-                metrics.update(teacher_val or {})
-                metrics[MEAN_KEY] = sum(val[f"{n}/val_top1"] for n in names) / len(names)
-                if cfg.data.skip_bad_images:
-                    metrics[BAD_IMAGES_KEY] += len(val_ds) - len(predictions["labels"])
                 if last:
                     torch.save(predictions, Path(checkpoint_dir) / PREDICTIONS_FILE)
                     metrics.update(model_profiles(cfg, num_classes, teacher is not None))
                 torch.save({"epoch": epoch, "students": {n: m.state_dict() for n, m in plain.items()},
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "rng": rng_state(shuffle, device), "metrics": metrics}, Path(checkpoint_dir) / STATE_FILE)
+                            "rngs": rngs, "num_classes": num_classes, "metrics": metrics},
+                           Path(checkpoint_dir) / STATE_FILE)
                 checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
                 log.info(f"{run}: " + epoch_line(metrics, names, sc.epochs, teacher is not None))
                 live.end_of_epoch(metrics)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def restore_rank_rng(state: dict, rank: int, world: int, device, run: str) -> None:
+    """This rank's random state as it was at the checkpoint: the next epoch draws as if the run had never
+    stopped. A checkpoint of another number of workers cannot give that: the ranks keep fresh streams."""
+    rngs = state.get("rngs") or []
+    if len(rngs) == world:
+        distributed.restore_rng(rngs[rank], device)
+    elif rank == 0:
+        log.warning(f"{run}: the checkpoint holds the random state of {len(rngs)} worker(s), this run has {world}: "
+                    "training continues, but not as the uninterrupted run would have")
+
+
+def report_final_again(checkpoint, state: dict, rank: int) -> None:
+    """A run that finished before its driver was lost reports its final epoch again, so that Tune sees it end."""
+    with tempfile.TemporaryDirectory(prefix="ckpt-") as copy:
+        final = None
+        if rank == 0:
+            with checkpoint.as_directory() as d:
+                shutil.copytree(d, copy, dirs_exist_ok=True)
+            final = ray.train.Checkpoint.from_directory(copy)
+        ray.train.report(state["metrics"] if rank == 0 else {}, checkpoint=final)

@@ -112,6 +112,17 @@ def load_matching_weights(model: nn.Module, path: str | Path) -> dict:
     }
 
 
+def output_classes(state_dict: dict) -> int:
+    """The class count of a registered model's weights: the rows of its classifier, the last 2-D weight.
+
+    Lets the driver size a teacher from its weights alone, without opening the data.
+    """
+    heads = [v for k, v in state_dict.items() if k.endswith("weight") and getattr(v, "dim", lambda: 0)() == 2]
+    if not heads:
+        raise ValueError("these weights hold no classifier (no 2-D weight): give the state_dict of a registered model")
+    return int(heads[-1].shape[0])
+
+
 def count_parameters(model: nn.Module) -> int:
     """All parameters, trainable or not (the paper's compression ratios count all)."""
     return sum(p.numel() for p in model.parameters())

@@ -23,7 +23,8 @@ from torch import nn
 from trainables import storage
 from trainables.config import RunConfig
 from trainables.data import build_datasets, train_transform_is_deterministic
-from trainables.models import build_model
+from trainables.failures import RunFailed, one_line
+from trainables.models import build_model, output_classes
 
 WEIGHTS_FILE = "teacher.pt"
 META_FILE = "meta.json"
@@ -79,10 +80,18 @@ def teacher_training_config(cfg: RunConfig) -> RunConfig:
 
 def load_teacher(folder: str | os.PathLike, arch: str, num_classes: int, image_size: int,
                  device: torch.device | str = "cpu") -> nn.Module:
-    """The teacher in eval mode with gradients off: it is never trained by a student run."""
+    """The teacher in eval mode with gradients off: it is never trained by a student run.
+
+    Weights that do not fit this data are one line: the driver leaves that check to the workers when
+    only they see the data.
+    """
     model = build_model(arch, num_classes, image_size)
     state = torch.load(storage.local_copy(str(folder)) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise RunFailed(f"the teacher at {folder} does not fit a {arch} with this data's {num_classes} classes at "
+                        f"{image_size} px ({one_line(err)}): check teacher.arch and teacher.checkpoint") from None
     model.eval().requires_grad_(False)
     return model.to(device)
 
@@ -100,6 +109,16 @@ def compute_logits(model: nn.Module, dataset, batch_size: int = 256) -> torch.Te
     out = torch.empty_like(logits)
     out[torch.cat(indices)] = logits
     return out
+
+
+def check_logits(logits: torch.Tensor, arch: str, folder: str) -> None:
+    """Stop before any trial when the teacher's logits hold inf or nan: every KD loss would be nan at the
+    first step, blamed on the students' settings."""
+    bad = int((~torch.isfinite(logits)).flatten(1).any(dim=1).sum()) if logits.numel() else 0
+    if bad:
+        raise RunFailed(f"the teacher {arch} ({folder}) gives non-finite logits on {bad} of {len(logits)} training "
+                        "images: it diverged; train it again with a lower teacher.lr or more teacher.warmup_epochs, "
+                        "or give a working teacher.checkpoint")
 
 
 def load_soft_labels(folder: Optional[str | os.PathLike]) -> Optional[torch.Tensor]:
@@ -125,10 +144,13 @@ def write_teacher(folder: str, state_dict: dict, cfg: RunConfig, meta: dict, cac
     tmp = Path(tempfile.mkdtemp(prefix=".teacher-", dir=scratch))
     try:
         torch.save(state_dict, tmp / WEIGHTS_FILE)
-        train_ds, _, num_classes = build_datasets(cfg.data, cfg.data.split_seed)
-        if cache_soft_labels and train_transform_is_deterministic(cfg.data):
+        num_classes = output_classes(state_dict)  # the weights', not the data's: the driver may not see the data
+        if cache_soft_labels and train_transform_is_deterministic(cfg.data):  # embedded data only
+            train_ds, _, _ = build_datasets(cfg.data, cfg.data.split_seed)
             model = load_teacher(tmp, cfg.teacher.arch, num_classes, cfg.data.image_size)
-            torch.save(compute_logits(model, train_ds), tmp / SOFT_LABELS_FILE)
+            logits = compute_logits(model, train_ds)
+            check_logits(logits, cfg.teacher.arch, folder)
+            torch.save(logits, tmp / SOFT_LABELS_FILE)
         full_meta = {**meta, "arch": cfg.teacher.arch, "num_classes": num_classes,
                      "identity": teacher_identity(cfg)}
         (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
