@@ -62,28 +62,41 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def input_rate(root: Path, args, device: torch.device, raw: bool, repeat: int = 1) -> float:
+    """Images/s of `repeat` passes over the training tree: PIL items in loader workers, or bytes decoded on `device`.
+
+    The passes are one loader over the repeated tree, so the workers start once (a small tree then
+    measures decoding rather than worker start-up).
+    """
+    train, _, _ = build_datasets(DataConfig(name="imagefolder", root=str(root), image_size=args.image_size), 0,
+                                 raw_bytes=raw)
+    items = torch.utils.data.ConcatDataset([train] * repeat) if repeat > 1 else train
+    loader = torch.utils.data.DataLoader(items, batch_size=args.batch_size, shuffle=True,
+                                         num_workers=args.loader_workers, collate_fn=collate_skipping_none,
+                                         pin_memory=device.type == "cuda" and not raw)
+    seen, started = 0, time.perf_counter()
+    for batch in loader:
+        if raw:
+            batch = device_batch(batch, train, device, args.image_size)
+        images = batch[0].to(device, non_blocking=True)
+        seen += images.shape[0]
+    sync(device)
+    return seen / (time.perf_counter() - started)
+
+
 def input_rates(root: Path, args, device: torch.device) -> dict:
     """Images/s of one pass over the training tree: PIL items against bytes decoded on `device`."""
-    out = {}
-    for name, raw in (("input: PIL in loader workers", False), (f"input: decode on {device.type}", True)):
-        train, _, _ = build_datasets(DataConfig(name="imagefolder", root=str(root), image_size=args.image_size), 0,
-                                     raw_bytes=raw)
-        loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, shuffle=True,
-                                             num_workers=args.loader_workers, collate_fn=collate_skipping_none,
-                                             pin_memory=device.type == "cuda" and not raw)
-        seen, started = 0, time.perf_counter()
-        for batch in loader:
-            if raw:
-                batch = device_batch(batch, train, device, args.image_size)
-            images = batch[0].to(device, non_blocking=True)
-            seen += images.shape[0]
-        sync(device)
-        out[name] = seen / (time.perf_counter() - started)
-    return out
+    return {"input: PIL in loader workers": input_rate(root, args, device, raw=False),
+            f"input: decode on {device.type}": input_rate(root, args, device, raw=True)}
 
 
-def step_rates(args, device: torch.device) -> dict:
-    """Images/s of the dual step on device tensors: live teacher or bank logits, eager or compiled."""
+def step_rates(args, device: torch.device, compiled_modes=None, compile_backend: str = "inductor") -> dict:
+    """Images/s of the dual step on device tensors: live teacher or bank logits, eager or compiled.
+
+    `compiled_modes`: which students to time, e.g. [True] for compiled only (default: eager, and
+    compiled too with `args.compile`). `compile_backend`: torch.compile's; "aot_eager" traces the same
+    graphs without generating code, for a quick check on a small CPU.
+    """
     on_gpu = device.type == "cuda"
     memory_format = torch.channels_last if on_gpu else torch.contiguous_format
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else (lambda: torch.autocast("cpu", enabled=False))
@@ -94,11 +107,13 @@ def step_rates(args, device: torch.device) -> dict:
     teacher = build_model(args.teacher, args.classes, args.image_size).to(device, memory_format=memory_format)
     teacher.eval().requires_grad_(False)
     variants = {}
-    for compiled in ([False, True] if args.compile else [False]):
+    if compiled_modes is None:
+        compiled_modes = [False, True] if args.compile else [False]
+    for compiled in compiled_modes:
         students = [build_model(a, args.classes, args.image_size).to(device, memory_format=memory_format) for a in STUDENTS]
         if compiled:
             for m in students:
-                m.compile()
+                m.compile(backend=compile_backend)
         opt = torch.optim.SGD([p for m in students for p in m.parameters()], lr=0.01, momentum=0.9)
         for source in ("live teacher", "bank"):
             def step(source=source, students=students, opt=opt):
