@@ -89,10 +89,10 @@ def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> Optional[
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return None
-    if address:
+    if address and address != "local":
         context = ray.init(address=address)
-    else:
-        context = ray.init(resources={"TRAIN_DRIVER": driver_slots} if driver_slots else None,
+    else:  # "local": a Ray of its own, even where `ray start` left a cluster that plain ray.init() would join
+        context = ray.init(address="local", resources={"TRAIN_DRIVER": driver_slots} if driver_slots else None,
                            include_dashboard=True)
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url
