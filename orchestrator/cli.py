@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from typing import Callable, Optional
 
@@ -79,6 +80,22 @@ def _disconnect_ray() -> None:
     sys.stdout.flush()
 
 
+def pin_state_api() -> Optional[int]:
+    """A free port for the local Ray's dashboard, named in RAY_API_SERVER_ADDRESS for every process it starts.
+
+    Ray Train's placement-group cleaner asks the state API with no address; with another Ray instance on
+    the machine (a second sweep, a test's Ray) it finds both, fails, and a trial that ASHA stopped keeps
+    its workers' resources for good: the next trial waits forever. Processes inherit this variable.
+    """
+    if os.environ.get("RAY_API_SERVER_ADDRESS"):
+        return None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    return port
+
+
 def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> Optional[str]:
     """Join `address` (or RAY_ADDRESS), else start a local Ray with `driver_slots` TRAIN_DRIVER resources.
 
@@ -92,7 +109,8 @@ def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> Optional[
     if address and address != "local":
         context = ray.init(address=address)
     else:  # "local": a Ray of its own, even where `ray start` left a cluster that plain ray.init() would join
+        port = pin_state_api()
         context = ray.init(address="local", resources={"TRAIN_DRIVER": driver_slots} if driver_slots else None,
-                           include_dashboard=True)
+                           include_dashboard=True, dashboard_port=port)
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url
