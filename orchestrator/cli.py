@@ -87,13 +87,16 @@ def pin_state_api() -> Optional[int]:
     the machine (a second sweep, a test's Ray) it finds both, fails, and a trial that ASHA stopped keeps
     its workers' resources for good: the next trial waits forever. Processes inherit this variable.
     """
-    if os.environ.get("RAY_API_SERVER_ADDRESS"):
-        return None
+    if os.environ.get("RAY_API_SERVER_ADDRESS") not in (None, _pinned[0]):
+        return None  # the user's own
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    _pinned[0] = os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     return port
+
+
+_pinned: list[Optional[str]] = [None]  # what pin_state_api set: a later local Ray in this process pins anew
 
 
 def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> Optional[str]:
