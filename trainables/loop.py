@@ -246,7 +246,7 @@ class TeacherLogits:
 def train_epoch(cfg: RunConfig, epoch: int, models: dict, loader, train_ds, teacher: Optional[TeacherLogits],
                 bank_views, optimizer, scheduler, loss_settings: dict, device, autocast, memory_format,
                 raw_bytes: bool, hint: str, live: Optional[LiveMetrics]) -> dict[str, float]:
-    """One epoch of steps; its figures summed over ranks: loss parts (per image), images, images/s, bad images."""
+    """One epoch of steps; its figures over all ranks: loss parts (per image), images/s, bad images, teacher forwards."""
     sc, world = cfg.students, distributed.world_size()
     agree = world > 1 and cfg.data.skip_bad_images  # only then can one rank's batch be empty
     steps = len(loader)
@@ -285,7 +285,7 @@ def train_epoch(cfg: RunConfig, epoch: int, models: dict, loader, train_ds, teac
                                          "_bad": bad, "_forwards": teacher.forwards if teacher else 0}, device)
     images = totals.pop("_images")
     out = {k: v / max(1.0, images) for k, v in totals.items() if not k.startswith("_")}
-    out.update(images=images, images_per_s=totals["_rate"], bad=totals["_bad"], forwards=totals["_forwards"],
+    out.update(images_per_s=totals["_rate"], bad=totals["_bad"], forwards=totals["_forwards"],
                seconds=seconds)
     return out
 
@@ -366,7 +366,7 @@ def _train(cfg: RunConfig) -> None:
                               loss_settings, device, autocast, memory_format, raw_bytes, hint, live)
         metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "images_per_s": figures.pop("images_per_s"),
                    "epoch_seconds": figures.pop("seconds"), TEACHER_FORWARDS_KEY: int(figures.pop("forwards"))}
-        bad, _ = int(figures.pop("bad")), figures.pop("images")
+        bad = int(figures.pop("bad"))
         metrics.update({train_key(k): v for k, v in figures.items()})
 
         plain = {name: unwrap(m) for name, m in models.items()}
