@@ -1,9 +1,10 @@
 """The paper's specs rehearsed end to end on the CPU: `search_spaces/imagenet100/peer.yaml` and
-`compare.yaml` as shipped, changed only in data root, image size, epochs, batch size, trials or seeds and
-resources (2 CPU workers per trial, gloo), on a generated 100-class JPEG tree named by ImageNet-100's
-own class list. The teacher is trained once (by 2 workers), a bank is built once per seed and used
-(no teacher forward in any training step), every trial and epoch lands in MLflow once, and the
-comparison ends with its table and paired columns."""
+`compare.yaml` as shipped, changed only in data root, image size, epochs, batch size, trials, seeds, methods
+and resources (2 CPU workers per trial, gloo), on a generated 100-class JPEG tree named by ImageNet-100's
+own class list. The comparison runs 3 of its 6 methods (ce and kd, the baselines of its paired columns,
+and ua_dual) to keep the test near 10 minutes here. The teacher is trained once (by 2 workers), a bank is
+built once per seed and used (no teacher forward in any training step), every trial and epoch lands in
+MLflow once, and the comparison ends with its table and paired columns."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def check_trials(client: MlflowClient, experiment: str, trials: int) -> list:
         assert r.info.status == "FINISHED", r.data.tags
         assert [m.step for m in client.get_metric_history(r.info.run_id, "epoch")] == [1]
         forwards = client.get_metric_history(r.info.run_id, "teacher_forwards")
-        assert [m.value for m in forwards] in ([0.0], []), r.data.tags  # [] for ce and dml: no teacher at all
+        assert [m.value for m in forwards] in ([0.0], []), r.data.tags  # [] for ce: no teacher at all
     return runs
 
 
@@ -85,18 +86,19 @@ def test_the_papers_sweep_and_comparison_rehearsed_on_cpu(tmp_path):
     assert sweep.stdout.count("building a soft-label bank") == 1  # seed 0
     check_trials(client, "imagenet100-peer", trials=2)
 
-    compare = run("compare.yaml", tree, storage, uri, tmp_path, "compare.seeds=[0,1]")
+    compare = run("compare.yaml", tree, storage, uri, tmp_path, "compare.seeds=[0,1]",
+                  "compare.methods=[ce,kd,ua_dual]")
     assert "teacher: cache hit" in compare.stdout  # the sweep's teacher, same settings
     assert compare.stdout.count("building a soft-label bank") == 1  # seed 1; seed 0's is the sweep's
     assert compare.stdout.count("bank cache hit") == 1
-    runs = check_trials(client, "imagenet100-compare", trials=12)
-    banked = [r for r in runs if r.data.params["loss.method"] not in ("ce", "dml")]
-    assert all(r.data.metrics["teacher_forwards"] == 0 for r in banked) and len(banked) == 8
+    runs = check_trials(client, "imagenet100-compare", trials=6)
+    banked = [r for r in runs if r.data.params["loss.method"] != "ce"]
+    assert all(r.data.metrics["teacher_forwards"] == 0 for r in banked) and len(banked) == 4
     assert len(list((storage / "teachers").glob("*/banks/*/bank.json"))) == 2
 
     folder = next((storage / "sweeps").glob("imagenet100-compare-*"))
     table = pd.read_csv(folder / "comparison.csv")
-    assert set(table["method"]) == {"ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"}
+    assert set(table["method"]) == {"ce", "kd", "ua_dual"}
     assert {"vs_kd_mean_%", "vs_kd_ci_low_%", "vs_ce_mean_%"} <= set(table.columns)
     ua = table[(table["method"] == "ua_dual")]
     assert (ua["seeds"] == 2).all() and ua["vs_kd_ci_low_%"].notna().all()
