@@ -53,11 +53,39 @@ class SweepSearch(OptunaSearch):
     Tune's saved state can be seconds older than the study (a killed driver): a trial the study already
     holds as finished is re-run by Tune, but the study keeps its first ending and ignores the re-run; a
     trial asked for after that state was saved is marked failed, as Tune will ask for another.
+
+    Pruned is pruned: a trial that ends (without error) before `epochs` was stopped by ASHA, and Optuna
+    is told PRUNED, with its per-epoch values as intermediate values at their epochs (Tune's own searcher
+    tells COMPLETE with the value of the epoch it stopped at, so TPE would model an epoch-1 accuracy as a
+    final one). Intermediate values are keyed by epoch, not by Tune's iteration, which counts on after a
+    restart from a checkpoint; an epoch reported twice keeps its first value.
     """
 
-    def __init__(self, folder: SweepFolder, **kwargs):
+    def __init__(self, folder: SweepFolder, epochs: int, **kwargs):
         super().__init__(study_name=folder.name, storage=optuna_storage(folder), **kwargs)
         self.folder = folder
+        self.epochs = epochs
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if trial_id not in self._completed_trials:
+            self._report(trial_id, result)
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        if isinstance(self.metric, list) or self.metric not in result:
+            return  # Optuna keeps no intermediate values of several objectives
+        trial = self._ot_trials[trial_id]
+        epoch = int(result.get("epoch", 0))
+        if epoch and epoch not in self._storage.get_trial(trial._trial_id).intermediate_values:
+            trial.report(result[self.metric], epoch)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
+        if error or not result or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        self._report(trial_id, result)  # a trial ASHA stops hands its last result to this call only
+        if int(result.get("epoch", 0)) >= self.epochs:
+            return super().on_trial_complete(trial_id, result, error)
+        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        self._completed_trials.add(trial_id)
 
     def restore(self, checkpoint_path: str):
         super().restore(checkpoint_path)
@@ -129,7 +157,8 @@ def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list) -> 
         param_space = {"loss.method": ray.tune.grid_search(spec.compare.methods),
                        "seed": ray.tune.grid_search(spec.compare.seeds)}
     else:
-        searcher = SweepSearch(folder, space=optuna_space(spec), metric=t.metric, mode=t.mode, seed=t.seed)
+        searcher = SweepSearch(folder, spec.students.epochs, space=optuna_space(spec), metric=t.metric, mode=t.mode,
+                               seed=t.seed)
     if t.scheduler == "asha" and not spec.compare:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.students.epochs, grace_period=asha_grace(spec),
                                   reduction_factor=t.reduction_factor)
@@ -270,12 +299,14 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
     files = write_results(df, spec, folder.local, folder.name, study)
     folder.publish(folder.local / OPTUNA_DB, *files.values())
     tracker.log_artifacts(list(files.values()))
+    pruned = df.loc[df["state"] == "pruned", "trial_id"].tolist()
+    tracker.client.set_tag(tracker.parent_id, "pruned_trials", " ".join(pruned) or "none")
+    tracker.log_metrics({"trials_pruned": len(pruned), "trials_completed": int((df["state"] == "completed").sum())})
     print("\n" + format_table(df))
     if summary is not None:
         return end_failed(tracker, folder, summary)
     tracker.finish()
-    stopped = int((df["state"] == "stopped early").sum())
-    print(f"\n{len(df)} trials, {stopped} stopped early by ASHA; results in {folder}")
+    print(f"\n{len(df)} trials, {len(pruned)} pruned by ASHA (PRUNED in the Optuna study); results in {folder}")
     if "best.yaml" in files:
         print(f"best configuration: python -m orchestrator.train {files['best.yaml']}")
     return 0

@@ -25,7 +25,7 @@ from orchestrator.spec import Spec, with_values  # noqa: E402
 
 FIXED_COLUMNS = ("trial_id", "state", "epochs")
 # States whose metrics are a real measurement of their parameters; an errored trial's are not.
-RANKED_STATES = ("completed", "stopped early")
+RANKED_STATES = ("completed", "pruned")
 FROM_SWEEP_TAG = "dualkd.from_sweep"
 SCATTER_PARAMS = ("loss.threshold", "loss.temperature")
 
@@ -47,7 +47,7 @@ def _state(trial: dict, epochs: int, spec: Spec) -> str:
     if not trial.get("metrics"):
         return "no result"
     if epochs < spec.students.epochs:
-        return "stopped early"
+        return "pruned"  # stopped by ASHA, and told to Optuna as PRUNED
     return "completed"
 
 
@@ -83,8 +83,10 @@ def format_table(df: pd.DataFrame) -> str:
 
 
 def best_trial(df: pd.DataFrame, spec: Spec) -> Optional[pd.Series]:
-    """The best row among trials that measured the metric (completed or stopped early), or None."""
-    ranked = df[df["state"].isin(RANKED_STATES) & df[spec.tune.metric].notna()]
+    """The best completed trial; a pruned one only when none completed (its figure is of fewer epochs)."""
+    measured = df[df["state"].isin(RANKED_STATES) & df[spec.tune.metric].notna()]
+    completed = measured[measured["state"] == "completed"]
+    ranked = completed if not completed.empty else measured
     if ranked.empty:
         return None
     metric = ranked[spec.tune.metric]
@@ -168,15 +170,15 @@ def _study_plots(study: optuna.Study, out: Path) -> list[Path]:
 
 
 def _scatter(df: pd.DataFrame, spec: Spec, param: str, out: Path) -> Optional[Path]:
-    """Each student's val top-1 against one parameter; stopped-early trials drawn as crosses."""
+    """Each student's val top-1 against one parameter; pruned trials drawn as crosses."""
     rows = df[df["state"].isin(RANKED_STATES) & df[param].notna()]
     fig, ax = plt.subplots(figsize=(6, 4))
     drawn = False
     for colour, name in enumerate(spec.students.names):
-        for state, marker in (("completed", "o"), ("stopped early", "x")):
+        for state, marker in (("completed", "o"), ("pruned", "x")):
             points = rows[(rows["state"] == state) & rows[f"{name}/val_top1"].notna()]
             if not points.empty:
-                label = name if state == "completed" else f"{name} (stopped early)"
+                label = name if state == "completed" else f"{name} (pruned)"
                 ax.scatter(points[param], points[f"{name}/val_top1"], color=f"C{colour}", marker=marker, label=label)
                 drawn = True
     if not drawn:

@@ -388,7 +388,7 @@ class TrialTracker(Callback):
         checkpoint = last.get(CHECKPOINT_PATH_KEY)
         if checkpoint:
             RunLog(self.client, self.run_id(trial)).log_predictions(checkpoint, self.storage)
-        self.client.set_tag(self.run_id(trial), "state", "completed" if epochs >= self.epochs else "stopped early")
+        self.client.set_tag(self.run_id(trial), "state", "completed" if epochs >= self.epochs else "pruned")
         self.client.set_terminated(self.run_id(trial), status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):

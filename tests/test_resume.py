@@ -98,19 +98,19 @@ def test_restored_searcher_keeps_the_studys_first_ending(tmp_path):
     folder = SweepFolder(str(tmp_path), "sweep")
     folder.local.mkdir()
     space = {"loss.alpha": FloatDistribution(0.2, 0.8)}
-    first = SweepSearch(folder, space=space, metric="val", mode="max", seed=0)
+    first = SweepSearch(folder, 1, space=space, metric="val", mode="max", seed=0)
     first.suggest("a")
     first.save(str(tmp_path / "searcher.pkl"))  # Tune's last saved state
-    first.on_trial_result("a", {"val": 0.5, "training_iteration": 1})
+    first.on_trial_result("a", {"val": 0.5, "epoch": 1, "training_iteration": 1})
     first.on_trial_complete("a", {"val": 0.6})
     first.suggest("b")  # then the driver is killed
 
-    restored = SweepSearch(folder, space=space, metric="val", mode="max", seed=0)
+    restored = SweepSearch(folder, 1, space=space, metric="val", mode="max", seed=0)
     restored.restore(str(tmp_path / "searcher.pkl"))
-    restored.on_trial_result("a", {"val": 0.1, "training_iteration": 1})  # Tune re-runs a
+    restored.on_trial_result("a", {"val": 0.1, "epoch": 1, "training_iteration": 1})  # Tune re-runs a
     restored.on_trial_complete("a", {"val": 0.2})
     restored.suggest("c")
-    restored.on_trial_result("c", {"val": 0.3, "training_iteration": 1})
+    restored.on_trial_result("c", {"val": 0.3, "epoch": 1, "training_iteration": 1})
     restored.on_trial_complete("c", {"val": 0.4})
 
     study = optuna.load_study(study_name="sweep", storage=f"sqlite:///{folder.local / 'optuna.db'}")

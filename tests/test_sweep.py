@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -61,7 +62,14 @@ def test_sweep_end_to_end(ray_local, tmp_path, monkeypatch, capsys):
     assert "loss.threshold" in table and "resnet18/val_top1" in table
     study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'optuna.db'}")
     assert len(study.trials) == 2
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    rows = pd.read_csv(folder / "results.csv", dtype={"trial_id": str})
+    for trial in study.trials:  # the study's state and epochs are the table's: pruned where ASHA stopped it
+        (row,) = rows[rows["loss.threshold"].sub(trial.params["loss.threshold"]).abs() < 1e-9].itertuples()
+        expected = {"completed": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED}
+        assert trial.state == expected[row.state]
+        assert sorted(trial.intermediate_values) == list(range(1, row.epochs + 1))
+    pruned = rows.loc[rows["state"] == "pruned", "trial_id"]
+    assert parent.data.tags["pruned_trials"] == (" ".join(pruned) or "none")
     assert {"loss.threshold", "loss.temperature"} == set(study.trials[0].params)
 
     # What a user sees in the MLflow UI: the runs table first, named runs, parent rows that compare.

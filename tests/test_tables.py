@@ -53,7 +53,7 @@ def test_rows_states_and_order():
     assert list(df.columns) == ["trial_id", "state", "epochs", "loss.threshold", "loss.temperature",
                                 "resnet18/val_top1", "mobilenet_v2/val_top1", "val_top1_mean", "teacher_weight"]
     assert list(df["trial_id"]) == ["failed", "done", "stopped", "nores"]
-    assert list(df["state"]) == ["error", "completed", "stopped early", "no result"]
+    assert list(df["state"]) == ["error", "completed", "pruned", "no result"]
     assert list(df["epochs"]) == [3, 4, 2, 0]
     nores = df.set_index("trial_id").loc["nores"]
     assert math.isnan(nores["loss.temperature"]) and math.isnan(nores["val_top1_mean"])
@@ -64,7 +64,8 @@ def test_mode_min_reverses_and_missing_metric_stays_last():
     spec = make_spec(tune={"mode": "min"})
     df = trials_table(TRIALS, spec)
     assert list(df["trial_id"]) == ["stopped", "done", "failed", "nores"]
-    assert best_trial(df, spec)["trial_id"] == "stopped"
+    assert best_trial(df, spec)["trial_id"] == "done"  # a pruned trial's lower figure is of fewer epochs
+    assert best_trial(df[df["trial_id"] != "done"], spec)["trial_id"] == "stopped"  # none completed
 
 
 def test_best_trial_skips_errors_and_needs_a_metric():
@@ -85,7 +86,7 @@ def test_format_table_is_fixed_width_with_4_decimals():
     text = format_table(trials_table(TRIALS, make_spec()))
     lines = text.splitlines()
     assert len(lines) == 5 and "0.8500" in text and "NaN" in text
-    assert "stopped early" in text
+    assert "pruned" in text
 
 
 def test_best_spec_yaml_loads_back_to_the_best_values(tmp_path):

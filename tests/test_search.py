@@ -1,0 +1,83 @@
+"""What the sweep's searcher tells Optuna, trial by trial (no Ray: Tune's calls made directly)."""
+
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution
+
+from orchestrator.run_sweep import SweepSearch
+from orchestrator.sweep_folder import SweepFolder
+
+EPOCHS = 4
+SPACE = {"loss.alpha": FloatDistribution(0.2, 0.8)}
+State = optuna.trial.TrialState
+
+
+def searcher(tmp_path, **kwargs) -> SweepSearch:
+    folder = SweepFolder(str(tmp_path), "sweep")
+    folder.local.mkdir(exist_ok=True)
+    return SweepSearch(folder, EPOCHS, space=SPACE, metric="val", mode="max", seed=0, **kwargs)
+
+
+def study(tmp_path) -> optuna.Study:
+    return optuna.load_study(study_name="sweep", storage=f"sqlite:///{tmp_path / 'sweep' / 'optuna.db'}")
+
+
+def run(search: SweepSearch, trial_id: str, values: list[float], **ending) -> None:
+    """A trial that reports `values` at epochs 1, 2, ... and then ends as Tune 2.60 ends it: a trial ASHA
+    stops has its last result in on_trial_complete only (`_process_trial_result`), an errored one none."""
+    search.suggest(trial_id)
+    results = [{"val": value, "epoch": epoch, "training_iteration": epoch} for epoch, value in enumerate(values, 1)]
+    for result in results[:-1]:
+        search.on_trial_result(trial_id, result)
+    stopped = len(values) < EPOCHS and not ending
+    if not stopped:  # Tune hands the last result of a trial ASHA stops to on_trial_complete only
+        search.on_trial_result(trial_id, results[-1])
+    search.on_trial_complete(trial_id, None if ending.get("error") else results[-1], **ending)
+
+
+def test_a_trial_stopped_before_its_last_epoch_is_pruned_with_its_epochs_as_intermediate_values(tmp_path):
+    search = searcher(tmp_path)
+    run(search, "full", [0.3, 0.5, 0.6, 0.7])
+    run(search, "stopped", [0.2, 0.25])  # ASHA stopped it after epoch 2
+    run(search, "failed", [0.1], error=True)
+    trials = study(tmp_path).trials
+    assert [t.state for t in trials] == [State.COMPLETE, State.PRUNED, State.FAIL]
+    assert trials[0].value == 0.7 and trials[0].intermediate_values == {1: 0.3, 2: 0.5, 3: 0.6, 4: 0.7}
+    assert trials[1].intermediate_values == {1: 0.2, 2: 0.25}
+    assert trials[1].value == 0.25  # Optuna's own rule: a pruned trial's last intermediate value
+
+
+def test_intermediate_values_are_keyed_by_epoch_and_a_repeated_epoch_keeps_its_first_value(tmp_path):
+    """A worker group restarted from epoch 1's checkpoint reports epoch 2 with Tune's iteration 3."""
+    search = searcher(tmp_path)
+    search.suggest("t")
+    for iteration, (epoch, value) in enumerate([(1, 0.3), (2, 0.4), (2, 0.9), (3, 0.5), (4, 0.6)], start=1):
+        search.on_trial_result("t", {"val": value, "epoch": epoch, "training_iteration": iteration})
+    search.on_trial_complete("t", {"val": 0.6, "epoch": 4})
+    (trial,) = study(tmp_path).trials
+    assert trial.state == State.COMPLETE and trial.intermediate_values == {1: 0.3, 2: 0.4, 3: 0.5, 4: 0.6}
+
+
+def test_a_restored_searcher_keeps_pruned_and_completed_trials_as_they_were(tmp_path):
+    search = searcher(tmp_path)
+    run(search, "a", [0.2])
+    search.suggest("b")
+    search.on_trial_result("b", {"val": 0.3, "epoch": 1})
+    search.save(str(tmp_path / "searcher.pkl"))
+    restored = searcher(tmp_path)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("a", {"val": 0.9, "epoch": EPOCHS})  # Tune re-runs a: the study keeps its ending
+    restored.on_trial_result("b", {"val": 0.35, "epoch": 2})
+    restored.on_trial_complete("b", {"val": 0.35, "epoch": 2})
+    trials = study(tmp_path).trials
+    assert [t.state for t in trials] == [State.PRUNED, State.PRUNED]
+    assert trials[0].value == 0.2 and trials[1].intermediate_values == {1: 0.3, 2: 0.35}
+
+
+@pytest.mark.parametrize("ending", [{"result": None}, {"result": {"val": 0.5, "epoch": EPOCHS}}])
+def test_a_trial_that_ran_every_epoch_or_reported_nothing_is_told_as_tune_tells_it(tmp_path, ending):
+    search = searcher(tmp_path)
+    search.suggest("t")
+    search.on_trial_complete("t", **ending)
+    (trial,) = study(tmp_path).trials
+    assert trial.state == (State.COMPLETE if ending["result"] else State.PRUNED)
