@@ -150,12 +150,16 @@ def trial_configs(spec: Spec) -> list[RunConfig]:
 
 
 def check_metric(spec: Spec, found: Findings) -> None:
-    """`tune.metric` must be in every epoch's report of every trial: Tune and ASHA read it each epoch."""
+    """Each of `tune.metric` (and `tune.scheduler_metric`) must be in every epoch's report of every trial:
+    Tune, Optuna and ASHA read them each epoch."""
     names = [epoch_metric_names(cfg) for cfg in trial_configs(spec)]
     common = [n for n in names[0] if all(n in other for other in names[1:])]
-    if spec.tune.metric not in common:
-        found.problems.append(f"tune.metric {spec.tune.metric!r} is not reported by every trial's epochs: "
-                              f"use one of {', '.join(common)}")
+    keys = [("tune.metric", metric) for metric, _ in spec.tune.objectives]
+    keys += [("tune.scheduler_metric", spec.tune.scheduler_metric)] if spec.tune.scheduler_metric else []
+    for key, metric in keys:
+        if metric not in common:
+            found.problems.append(f"{key} {metric!r} is not reported by every trial's epochs: "
+                                  f"use one of {', '.join(common)}")
 
 
 def preflight(spec: Spec, outputs: str, *, create: bool, skip_data_check: bool = False,

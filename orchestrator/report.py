@@ -46,6 +46,7 @@ class LoggedSweep:
     spec: Spec
     trials: list[dict] = field(default_factory=list)
     child_ids: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # trial id -> the number its run's name starts with
 
 
 def _param_value(text: str) -> Any:
@@ -81,6 +82,7 @@ def load_sweep(client: MlflowClient, name: str) -> LoggedSweep:
     for child in sorted(children, key=lambda r: r.info.start_time):
         trial_id = child.data.tags.get(TRIAL_TAG, child.info.run_id)
         sweep.child_ids[trial_id] = child.info.run_id
+        sweep.names[trial_id] = (child.info.run_name or trial_id).split()[0]
         params = {k: _param_value(v) for k, v in child.data.params.items()}
         constants = {k: float(params.pop(k)) for k in list(params) if is_constant(k)}  # sizes, teacher top-1
         sweep.trials.append({"trial_id": trial_id, "params": params,
@@ -99,7 +101,7 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: b
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = sweep.spec
     trials = trials_table(sweep.trials, spec)
-    files = write_results(trials, spec, out_dir, sweep.name)
+    files = write_results(trials, spec, out_dir, sweep.name, names=sweep.names)
     if spec.compare:
         names = spec.students.names
         table = comparison_table(sweep.trials, names, spec.compare.methods, spec.compare.interval)
@@ -123,8 +125,8 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: b
         if spec.compare:  # per method and student, so comparisons compare in the runs table
             now = int(time.time() * 1000)
             client.log_batch(sweep.parent_id, metrics=[Metric(k, v, now, 0) for k, v in parent_metrics(table).items()])
-        for path in files.values():
-            client.log_artifact(sweep.parent_id, str(path), "report")
+        for name, path in files.items():
+            client.log_artifact(sweep.parent_id, str(path), str(Path("report") / Path(name).parent))
     return files
 
 

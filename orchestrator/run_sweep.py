@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import optuna
+import pandas as pd
 import ray
 import ray.tune
 import torch
@@ -22,6 +23,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.cli import start_ray
 from orchestrator.comparison import teacher_uncertainty
+from orchestrator.gating import log_gating_curve, train_logits_of
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
 from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator import storage_faults
@@ -137,11 +139,11 @@ class StorageGuard(Callback):
 def progress_reporter(spec: Spec) -> CLIReporter:
     """Epoch, each student's top-1 and the sweep metric, per trial with its searched values."""
     metrics = {"epoch": "epoch", **{f"{n}/val_top1": f"{n} top-1" for n in spec.students.names},
-               spec.tune.metric: spec.tune.metric}
+               **{metric: metric for metric, _ in spec.tune.objectives}}
     keys = list(spec.search) or (["loss.method", "seed"] if spec.compare else [])
     params = {key: key.split(".")[-1] for key in keys}
     return CLIReporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=30,
-                       sort_by_metric=True)  # by TuneConfig's metric and mode
+                       sort_by_metric=True)  # by TuneConfig's metric and mode: `TuneSettings.rank_metric`
 
 
 def asha_grace(spec: Spec) -> int:
@@ -150,8 +152,11 @@ def asha_grace(spec: Spec) -> int:
 
 
 def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list) -> ray.tune.Tuner:
-    """A sweep: Optuna proposes every trial. A comparison: a grid of fixed (method, seed) trials, run to the end."""
+    """A sweep: Optuna proposes every trial (on several objectives, its multi-objective TPE). A comparison: a
+    grid of fixed (method, seed) trials, run to the end. Tune itself (ASHA, the progress table) follows one
+    metric: `TuneSettings.rank_metric`."""
     t = spec.tune
+    rank_metric, rank_mode = t.rank_metric
     searcher, param_space = None, None
     if spec.compare:
         param_space = {"loss.method": ray.tune.grid_search(spec.compare.methods),
@@ -167,7 +172,7 @@ def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list) -> 
     return ray.tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=ray.tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=searcher, scheduler=scheduler,
+        tune_config=ray.tune.TuneConfig(metric=rank_metric, mode=rank_mode, search_alg=searcher, scheduler=scheduler,
                                         num_samples=1 if spec.compare else t.num_trials,
                                         max_concurrent_trials=t.max_concurrent_trials),
         run_config=ray.tune.RunConfig(name=folder.name, storage_path=folder.root, callbacks=callbacks,
@@ -202,6 +207,15 @@ def log_teacher_uncertainty(tracker: SweepTracker, teacher_dir: Optional[str], t
     tracker.log_metrics(summary)
     print("teacher uncertainty u = H/log C on the training set: "
           + ", ".join(f"{k.removeprefix('teacher_u/train_')} {v:.3f}" for k, v in summary.items()))
+
+
+def log_teacher_gating(tracker: SweepTracker, spec: Spec, teacher_dir: Optional[str]) -> None:
+    """The share gated out and the mean teacher weight against `loss.threshold`, on the parent run before the
+    first trial (`orchestrator.gating`): whether the searched range gates anything."""
+    logits = train_logits_of(teacher_dir) if teacher_dir else None
+    if logits is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            log_gating_curve(tracker.client, tracker.parent_id, spec, logits, tmp)
 
 
 def failure_summary(grid) -> Optional[str]:
@@ -261,6 +275,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
 
     run_cfg, banks = prepare_teacher_and_banks(spec, run_seeds(spec))
     log_teacher_uncertainty(tracker, run_cfg.teacher_dir, spec.loss.threshold)
+    log_teacher_gating(tracker, spec, run_cfg.teacher_dir)
     trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage, banks)
     if resume and ray.tune.Tuner.can_restore(folder.location):
         print(f"resuming {folder}")
@@ -292,13 +307,17 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
     records = trial_records(grid)
     df = trials_table(records, spec)
     best = best_trial(df, spec)
-    if best is not None:
+    if best is not None and not spec.tune.pareto:
         final = next(r["metrics"] for r in records if r["trial_id"] == best["trial_id"])
         tracker.log_best(best["trial_id"], best_params(df, spec), final)
     study = optuna.load_study(study_name=folder.name, storage=optuna_storage(folder))
-    files = write_results(df, spec, folder.local, folder.name, study)
+    names = tracker.trial_names()
+    files = write_results(df, spec, folder.local, folder.name, study, names)
     folder.publish(folder.local / OPTUNA_DB, *files.values())
-    tracker.log_artifacts(list(files.values()))
+    tracker.log_artifacts(files)
+    if spec.tune.pareto:
+        front = pd.read_csv(files["pareto.csv"])["trial"].tolist()
+        tracker.client.set_tag(tracker.parent_id, "pareto_front", " ".join(front) or "none")
     pruned = df.loc[df["state"] == "pruned", "trial_id"].tolist()
     tracker.client.set_tag(tracker.parent_id, "pruned_trials", " ".join(pruned) or "none")
     tracker.log_metrics({"trials_pruned": len(pruned), "trials_completed": int((df["state"] == "completed").sum())})
@@ -309,4 +328,8 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
     print(f"\n{len(df)} trials, {len(pruned)} pruned by ASHA (PRUNED in the Optuna study); results in {folder}")
     if "best.yaml" in files:
         print(f"best configuration: python -m orchestrator.train {files['best.yaml']}")
+    if spec.tune.pareto:
+        print(f"Pareto front ({', '.join(m for m, _ in spec.tune.objectives)}): "
+              + (", ".join(front) or "no completed trial")
+              + (f"; train one: python -m orchestrator.train {folder.local / 'pareto' / front[0]}.yaml" if front else ""))
     return 0

@@ -80,15 +80,55 @@ class Resources(Strict):
     max_failures: int = Field(0, ge=0, description="worker-group restarts per trial, from its last checkpoint")
 
 
+Mode = Literal["max", "min"]
+
+
 class TuneSettings(Strict):
-    metric: str = "val_top1_mean"
-    mode: Literal["max", "min"] = "max"
+    metric: Union[str, list[str]] = Field("val_top1_mean", description="a reported metric, or a list of them: a "
+                                          "Pareto search over several objectives")
+    mode: Union[Mode, list[Mode]] = Field("max", description="max or min, or one per metric of a list")
+    scheduler_metric: Optional[str] = Field(None, description="the one metric ASHA stops trials on in a Pareto "
+                                            "search; default: tune.metric when it is one")
+    scheduler_mode: Optional[Mode] = Field(None, description="default: its mode in tune.metric, else max")
     num_trials: int = Field(8, ge=1)
     scheduler: Literal["asha", "fifo"] = "asha"
     grace_period: int = Field(2, ge=1, description="epochs every trial runs before ASHA may stop it")
     reduction_factor: float = Field(2, gt=1)
     max_concurrent_trials: int = Field(2, ge=1)
     seed: int = Field(0, ge=0, description="the Optuna sampler's seed")
+
+    @model_validator(mode="after")
+    def _objectives(self) -> "TuneSettings":
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        modes = self.mode if isinstance(self.mode, list) else [self.mode]
+        if len(metrics) != len(set(metrics)) or not metrics:
+            raise ValueError(f"metric {self.metric}: list each metric once")
+        if isinstance(self.metric, list) != isinstance(self.mode, list) or len(modes) != len(metrics):
+            raise ValueError(f"mode {self.mode} does not match metric {self.metric}: give one mode (max or min) per "
+                             "metric, as a list when tune.metric is a list")
+        if self.pareto and self.scheduler == "asha" and self.scheduler_metric is None:
+            raise ValueError(f"metric lists {len(metrics)} objectives and ASHA stops trials on one: set "
+                             "tune.scheduler_metric (e.g. val_top1_mean), or tune.scheduler: fifo")
+        return self
+
+    @property
+    def objectives(self) -> list[tuple[str, str]]:
+        """(metric, mode) of each objective: one for a plain search, several for a Pareto search."""
+        if isinstance(self.metric, list):
+            return list(zip(self.metric, self.mode))
+        return [(self.metric, self.mode)]
+
+    @property
+    def pareto(self) -> bool:
+        return isinstance(self.metric, list) and len(self.metric) > 1
+
+    @property
+    def rank_metric(self) -> tuple[str, str]:
+        """The one (metric, mode) that ASHA stops on and that orders tables and Tune's progress."""
+        modes = dict(self.objectives)
+        if self.scheduler_metric:
+            return self.scheduler_metric, self.scheduler_mode or modes.get(self.scheduler_metric, "max")
+        return self.objectives[0]
 
 
 class CompareSettings(Strict):
@@ -134,6 +174,8 @@ class Spec(RunConfig):
             _check_search_key(key, self.loss.method)
         if self.compare and self.search:
             raise ValueError("a spec has either search (a sweep) or compare (fixed trials): remove one of them")
+        if self.compare and isinstance(self.tune.metric, list):
+            raise ValueError("tune.metric lists objectives, which a comparison does not search: give it one metric")
         if "seed" in self.search:
             raise ValueError("search key 'seed' is not searched (a seed is no setting to tune): compare seeds with a "
                              "compare section instead")

@@ -50,6 +50,9 @@ def with_best_values(spec: Spec, sweep_name: str, uri: str) -> Spec:
     from orchestrator.tracking import open_client
 
     earlier = load_sweep(open_client(uri), sweep_name)
+    if earlier.spec.tune.pareto:
+        raise SpecError(f"sweep {earlier.name!r} is a Pareto search with no one best trial: compare the values of "
+                        "one front trial (its pareto/tNN.yaml) instead of --from-sweep")
     params = best_params(trials_table(earlier.trials, earlier.spec), earlier.spec)
     if not params:
         raise SpecError(f"sweep {earlier.name!r} has no trial that measured {earlier.spec.tune.metric}: "
@@ -68,9 +71,14 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
                   f"{spec.compare.seeds}")
         scheduler = "FIFO (every trial runs all epochs)"
     else:
-        trials = f"{t.num_trials} (Optuna TPE, seed {t.seed})"
-        scheduler = (f"ASHA on '{t.metric}' ({t.mode}), grace {t.grace_period} epochs, reduction {t.reduction_factor}"
+        objectives = " and ".join(f"{metric} ({mode})" for metric, mode in t.objectives)
+        trials = (f"{t.num_trials} (Optuna {'multi-objective ' if t.pareto else ''}TPE, seed {t.seed}) on "
+                  f"{objectives}")
+        metric, mode = t.rank_metric
+        scheduler = (f"ASHA on '{metric}' ({mode}), grace {t.grace_period} epochs, reduction {t.reduction_factor}"
                      if t.scheduler == "asha" else "FIFO (every trial runs all epochs)")
+        if t.pareto and t.scheduler == "asha":
+            scheduler += f"; early stopping follows {metric} alone, not the front"
         if t.scheduler == "asha" and t.grace_period >= spec.students.epochs:
             scheduler += f" (the grace period covers all {spec.students.epochs} epochs: no trial is stopped early)"
     return "\n".join([
@@ -93,6 +101,17 @@ def print_notes(notes: list[str]) -> None:
         print(f"  note: {note}")
 
 
+def print_gating_view(spec: Optional[Spec]) -> None:
+    """The teacher's weight at the searched thresholds when the teacher is cached (`orchestrator.gating`);
+    nothing without a resolved spec, whose paths name the teacher folder the run will use."""
+    if spec is None:
+        return
+    from orchestrator.gating import cached_plan_lines  # matplotlib and pandas load only here
+
+    for line in cached_plan_lines(spec):
+        print(f"  {line}")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     spec = load_spec(args.spec, args.overrides)
@@ -109,21 +128,23 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not spec.compare:
             raise SpecError("--from-sweep feeds a comparison: use it with a spec that has a compare section")
         spec = with_best_values(spec, from_sweep, uri)
-    notes, written = [], spec  # the plan shows the settings as written (and where they came from)
+    notes, written, resolved = [], spec, None  # the plan shows the settings as written (and where they came from)
     try:
-        spec = spec.resolved()  # paths and environment variables: fixed before Ray starts
+        spec = resolved = spec.resolved()  # paths and environment variables: fixed before Ray starts
     except SpecError as err:
         if not args.dry_run:
             raise
         notes.append(f"{err} (before the real run)")
     if args.dry_run:  # the plan first, then what the checks found; nothing is created
         print(describe_plan(written, sweep_folder(spec, args.resume, claim=False), uri))
+        print_gating_view(resolved)
         print_notes(notes)
         print_notes(preflight(spec, sweeps_root(spec), create=False, skip_data_check=args.skip_data_check))
         return 0
     notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=args.skip_data_check)
     folder = sweep_folder(spec, args.resume)
     print(describe_plan(written, folder, uri))
+    print_gating_view(spec)
     print_notes(notes)
     from orchestrator.run_sweep import run_sweep  # Ray, Tune and MLflow load only when the sweep runs
 

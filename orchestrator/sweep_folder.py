@@ -37,7 +37,8 @@ class SweepFolder:
         if storage.is_uri(self.root):
             for path in paths:
                 if path.exists():
-                    storage.upload(path, storage.join(self.location, path.name))
+                    name = path.relative_to(self.local).as_posix() if path.is_relative_to(self.local) else path.name
+                    storage.upload(path, storage.join(self.location, name))  # pareto/t03.yaml keeps its folder
 
     def fetch(self, *names: str) -> None:
         """Bring the bucket's copies of these files back into `local` (a sweep resumed on another machine)."""

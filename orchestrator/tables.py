@@ -21,6 +21,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+from orchestrator.pareto import candidates, pareto_front, plot_front  # noqa: E402
 from orchestrator.spec import Spec, with_values  # noqa: E402
 
 FIXED_COLUMNS = ("trial_id", "state", "epochs")
@@ -28,12 +29,14 @@ FIXED_COLUMNS = ("trial_id", "state", "epochs")
 RANKED_STATES = ("completed", "pruned")
 FROM_SWEEP_TAG = "dualkd.from_sweep"
 SCATTER_PARAMS = ("loss.threshold", "loss.temperature")
+PARETO_DIR = "pareto"
 
 
 def _metric_columns(spec: Spec) -> list[str]:
-    """Each student's top-1 and the sweep metric, once even when the metric is a student's top-1."""
+    """Each student's top-1 and the sweep's objectives, once even when an objective is a student's top-1."""
     columns = [f"{name}/val_top1" for name in spec.students.names]
-    return list(dict.fromkeys([*columns, spec.tune.metric]))
+    objectives = [metric for metric, _ in spec.tune.objectives]
+    return list(dict.fromkeys([*columns, *objectives, spec.tune.rank_metric[0]]))
 
 
 def _param_columns(df: pd.DataFrame, spec: Spec) -> list[str]:
@@ -52,7 +55,8 @@ def _state(trial: dict, epochs: int, spec: Spec) -> str:
 
 
 def trials_table(trials: list[dict], spec: Spec) -> pd.DataFrame:
-    """One row per trial, best first by `spec.tune.metric`; trials without the metric last, gaps as NaN."""
+    """One row per trial, best first by the sweep's ranking metric (`TuneSettings.rank_metric`); trials without
+    it last, gaps as NaN."""
     params = list(dict.fromkeys([*spec.search, *(k for t in trials for k in t.get("params") or {})]))
     metrics = _metric_columns(spec)
     if any("teacher_weight" in (t.get("metrics") or {}) for t in trials):
@@ -66,7 +70,8 @@ def trials_table(trials: list[dict], spec: Spec) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=[*FIXED_COLUMNS, *params, *metrics])
     df[metrics] = df[metrics].astype(float)
     df["epochs"] = df["epochs"].astype(int)
-    df = df.sort_values(spec.tune.metric, ascending=spec.tune.mode == "min", na_position="last", kind="stable")
+    metric, mode = spec.tune.rank_metric
+    df = df.sort_values(metric, ascending=mode == "min", na_position="last", kind="stable")
     return df.reset_index(drop=True)
 
 
@@ -84,13 +89,14 @@ def format_table(df: pd.DataFrame) -> str:
 
 def best_trial(df: pd.DataFrame, spec: Spec) -> Optional[pd.Series]:
     """The best completed trial; a pruned one only when none completed (its figure is of fewer epochs)."""
-    measured = df[df["state"].isin(RANKED_STATES) & df[spec.tune.metric].notna()]
+    metric, mode = spec.tune.rank_metric
+    measured = df[df["state"].isin(RANKED_STATES) & df[metric].notna()]
     completed = measured[measured["state"] == "completed"]
     ranked = completed if not completed.empty else measured
     if ranked.empty:
         return None
-    metric = ranked[spec.tune.metric]
-    return ranked.loc[metric.idxmax() if spec.tune.mode == "max" else metric.idxmin()]
+    values = ranked[metric]
+    return ranked.loc[values.idxmax() if mode == "max" else values.idxmin()]
 
 
 def best_params(df: pd.DataFrame, spec: Spec) -> Optional[dict[str, Any]]:
@@ -105,20 +111,23 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def best_spec_yaml(spec: Spec, params: dict, trial_id: Optional[str] = None,
-                   metric_value: Optional[float] = None, sweep_name: Optional[str] = None) -> str:
+def best_spec_yaml(spec: Spec, params: dict, trial_id: Optional[str] = None, figures: Optional[dict] = None,
+                   sweep_name: Optional[str] = None, label: str = "best") -> str:
     """The spec with `params` fixed and no search, so `python -m orchestrator.train` trains exactly them.
 
+    `label` names the spec (`NAME-best`, or a front trial's `NAME-t03`) and the file it is written to.
     Its runs carry the MLflow tag `dualkd.from_sweep`: where the values came from."""
     values = {key: _plain(value) for key, value in params.items()}
     tags = {**spec.mlflow.tags, **({FROM_SWEEP_TAG: sweep_name} if sweep_name else {})}
-    best = with_values(spec, {**values, "name": f"{spec.name}-best", "search": {}, "mlflow.tags": tags})
+    best = with_values(spec, {**values, "name": f"{spec.name}-{label}", "search": {}, "mlflow.tags": tags})
     source = f"trial {trial_id}" if trial_id else "the best trial"
-    if metric_value is not None:
-        source += f" ({spec.tune.metric} = {metric_value:.4f}, mode {spec.tune.mode})"
-    header = (f"# Best values of sweep {spec.name!r}, from {source}:\n"
+    if figures:
+        source += " (" + ", ".join(f"{metric} = {value:.4f}" for metric, value in figures.items()) + ")"
+    kind = "Best values" if label == "best" else "Values of a Pareto-front trial"
+    file = "best.yaml" if label == "best" else f"{PARETO_DIR}/{label}.yaml"
+    header = (f"# {kind} of sweep {spec.name!r}, from {source}:\n"
               + "".join(f"#   {key}: {value}\n" for key, value in values.items())
-              + "# Train it: python -m orchestrator.train best.yaml\n")
+              + f"# Train it: python -m orchestrator.train {file}\n")
     raw = best.model_dump(mode="json")
     return header + yaml.safe_dump({"name": raw.pop("name"), **raw}, sort_keys=False)
 
@@ -149,7 +158,7 @@ def _study_plots(study: optuna.Study, out: Path) -> list[Path]:
     from optuna.visualization.matplotlib import plot_optimization_history, plot_param_importances
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if not complete:
+    if not complete or len(study.directions) > 1:  # several objectives: pareto.png shows them
         return []
     written = []
     # rc_context: optuna switches pyplot to its ggplot style, which would leak into every later plot.
@@ -210,20 +219,47 @@ def make_plots(df: pd.DataFrame, spec: Spec, out_dir: str | Path, study: Optiona
     return written
 
 
+def _objective_figures(row: pd.Series, spec: Spec) -> dict[str, float]:
+    return {metric: float(row[metric]) for metric, _ in spec.tune.objectives}
+
+
+def write_front(df: pd.DataFrame, spec: Spec, out: Path, sweep_name: Optional[str],
+                names: dict[str, str]) -> dict[str, Path]:
+    """pareto.csv, pareto.md, pareto.png and pareto/tNN.yaml for each trial of a Pareto search's front."""
+    front = pareto_front(df, spec)
+    table = front.assign(trial=[names.get(t, t) for t in front["trial_id"]])
+    table = table[["trial", *[c for c in front.columns if c != "trial"]]]
+    written = {"pareto.csv": out / "pareto.csv", "pareto.md": out / "pareto.md"}
+    table.to_csv(written["pareto.csv"], index=False)
+    written["pareto.md"].write_text(_markdown(table))
+    if not candidates(df, spec).empty:
+        written["pareto.png"] = plot_front(df, front, spec, names, out / "pareto.png")
+    (out / PARETO_DIR).mkdir(exist_ok=True)
+    for _, row in table.iterrows():
+        params = {key: _plain(row[key]) for key in _param_columns(df, spec)}
+        path = out / PARETO_DIR / f"{row['trial']}.yaml"
+        path.write_text(best_spec_yaml(spec, params, trial_id=row["trial_id"], figures=_objective_figures(row, spec),
+                                       sweep_name=sweep_name, label=row["trial"]))
+        written[f"{PARETO_DIR}/{path.name}"] = path
+    return written
+
+
 def write_results(df: pd.DataFrame, spec: Spec, out_dir: str | Path, sweep_name: Optional[str] = None,
-                  study: Optional[optuna.Study] = None) -> dict[str, Path]:
-    """results.csv, results.md, best.yaml (when a trial measured the metric) and the plots; name -> path."""
+                  study: Optional[optuna.Study] = None, names: Optional[dict[str, str]] = None) -> dict[str, Path]:
+    """results.csv, results.md, the plots, and best.yaml (when a trial measured the metric) or, for a Pareto
+    search, the front's files (`names`: trial id -> the name its MLflow run starts with); name -> path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"results.csv": out / "results.csv", "results.md": out / "results.md"}
     df.to_csv(written["results.csv"], index=False)
     written["results.md"].write_text(_markdown(df))
     best = best_trial(df, spec)
-    if best is not None:
-        params = best_params(df, spec)
+    if spec.tune.pareto:
+        written.update(write_front(df, spec, out, sweep_name, names or {}))
+    elif best is not None:
         written["best.yaml"] = out / "best.yaml"
         written["best.yaml"].write_text(
-            best_spec_yaml(spec, params, trial_id=best["trial_id"], metric_value=best[spec.tune.metric],
-                           sweep_name=sweep_name))
+            best_spec_yaml(spec, best_params(df, spec), trial_id=best["trial_id"],
+                           figures={spec.tune.rank_metric[0]: best[spec.tune.rank_metric[0]]}, sweep_name=sweep_name))
     written.update({path.name: path for path in make_plots(df, spec, out, study)})
     return written

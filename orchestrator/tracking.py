@@ -276,9 +276,11 @@ class TrackedRun:
         now = int(time.time() * 1000)
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
 
-    def log_artifacts(self, files: list[Path]) -> None:
-        for path in files:
-            self.client.log_artifact(self.run_id, str(path))
+    def log_artifacts(self, files: dict[str, Path]) -> None:
+        """name -> file; a name with a folder (`pareto/t03.yaml`) keeps it among the run's artifacts."""
+        for name, path in files.items():
+            folder = str(Path(name).parent)
+            self.client.log_artifact(self.run_id, str(path), None if folder == "." else folder)
 
     def finish(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status=status)
@@ -311,6 +313,12 @@ class SweepTracker(TrackedRun):
         step = int(result.get("epoch", 0))
         metrics = [Metric(k, v, int(time.time() * 1000), step) for k, v in numeric_metrics(result).items()]
         self.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag("best_trial", trial_id)])
+
+    def trial_names(self) -> dict[str, str]:
+        """Tune trial id -> the number its MLflow run's name starts with (`t03`): how users name trials."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{self.run_id}'",
+                                       max_results=5000)
+        return {run.data.tags[TRIAL_TAG]: run.info.run_name.split()[0] for run in runs}
 
     def callback(self, epochs: int, storage_location: str) -> "TrialTracker":
         return TrialTracker(self.uri, self.experiment_id, self.run_id, self.sweep_id, epochs, storage_location,

@@ -91,7 +91,8 @@ def test_format_table_is_fixed_width_with_4_decimals():
 
 def test_best_spec_yaml_loads_back_to_the_best_values(tmp_path):
     spec = make_spec()
-    text = best_spec_yaml(spec, {"loss.threshold": 0.5, "loss.temperature": 2.0}, trial_id="done", metric_value=0.85)
+    text = best_spec_yaml(spec, {"loss.threshold": 0.5, "loss.temperature": 2.0}, trial_id="done",
+                          figures={"val_top1_mean": 0.85})
     assert text.startswith("#") and "trial done" in text and "val_top1_mean = 0.8500" in text
     path = tmp_path / "best.yaml"
     path.write_text(text)

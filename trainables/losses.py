@@ -25,7 +25,7 @@ from torch import Tensor
 
 WEIGHTINGS = ("none", "entropy", "threshold", "entropy+threshold")
 PEER_WEIGHTINGS = ("uniform", "inverse")
-_GATED_WEIGHTINGS = ("threshold", "entropy+threshold")
+GATED_WEIGHTINGS = ("threshold", "entropy+threshold")
 
 # What each method forces; the remaining settings come from the run's loss config.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -86,7 +86,7 @@ def teacher_certainty(
             return torch.ones(z.shape[0], device=z.device, dtype=torch.float32)
         u = normalized_entropy(z)
         w = torch.ones_like(u) if weighting == "threshold" else 1.0 - u
-        if weighting in _GATED_WEIGHTINGS and threshold is not None:
+        if weighting in GATED_WEIGHTINGS and threshold is not None:
             w = torch.where(u > float(threshold), torch.zeros_like(w), w)
         return w
 
@@ -235,7 +235,7 @@ def students_loss(
     if teacher_logits is not None:
         w = teacher_certainty(teacher_logits, weighting, threshold)
         teacher_weight = w.mean()
-        gated = gated_fraction(teacher_logits, threshold if weighting in _GATED_WEIGHTINGS else None)
+        gated = gated_fraction(teacher_logits, threshold if weighting in GATED_WEIGHTINGS else None)
     else:
         w = None
         teacher_weight = _zero(logits[0])

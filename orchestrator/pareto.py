@@ -1,0 +1,65 @@
+"""A Pareto search's outputs: the non-dominated trials, their plot and a ready-to-train spec for each.
+
+One scalar hides the dual-student trade-off (a setting that helps ResNet-18 and hurts MobileNetV2 ranks
+like its mirror image); a front shows what each trial gives up. Pure functions on the results table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # plots are files; a sweep often runs without a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from orchestrator.spec import Spec  # noqa: E402
+
+def dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether `a` is at least as good as `b` everywhere and better somewhere (both as larger-is-better)."""
+    return bool(np.all(a >= b) and np.any(a > b))
+
+
+def _as_maximised(df: pd.DataFrame, objectives: list[tuple[str, str]]) -> np.ndarray:
+    columns = [df[metric].to_numpy(dtype=float) * (1 if mode == "max" else -1) for metric, mode in objectives]
+    return np.stack(columns, axis=1)
+
+
+def candidates(df: pd.DataFrame, spec: Spec) -> pd.DataFrame:
+    """Completed trials that measured every objective: a pruned trial's figures are of fewer epochs."""
+    metrics = [metric for metric, _ in spec.tune.objectives]
+    return df[(df["state"] == "completed") & df[metrics].notna().all(axis=1)]
+
+
+def pareto_front(df: pd.DataFrame, spec: Spec) -> pd.DataFrame:
+    """The completed trials no other completed trial dominates, in the table's order."""
+    rows = candidates(df, spec)
+    points = _as_maximised(rows, spec.tune.objectives)
+    keep = [not any(dominates(other, point) for other in points) for point in points]
+    return rows[keep]
+
+
+def plot_front(df: pd.DataFrame, front: pd.DataFrame, spec: Spec, names: dict[str, str], path: Path) -> Path:
+    """Every completed trial on the first two objectives, the front highlighted, joined and named."""
+    (x, x_mode), (y, y_mode) = spec.tune.objectives[:2]
+    rows = candidates(df, spec)
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    ax.scatter(rows[x], rows[y], color="0.6", label="completed trials")
+    line = front.sort_values(x)
+    ax.plot(line[x], line[y], color="C3", marker="o", label="Pareto front")
+    for _, row in front.iterrows():
+        ax.annotate(names.get(row["trial_id"], row["trial_id"]), (row[x], row[y]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set_xlabel(f"{x} ({x_mode})")
+    ax.set_ylabel(f"{y} ({y_mode})")
+    title = f"{spec.name}: Pareto front"
+    if len(spec.tune.objectives) > 2:
+        title += f" (first 2 of {len(spec.tune.objectives)} objectives)"
+    ax.set_title(title)
+    ax.legend()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
