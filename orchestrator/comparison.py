@@ -21,7 +21,7 @@ from matplotlib import ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from orchestrator.paired import Interval, paired_difference  # noqa: E402
+from orchestrator.paired import LEVEL, Interval, paired_difference  # noqa: E402
 from orchestrator.tables import _markdown, _save  # noqa: E402
 from trainables.losses import PRESETS, normalized_entropy  # noqa: E402
 from trainables.metrics import calibration_bins, expected_calibration_error  # noqa: E402
@@ -79,14 +79,15 @@ def _top1_by_seed(runs: list[dict], name: str) -> dict[int, float]:
 
 
 def comparison_table(trials: list[dict], student_names: list[str], methods: list[str],
-                     interval: Interval = "t") -> pd.DataFrame:
+                     interval: Interval = "t", level: float = LEVEL, note: Optional[str] = None) -> pd.DataFrame:
     """One row per (method, student), in the given orders; seeds pooled, percentages x100.
 
     Sizes, compression and the teacher's top-1 come from any finished trial (one teacher and the
     same architectures for the whole comparison), so a method without a teacher still shows how
     much smaller its student is. A method with no finished trial keeps its row, with 0 seeds.
     The paired columns compare each method with kd and ce on the seeds both finished (NaN for the
-    reference itself and where it is not among `methods`).
+    reference itself and where it is not among `methods`). `level`: the intervals' level (a sequential
+    comparison's is higher: `orchestrator.sequential`); `note` goes into the caption.
     """
     done = _finished(trials)
     reports = [t["metrics"] for t in done]
@@ -101,7 +102,7 @@ def comparison_table(trials: list[dict], student_names: list[str], methods: list
             measured = [m for m in runs if m.get(f"{name}/val_top1") is not None]
             paired = {}
             for ref in REFERENCES:
-                d = paired_difference(by_seed[method, name], by_seed.get((ref, name), {}), interval)
+                d = paired_difference(by_seed[method, name], by_seed.get((ref, name), {}), interval, level)
                 same = method == ref or d.seeds == 0
                 paired.update({f"vs_{ref}_mean_%": math.nan if same else d.mean,
                                f"vs_{ref}_ci_low_%": math.nan if same else d.low,
@@ -124,6 +125,7 @@ def comparison_table(trials: list[dict], student_names: list[str], methods: list
             })
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df.attrs["interval"] = interval
+    df.attrs["note"] = note
     for column in ("params", "flops_per_image"):
         df[column] = df[column].round().astype("Int64")
     return df
@@ -188,7 +190,8 @@ def comparison_markdown(df: pd.DataFrame) -> str:
 
 
 def caption(df: pd.DataFrame) -> str:
-    return CAPTION.format(interval=INTERVAL_NAMES[df.attrs.get("interval", "t")])
+    text = CAPTION.format(interval=INTERVAL_NAMES[df.attrs.get("interval", "t")])
+    return text + (f" {df.attrs['note']}" if df.attrs.get("note") else "")
 
 
 def comparison_latex(df: pd.DataFrame) -> str:

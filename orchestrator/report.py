@@ -25,6 +25,8 @@ from mlflow.entities import Metric
 from orchestrator.cli import run_main
 from orchestrator.comparison import (REFERENCES, analysis_plots, comparison_table, format_comparison,
                                      write_comparison)
+from orchestrator.paired import LEVEL
+from orchestrator.sequential import STOP_TAG, plan_of, table_note
 from orchestrator.spec import Spec, SpecError
 from orchestrator.sweep_folder import sweep_order
 from orchestrator.tables import format_table, trials_table, write_results
@@ -104,7 +106,10 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: b
     files = write_results(trials, spec, out_dir, sweep.name, names=sweep.names)
     if spec.compare:
         names = spec.students.names
-        table = comparison_table(sweep.trials, names, spec.compare.methods, spec.compare.interval)
+        plan = plan_of(spec)
+        stopped = client.get_run(sweep.parent_id).data.tags.get(STOP_TAG)
+        table = comparison_table(sweep.trials, names, spec.compare.methods, spec.compare.interval,
+                                 plan.look_level if plan else LEVEL, table_note(spec, sweep.trials, stopped))
         files.update(write_comparison(table, out_dir))
         predictions, histories = {}, {}
         for trial_id, run_id in sweep.child_ids.items():

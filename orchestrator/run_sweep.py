@@ -19,12 +19,14 @@ import yaml
 from ray.tune import Callback, CLIReporter
 from ray.tune.error import TuneError
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.cli import start_ray
 from orchestrator.comparison import teacher_uncertainty
 from orchestrator.gating import log_gating_curve, train_logits_of
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
+from orchestrator.sequential import STOP_TAG, stop_reason
 from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator import storage_faults
 from orchestrator.sweep_folder import SweepFolder
@@ -61,14 +63,35 @@ class SweepSearch(OptunaSearch):
     tells COMPLETE with the value of the epoch it stopped at, so TPE would model an epoch-1 accuracy as a
     final one). Intermediate values are keyed by epoch, not by Tune's iteration, which counts on after a
     restart from a checkpoint; an epoch reported twice keeps its first value.
+
+    A budget (`tune.budget_hours`): each trial's wall time so far (Tune's `time_total_s`) times its
+    `units` (GPUs, else CPUs); once they add up to the budget no trial is proposed, and Tune lets the
+    running ones finish. The clock is saved with the searcher, so a resumed sweep keeps it.
     """
 
-    def __init__(self, folder: SweepFolder, epochs: int, **kwargs):
+    def __init__(self, folder: SweepFolder, epochs: int, units: float = 1.0, budget_hours: Optional[float] = None,
+                 **kwargs):
         super().__init__(study_name=folder.name, storage=optuna_storage(folder), **kwargs)
         self.folder = folder
         self.epochs = epochs
+        self.units, self.budget_hours = units, budget_hours
+        self.seconds: dict[str, float] = {}
+
+    @property
+    def hours_used(self) -> float:
+        return sum(self.seconds.values()) * self.units / 3600
+
+    def suggest(self, trial_id: str):
+        if self.budget_hours is not None and self.hours_used >= self.budget_hours:
+            return Searcher.FINISHED
+        return super().suggest(trial_id)
+
+    def _clock(self, trial_id: str, result: Optional[dict]) -> None:
+        if result and "time_total_s" in result:
+            self.seconds[trial_id] = float(result["time_total_s"])
 
     def on_trial_result(self, trial_id: str, result: dict):
+        self._clock(trial_id, result)
         if trial_id not in self._completed_trials:
             self._report(trial_id, result)
 
@@ -81,6 +104,7 @@ class SweepSearch(OptunaSearch):
             trial.report(result[self.metric], epoch)
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
+        self._clock(trial_id, result)
         if error or not result or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
         self._report(trial_id, result)  # a trial ASHA stops hands its last result to this call only
@@ -151,19 +175,21 @@ def asha_grace(spec: Spec) -> int:
     return min(spec.tune.grace_period, spec.students.epochs)
 
 
-def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list) -> ray.tune.Tuner:
+def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list, seeds: Optional[list[int]] = None,
+                name: Optional[str] = None) -> ray.tune.Tuner:
     """A sweep: Optuna proposes every trial (on several objectives, its multi-objective TPE). A comparison: a
     grid of fixed (method, seed) trials, run to the end. Tune itself (ASHA, the progress table) follows one
-    metric: `TuneSettings.rank_metric`."""
+    metric: `TuneSettings.rank_metric`. A comparison's added seed is a round of its own: `seeds`, and `name`
+    (a folder inside the sweep folder)."""
     t = spec.tune
     rank_metric, rank_mode = t.rank_metric
     searcher, param_space = None, None
     if spec.compare:
         param_space = {"loss.method": ray.tune.grid_search(spec.compare.methods),
-                       "seed": ray.tune.grid_search(spec.compare.seeds)}
+                       "seed": ray.tune.grid_search(seeds or spec.compare.seeds)}
     else:
-        searcher = SweepSearch(folder, spec.students.epochs, space=optuna_space(spec), metric=t.metric, mode=t.mode,
-                               seed=t.seed)
+        searcher = SweepSearch(folder, spec.students.epochs, spec.resources.units, t.budget_hours,
+                               space=optuna_space(spec), metric=t.metric, mode=t.mode, seed=t.seed)
     if t.scheduler == "asha" and not spec.compare:
         scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.students.epochs, grace_period=asha_grace(spec),
                                   reduction_factor=t.reduction_factor)
@@ -175,7 +201,8 @@ def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list) -> 
         tune_config=ray.tune.TuneConfig(metric=rank_metric, mode=rank_mode, search_alg=searcher, scheduler=scheduler,
                                         num_samples=1 if spec.compare else t.num_trials,
                                         max_concurrent_trials=t.max_concurrent_trials),
-        run_config=ray.tune.RunConfig(name=folder.name, storage_path=folder.root, callbacks=callbacks,
+        run_config=ray.tune.RunConfig(name=name or folder.name, storage_path=folder.location if name else folder.root,
+                                      callbacks=callbacks,
                                       progress_reporter=progress_reporter(spec), verbose=1,
                                       failure_config=ray.tune.FailureConfig(max_failures=1)),
     )
@@ -246,6 +273,84 @@ def finish_comparison(tracker: SweepTracker, folder: SweepFolder) -> int:
     return 0
 
 
+def fit(tracker: SweepTracker, location: str, resume: bool, trainable, build) -> ray.tune.ResultGrid:
+    """Tune's run of the experiment at `location`: restored from there on --resume when it exists, else
+    `build()`; a storage that stopped taking writes ends it with one line (StorageFailed)."""
+    if resume and ray.tune.Tuner.can_restore(location):
+        print(f"resuming {location}")
+        tuner = ray.tune.Tuner.restore(location, trainable, resume_errored=True)
+    else:
+        tuner = build()
+    try:
+        return tuner.fit()
+    except TuneError as err:
+        failure = storage_faults.found_in(err)
+        if failure is None:
+            raise
+        tracker.client.set_tag(tracker.parent_id, "error", str(failure))
+        tracker.finish("FAILED")
+        raise failure from None
+
+
+def interrupted(grid, expected: int, folder: SweepFolder, tracker: SweepTracker) -> bool:
+    """Whether Tune returned before every trial ended (Ctrl-C, a killed driver): the parent run is KILLED."""
+    finished = grid.num_terminated + grid.num_errors  # ASHA's stops count as terminated
+    if finished >= expected:
+        return False
+    folder.publish(folder.local / OPTUNA_DB)
+    print(f"sweep interrupted after {finished} of {expected} trials: continue it with --resume ({folder})")
+    tracker.finish("KILLED")
+    return True
+
+
+def grid_hours(grid, spec: Spec) -> float:
+    """Resource-hours of a round's trials: each one's wall time (Tune's `time_total_s`) x its GPUs or CPUs."""
+    seconds = sum(float((result.metrics or {}).get("time_total_s", 0.0)) for result in grid)
+    return seconds * spec.resources.units / 3600
+
+
+def budget_line(used: float, budget: Optional[float], spec: Spec) -> str:
+    left = f", {max(budget - used, 0.0):.3f} of the budget's {budget:g} left" if budget is not None else ""
+    return f"resource-hours used: {used:.3f} ({'GPU' if spec.resources.use_gpu else 'CPU'}-hours){left}"
+
+
+def run_comparison(spec: Spec, folder: SweepFolder, tracker: SweepTracker, teacher_dir: Optional[str],
+                   train_storage: str, banks: dict, resume: bool, callbacks: list) -> int:
+    """Every method for the listed seeds; with `compare.sequential`, then one seed more (for every method, a
+    round of its own) until the rule in `orchestrator.sequential` stops it. The reason is on the parent run."""
+    c = spec.compare
+    seeds, used, reason = list(c.seeds), 0.0, None
+    round_seeds, name = seeds, None
+    while True:
+        trainable = trial_trainable(spec, teacher_dir, train_storage, banks)
+        location = storage.join(folder.location, name) if name else folder.location
+        grid = fit(tracker, location, resume, trainable,
+                   lambda: build_tuner(spec, folder, trainable, callbacks, round_seeds, name))
+        if interrupted(grid, len(c.methods) * len(round_seeds), folder, tracker):
+            return 130
+        summary = failure_summary(grid)
+        if summary is not None:
+            return end_failed(tracker, folder, summary)
+        used += grid_hours(grid, spec)
+        if c.sequential is None:
+            break
+        trials = load_sweep(tracker.client, folder.name).trials
+        reason = stop_reason(trials, spec, len(seeds), used)
+        print(f"seeds {seeds}: {reason or 'undecided, adding a seed'}")
+        if reason:
+            break
+        round_seeds = [max(seeds) + 1]
+        seeds += round_seeds
+        name = f"seed-{round_seeds[0]}"
+        banks = {**banks, **prepare_teacher_and_banks(spec, round_seeds)[1]}
+    if c.sequential is not None:
+        tracker.client.set_tag(tracker.parent_id, STOP_TAG, reason)
+        tracker.client.set_tag(tracker.parent_id, "seeds_used", " ".join(map(str, seeds)))
+        tracker.log_metrics({"seeds_used": len(seeds)})
+    print(budget_line(used, c.budget_hours, spec))
+    return finish_comparison(tracker, folder)
+
+
 def check_driver_slots() -> None:
     if ray.cluster_resources().get("TRAIN_DRIVER", 0) < 1:
         raise SpecError("the Ray cluster has no TRAIN_DRIVER resource for trial drivers: start its head with "
@@ -276,34 +381,16 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
     run_cfg, banks = prepare_teacher_and_banks(spec, run_seeds(spec))
     log_teacher_uncertainty(tracker, run_cfg.teacher_dir, spec.loss.threshold)
     log_teacher_gating(tracker, spec, run_cfg.teacher_dir)
+    callbacks = [tracker.callback(spec.students.epochs, spec.storage_location), PublishStudy(folder),
+                 StorageGuard(folder.location)]
+    if spec.compare:
+        return run_comparison(spec, folder, tracker, run_cfg.teacher_dir, train_storage, banks, resume, callbacks)
     trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage, banks)
-    if resume and ray.tune.Tuner.can_restore(folder.location):
-        print(f"resuming {folder}")
-        tuner = ray.tune.Tuner.restore(folder.location, trainable, resume_errored=True)
-    else:
-        callbacks = [tracker.callback(spec.students.epochs, spec.storage_location), PublishStudy(folder),
-                     StorageGuard(folder.location)]
-        tuner = build_tuner(spec, folder, trainable, callbacks)
-    try:
-        grid = tuner.fit()
-    except TuneError as err:
-        failure = storage_faults.found_in(err)
-        if failure is None:
-            raise
-        tracker.client.set_tag(tracker.parent_id, "error", str(failure))
-        tracker.finish("FAILED")
-        raise failure from None
-
-    expected = len(spec.variants()) or spec.tune.num_trials
-    finished = grid.num_terminated + grid.num_errors  # ASHA's stops count as terminated
-    if finished < expected:
-        folder.publish(folder.local / OPTUNA_DB)
-        print(f"sweep interrupted after {finished} of {expected} trials: continue it with --resume ({folder})")
-        tracker.finish("KILLED")
+    grid = fit(tracker, folder.location, resume, trainable,
+               lambda: build_tuner(spec, folder, trainable, callbacks))
+    if interrupted(grid, spec.tune.num_trials, folder, tracker):
         return 130
     summary = failure_summary(grid)
-    if spec.compare:
-        return finish_comparison(tracker, folder) if summary is None else end_failed(tracker, folder, summary)
     records = trial_records(grid)
     df = trials_table(records, spec)
     best = best_trial(df, spec)
@@ -326,6 +413,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
         return end_failed(tracker, folder, summary)
     tracker.finish()
     print(f"\n{len(df)} trials, {len(pruned)} pruned by ASHA (PRUNED in the Optuna study); results in {folder}")
+    print(budget_line(grid_hours(grid, spec), spec.tune.budget_hours, spec))
     if "best.yaml" in files:
         print(f"best configuration: python -m orchestrator.train {files['best.yaml']}")
     if spec.tune.pareto:

@@ -79,6 +79,11 @@ class Resources(Strict):
     gpus_per_worker: float = Field(1, ge=0, description="used only with use_gpu")
     max_failures: int = Field(0, ge=0, description="worker-group restarts per trial, from its last checkpoint")
 
+    @property
+    def units(self) -> float:
+        """What a trial's hour costs in a budget: its GPUs, or its CPUs when it uses none."""
+        return self.num_workers * (self.gpus_per_worker if self.use_gpu else self.cpus_per_worker)
+
 
 Mode = Literal["max", "min"]
 
@@ -91,6 +96,8 @@ class TuneSettings(Strict):
                                             "search; default: tune.metric when it is one")
     scheduler_mode: Optional[Mode] = Field(None, description="default: its mode in tune.metric, else max")
     num_trials: int = Field(8, ge=1)
+    budget_hours: Optional[float] = Field(None, gt=0, description="no trial starts once the trials used this many "
+                                          "resource-hours (GPUs, else CPUs, x wall time); running ones finish")
     scheduler: Literal["asha", "fifo"] = "asha"
     grace_period: int = Field(2, ge=1, description="epochs every trial runs before ASHA may stop it")
     reduction_factor: float = Field(2, gt=1)
@@ -131,6 +138,15 @@ class TuneSettings(Strict):
         return self.objectives[0]
 
 
+class SequentialSettings(Strict):
+    """Seeds added one at a time (for every method) until each named method's paired interval against the
+    reference excludes 0 for every student, or `max_seeds` or `compare.budget_hours` is reached."""
+
+    against: Literal["kd", "ce"] = Field(description="the reference: one of the table's paired columns")
+    methods: list[Method] = Field(min_length=1, description="the methods that must be told apart from it")
+    max_seeds: int = Field(10, ge=3)
+
+
 class CompareSettings(Strict):
     """A comparison: every listed method for every seed, as fixed Tune trials (no search)."""
 
@@ -139,6 +155,28 @@ class CompareSettings(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     from_sweep: Optional[str] = Field(None, description="take the best values of this earlier sweep")
     interval: Literal["t", "bootstrap"] = Field("t", description="the paired differences' 95 % interval over seeds")
+    sequential: Optional[SequentialSettings] = None
+    budget_hours: Optional[float] = Field(None, gt=0, description="no seed is added once the trials used this "
+                                          "many resource-hours (GPUs, else CPUs, x wall time)")
+
+    @model_validator(mode="after")
+    def _sequential(self) -> "CompareSettings":
+        plan = self.sequential
+        if plan is None:
+            return self
+        if plan.against not in self.methods:
+            raise ValueError(f"sequential.against {plan.against!r} is not among methods {self.methods}: add it")
+        strangers = [m for m in plan.methods if m not in self.methods or m == plan.against]
+        if strangers:
+            raise ValueError(f"sequential.methods {strangers}: name methods of compare.methods other than "
+                             f"{plan.against}")
+        if len(self.seeds) < 2 or plan.max_seeds < len(self.seeds):
+            raise ValueError(f"sequential.max_seeds {plan.max_seeds} and seeds {self.seeds}: start with at least 2 "
+                             "seeds and at most max_seeds")
+        if self.interval != "t":
+            raise ValueError("sequential seeds use t intervals (the bootstrap's is too coarse on a few seeds to "
+                             "split its error over looks): set compare.interval: t")
+        return self
 
 
 class MlflowSettings(Strict):

@@ -67,13 +67,21 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
         f" + {r.gpus_per_worker} GPU" if r.use_gpu else "")
     space = "\n".join(f"    {k}: {v.model_dump(exclude_none=True)}" for k, v in spec.search.items()) or "    (none)"
     if spec.compare:
-        trials = (f"{len(spec.variants())} fixed: methods {', '.join(spec.compare.methods)} x seeds "
-                  f"{spec.compare.seeds}")
+        c = spec.compare
+        trials = f"{len(spec.variants())} fixed: methods {', '.join(c.methods)} x seeds {c.seeds}"
+        if c.sequential:
+            q = c.sequential
+            trials += (f"; then one seed more at a time (every method) until {', '.join(q.methods)} against "
+                       f"{q.against} decide for every student, at most {q.max_seeds} seeds (sequential intervals)")
+        if c.budget_hours:
+            trials += f"; no seed added past {c.budget_hours:g} resource-hours"
         scheduler = "FIFO (every trial runs all epochs)"
     else:
         objectives = " and ".join(f"{metric} ({mode})" for metric, mode in t.objectives)
         trials = (f"{t.num_trials} (Optuna {'multi-objective ' if t.pareto else ''}TPE, seed {t.seed}) on "
                   f"{objectives}")
+        if t.budget_hours:
+            trials += f"; none started past {t.budget_hours:g} resource-hours"
         metric, mode = t.rank_metric
         scheduler = (f"ASHA on '{metric}' ({mode}), grace {t.grace_period} epochs, reduction {t.reduction_factor}"
                      if t.scheduler == "asha" else "FIFO (every trial runs all epochs)")
