@@ -388,7 +388,9 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
     trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage, banks)
     grid = fit(tracker, folder.location, resume, trainable,
                lambda: build_tuner(spec, folder, trainable, callbacks))
-    if interrupted(grid, spec.tune.num_trials, folder, tracker):
+    hours, budget = grid_hours(grid, spec), spec.tune.budget_hours
+    spent = budget is not None and hours >= budget  # the searcher proposed no more: every trial Tune has ran
+    if interrupted(grid, len(grid) if spent else spec.tune.num_trials, folder, tracker):
         return 130
     summary = failure_summary(grid)
     records = trial_records(grid)
@@ -413,7 +415,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
         return end_failed(tracker, folder, summary)
     tracker.finish()
     print(f"\n{len(df)} trials, {len(pruned)} pruned by ASHA (PRUNED in the Optuna study); results in {folder}")
-    print(budget_line(grid_hours(grid, spec), spec.tune.budget_hours, spec))
+    print(budget_line(hours, budget, spec))
     if "best.yaml" in files:
         print(f"best configuration: python -m orchestrator.train {files['best.yaml']}")
     if spec.tune.pareto:

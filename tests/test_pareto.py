@@ -109,6 +109,7 @@ def test_the_searcher_tells_every_objective_and_prunes_a_stopped_trial(tmp_path)
     assert [(t.state.name, t.values) for t in study.trials] == [("COMPLETE", [0.7, 0.6]), ("PRUNED", None)]
 
 
+@pytest.mark.slow
 def test_a_tiny_pareto_sweep_writes_its_front_and_tags_the_parent(ray_local, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     raw = tiny_spec_dict(tmp_path, name="tiny-pareto", loss={"method": "dml"},  # no teacher to train

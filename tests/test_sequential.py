@@ -131,3 +131,22 @@ def test_a_tiny_sequential_comparison_adds_a_seed_and_says_why_it_stopped(ray_lo
     assert (table["seeds"] == 3).all()
     caption = (folder / "comparison.md").read_text()
     assert "2 planned looks" in caption and "Seeds used: 3 (0, 1, 2)" in caption and stopped in caption
+
+
+@pytest.mark.slow
+def test_a_sweep_past_its_budget_starts_no_trial_and_ends_as_finished(ray_local, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    raw = tiny_spec_dict(tmp_path, name="tiny-budget", loss={"method": "dml"},
+                         search={"loss.beta": {"type": "float", "low": 0.0, "high": 2.0}},
+                         tune={"num_trials": 4, "max_concurrent_trials": 1, "scheduler": "fifo",
+                               "budget_hours": 0.001})  # 3.6 CPU-seconds: spent by the first trial
+    path = tmp_path / "budget.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert sweep.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "none started past 0.001 resource-hours" in out
+    used = float(out.split("resource-hours used: ")[1].split()[0])
+    assert used >= 0.001 and "0.000 of the budget's 0.001 left" in out
+    folder = next((tmp_path / "runs" / "sweeps").glob("tiny-budget-*"))
+    table = pd.read_csv(folder / "results.csv")
+    assert len(table) == 1 and set(table["state"]) == {"completed"}
