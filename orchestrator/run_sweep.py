@@ -108,7 +108,7 @@ class SweepSearch(OptunaSearch):
         if error or not result or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
         self._report(trial_id, result)  # a trial ASHA stops hands its last result to this call only
-        if int(result.get("epoch", 0)) >= self.epochs:
+        if not 0 < int(result.get("epoch", 0)) < self.epochs:  # ran every epoch (or reported none)
             return super().on_trial_complete(trial_id, result, error)
         self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
         self._completed_trials.add(trial_id)
@@ -292,9 +292,20 @@ def fit(tracker: SweepTracker, location: str, resume: bool, trainable, build) ->
         raise failure from None
 
 
-def interrupted(grid, expected: int, folder: SweepFolder, tracker: SweepTracker) -> bool:
+def ended_trials(grid, spec: Spec, folder: SweepFolder) -> int:
+    """Trials that ended: errored, or told to the study as finished (a sweep), or run to their last epoch (a
+    comparison, which stops nothing early). Tune counts a trial that Ctrl-C stopped as terminated too."""
+    if spec.compare:
+        return sum(1 for r in grid if r.error is not None
+                   or int((r.metrics or {}).get("epoch", 0)) >= spec.students.epochs)
+    study = optuna.load_study(study_name=folder.name, storage=optuna_storage(folder))
+    unended = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return grid.num_terminated + grid.num_errors - len(unended)
+
+
+def interrupted(grid, expected: int, spec: Spec, folder: SweepFolder, tracker: SweepTracker) -> bool:
     """Whether Tune returned before every trial ended (Ctrl-C, a killed driver): the parent run is KILLED."""
-    finished = grid.num_terminated + grid.num_errors  # ASHA's stops count as terminated
+    finished = ended_trials(grid, spec, folder)
     if finished >= expected:
         return False
     folder.publish(folder.local / OPTUNA_DB)
@@ -326,7 +337,7 @@ def run_comparison(spec: Spec, folder: SweepFolder, tracker: SweepTracker, teach
         location = storage.join(folder.location, name) if name else folder.location
         grid = fit(tracker, location, resume, trainable,
                    lambda: build_tuner(spec, folder, trainable, callbacks, round_seeds, name))
-        if interrupted(grid, len(c.methods) * len(round_seeds), folder, tracker):
+        if interrupted(grid, len(c.methods) * len(round_seeds), spec, folder, tracker):
             return 130
         summary = failure_summary(grid)
         if summary is not None:
@@ -390,7 +401,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
                lambda: build_tuner(spec, folder, trainable, callbacks))
     hours, budget = grid_hours(grid, spec), spec.tune.budget_hours
     spent = budget is not None and hours >= budget  # the searcher proposed no more: every trial Tune has ran
-    if interrupted(grid, len(grid) if spent else spec.tune.num_trials, folder, tracker):
+    if interrupted(grid, len(grid) if spent else spec.tune.num_trials, spec, folder, tracker):
         return 130
     summary = failure_summary(grid)
     records = trial_records(grid)

@@ -47,7 +47,7 @@ def _param_columns(df: pd.DataFrame, spec: Spec) -> list[str]:
 def _state(trial: dict, epochs: int, spec: Spec) -> str:
     if trial.get("error"):
         return "error"
-    if not trial.get("metrics"):
+    if not trial.get("metrics") or epochs == 0:  # Tune's own fields alone: the trial reported no epoch
         return "no result"
     if epochs < spec.students.epochs:
         return "pruned"  # stopped by ASHA, and told to Optuna as PRUNED
