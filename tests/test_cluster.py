@@ -214,7 +214,7 @@ def test_job_without_storage_stops_at_once(cluster, mlflow_server, tmp_path, cap
                                            tmp_path)
     tell(capsys, f"job without DUALKD_STORAGE: ended after {seconds:.0f} s (submission included)")
     assert job_info(cluster, "peer-no-storage")["status"] == "FAILED"
-    assert seconds < 90, out[-3000:]
+    assert seconds < 300, out[-3000:]  # 15 s unloaded; the tiny sweep itself takes minutes (a loose bound)
     logs = job_logs(cluster, "peer-no-storage", tmp_path)
     assert not actor_lines(logs)  # it stopped before it started anything on the cluster
     errors = [line for line in logs.splitlines() if line.startswith("error: ")]
