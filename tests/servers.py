@@ -239,3 +239,12 @@ class RayCluster:
             self.head.stop(grace=5)  # its gcs_server takes longer than that to end on SIGTERM: killed
             for folder in (self.temp_dir, self.worker_temp_dir):
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def run_sweep_process(spec: Path, cwd: Path, timeout: float = 900) -> str:
+    """`python -m orchestrator.sweep SPEC` in a process of its own (its own local Ray, gone with it, so
+    nothing it leaves can starve a later test's Ray); its output, after checking it exited 0."""
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(spec)], cwd=cwd, env=base_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout

@@ -10,7 +10,6 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator import sweep
 from orchestrator.pareto import dominates, pareto_front
 from orchestrator.run_sweep import SweepSearch
 from orchestrator.spec import SpecError, load_spec, validate_spec
@@ -18,6 +17,7 @@ from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import trials_table, write_results
 from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict
+from tests.servers import run_sweep_process
 
 OBJECTIVES = {"metric": ["resnet18/val_top1", "mobilenet_v2/val_top1"], "mode": ["max", "max"]}
 SEARCH = {"loss.alpha": {"type": "float", "low": 0.1, "high": 0.9}}
@@ -110,15 +110,13 @@ def test_the_searcher_tells_every_objective_and_prunes_a_stopped_trial(tmp_path)
 
 
 @pytest.mark.slow
-def test_a_tiny_pareto_sweep_writes_its_front_and_tags_the_parent(ray_local, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def test_a_tiny_pareto_sweep_writes_its_front_and_tags_the_parent(tmp_path):
     raw = tiny_spec_dict(tmp_path, name="tiny-pareto", loss={"method": "dml"},  # no teacher to train
                          search={"loss.beta": {"type": "float", "low": 0.0, "high": 2.0}},
                          tune={**OBJECTIVES, "scheduler": "fifo", "num_trials": 3, "max_concurrent_trials": 2})
     path = tmp_path / "pareto.yaml"
     path.write_text(yaml.safe_dump(raw))
-    assert sweep.main([str(path)]) == 0
-    out = capsys.readouterr().out
+    out = run_sweep_process(path, tmp_path)
     assert "multi-objective TPE" in out and "Pareto front (resnet18/val_top1, mobilenet_v2/val_top1): t0" in out
     folder = next((tmp_path / "runs" / "sweeps").glob("tiny-pareto-*"))
     study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'optuna.db'}")

@@ -10,7 +10,6 @@ import yaml
 from mlflow import MlflowClient
 from ray.tune.search import Searcher
 
-from orchestrator import sweep
 from orchestrator.paired import paired_difference
 from orchestrator.run_sweep import SweepSearch
 from orchestrator.sequential import (STOP_TAG, SequentialPlan, false_decision_rate, stop_reason,
@@ -19,6 +18,7 @@ from orchestrator.spec import SpecError, validate_spec
 from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict
+from tests.servers import run_sweep_process
 
 SIMULATIONS = 2000
 
@@ -105,16 +105,14 @@ def test_a_sweep_proposes_no_trial_once_its_budget_is_spent(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_tiny_sequential_comparison_adds_a_seed_and_says_why_it_stopped(ray_local, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def test_a_tiny_sequential_comparison_adds_a_seed_and_says_why_it_stopped(tmp_path):
     raw = tiny_spec_dict(tmp_path, name="tiny-seq", loss={"method": "dml"},  # ce and dml: no teacher to train
                          compare={"methods": ["ce", "dml"], "seeds": [0, 1],
                                   "sequential": {"against": "ce", "methods": ["dml"], "max_seeds": 3}},
                          tune={"max_concurrent_trials": 2})
     path = tmp_path / "seq.yaml"
     path.write_text(yaml.safe_dump(raw))
-    assert sweep.main([str(path)]) == 0
-    out = capsys.readouterr().out
+    out = run_sweep_process(path, tmp_path)
     assert "seeds [0, 1]: undecided, adding a seed" in out  # 2 seeds at 97.5 %: t(1) = 25.5 decides nothing here
     assert "seeds [0, 1, 2]: " in out and "resource-hours used: " in out
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -134,16 +132,14 @@ def test_a_tiny_sequential_comparison_adds_a_seed_and_says_why_it_stopped(ray_lo
 
 
 @pytest.mark.slow
-def test_a_sweep_past_its_budget_starts_no_trial_and_ends_as_finished(ray_local, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
+def test_a_sweep_past_its_budget_starts_no_trial_and_ends_as_finished(tmp_path):
     raw = tiny_spec_dict(tmp_path, name="tiny-budget", loss={"method": "dml"},
                          search={"loss.beta": {"type": "float", "low": 0.0, "high": 2.0}},
                          tune={"num_trials": 4, "max_concurrent_trials": 1, "scheduler": "fifo",
                                "budget_hours": 0.001})  # 3.6 CPU-seconds: spent by the first trial
     path = tmp_path / "budget.yaml"
     path.write_text(yaml.safe_dump(raw))
-    assert sweep.main([str(path)]) == 0
-    out = capsys.readouterr().out
+    out = run_sweep_process(path, tmp_path)
     assert "none started past 0.001 resource-hours" in out
     used = float(out.split("resource-hours used: ")[1].split()[0])
     assert used >= 0.001 and "0.000 of the budget's 0.001 left" in out
