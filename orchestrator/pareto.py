@@ -18,6 +18,7 @@ import pandas as pd  # noqa: E402
 
 from orchestrator.spec import Spec  # noqa: E402
 
+
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether `a` is at least as good as `b` everywhere and better somewhere (both as larger-is-better)."""
     return bool(np.all(a >= b) and np.any(a > b))

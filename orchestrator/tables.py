@@ -253,7 +253,7 @@ def write_results(df: pd.DataFrame, spec: Spec, out_dir: str | Path, sweep_name:
     written = {"results.csv": out / "results.csv", "results.md": out / "results.md"}
     df.to_csv(written["results.csv"], index=False)
     written["results.md"].write_text(_markdown(df))
-    best = best_trial(df, spec)
+    best = None if spec.tune.pareto else best_trial(df, spec)
     if spec.tune.pareto:
         written.update(write_front(df, spec, out, sweep_name, names or {}))
     elif best is not None:
