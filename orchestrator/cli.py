@@ -1,4 +1,5 @@
-"""What every command shares: one-line errors for user mistakes, and Ray start-up."""
+"""What every command shares: one-line errors for user mistakes, internal errors that keep their cause, and
+Ray start-up."""
 
 from __future__ import annotations
 
@@ -6,13 +7,18 @@ import argparse
 import os
 import socket
 import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
 from typing import Callable, Optional
 
 from orchestrator.storage_faults import from_os_error, is_storage_error
 from trainables import storage
 from trainables.config import ConfigError
 
-USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError)
+USER_ERRORS = (ConfigError,)  # raised on purpose for a user mistake (MissingInput among them); nothing else
+INTERNAL_ERROR = 1
 # Set by Ray in the entrypoint of `ray job submit`, whose working folder Ray deletes with the job.
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
@@ -49,20 +55,75 @@ def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+_traceback_folder: list[Optional[Path]] = [None]
+
+
+def work_in(folder: Path) -> None:
+    """Once its inputs are read (every path absolute), a command works from a folder of its own: a Ray job's
+    working folder may be unpacked again underneath it, which fails the `os.getcwd()` inside Tune's relpath
+    calls. An internal error's traceback goes there too."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chdir(folder)
+    _traceback_folder[0] = folder
+
+
 def run_main(main: Callable[[Optional[list[str]]], int]) -> None:
-    """Run a command's main; a user mistake prints `error: ...` (one line per problem) and exits 2, no traceback."""
+    """Run a command's main; a user mistake prints `error: ...` (one line per problem) and exits 2, no traceback.
+
+    Anything else is not the user's mistake: one line names it, where it happened and its path, and the
+    traceback goes to a file that line names (exit 1)."""
     try:
         code = main(None)
     except USER_ERRORS as err:
         code = _report(err)
-    except OSError as err:
-        if not is_storage_error(err):
-            raise
-        code = _report(from_os_error(err))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
+    except Exception as err:  # noqa: BLE001 - reported with its traceback kept
+        code = _report(from_os_error(err)) if is_storage_error(err) else _report_internal(err)
     sys.exit(code)
+
+
+def internal_error_line(err: BaseException, traceback_file: Path) -> str:
+    """`TYPE in FUNCTION (FILE:LINE), called from OUR_FILE:LINE: MESSAGE (path: P); traceback in F`."""
+    frames = traceback.extract_tb(err.__traceback__)
+    where = ""
+    if frames:
+        last = frames[-1]
+        where = f" in {last.name} ({Path(last.filename).name}:{last.lineno})"
+        ours = [f for f in frames[:-1] if f.filename != __file__
+                and Path(f.filename).parent.name in ("orchestrator", "trainables")]
+        if ours:
+            caller = Path(ours[-1].filename)
+            where += f", called from {caller.parent.name}/{caller.name}:{ours[-1].lineno}"
+    message = (str(err).splitlines() or [""])[0]
+    path = getattr(err, "filename", None)
+    if path is not None and str(path) not in message:
+        message += f" (path: {path})"
+    return (f"{type(err).__name__}{where}: {message or '(no message)'}; an internal error, not a mistake in "
+            f"the spec: the traceback is in {traceback_file}")
+
+
+def _traceback_file() -> Path:
+    folder = _traceback_folder[0]
+    if folder is not None and folder.is_dir():
+        return folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+    handle, name = tempfile.mkstemp(prefix="dualkd-error-", suffix=".txt")
+    os.close(handle)
+    return Path(name)
+
+
+def _report_internal(err: BaseException) -> int:
+    _disconnect_ray()
+    text = "".join(traceback.format_exception(err))
+    try:
+        target = _traceback_file()
+        target.write_text(text)
+    except OSError:  # nowhere to write it: print it, then
+        print(text, file=sys.stderr)
+        target = Path("stderr above")
+    print(f"error: {internal_error_line(err, target)}", file=sys.stderr)
+    return INTERNAL_ERROR
 
 
 def _report(err: BaseException) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from trainables import storage
-from trainables.config import DataConfig, RunConfig
+from trainables.config import DataConfig, MissingInput, RunConfig
 from trainables.data import bad_image, build_datasets, collate_skipping_none
 from trainables.decode import device_batch, resolve_decode
 from trainables.failures import one_line, recording_failures
@@ -183,8 +183,8 @@ def write_meta(folder: str, cfg: RunConfig, world: int, identity: dict) -> None:
     """
     sizes = json.loads(storage.read_text(storage.join(folder, DATA_FILE)) or "{}")
     if not sizes:
-        raise FileNotFoundError(f"the soft-label bank at {folder} has no {DATA_FILE}: its build did not finish; "
-                                "run again to rebuild it")
+        raise MissingInput(f"the soft-label bank at {folder} has no {DATA_FILE}: its build did not finish; "
+                           "run again to rebuild it")
     meta = {"epochs": bank_epochs(cfg), "world": world, "images": sizes["images"], "num_classes": sizes["num_classes"],
             "identity": identity}
     storage.write_text(storage.join(folder, META_FILE), json.dumps(meta, indent=2, sort_keys=True))

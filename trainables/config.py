@@ -20,6 +20,11 @@ class ConfigError(ValueError):
     """A user mistake in the settings: the commands print it as one line, without a traceback."""
 
 
+class MissingInput(ConfigError, FileNotFoundError):
+    """An input the user named (a data root, a weights file, a bank) is not there: a user mistake, unlike any
+    other FileNotFoundError, which the commands report as an internal error with its traceback."""
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from trainables.config import DataConfig
+from trainables.config import DataConfig, MissingInput
 from trainables.failures import RunFailed, one_line
 from trainables.views import IMAGENET_MEAN, IMAGENET_STD, VIEW_FIELDS, apply_pil, draw_view_now
 
@@ -237,7 +237,7 @@ def _imagefolder(cfg: DataConfig, seed: int, raw_bytes: bool = False) -> tuple[D
 
     root = Path(cfg.root)
     if not (root / "train").is_dir() or not (root / "val").is_dir():
-        raise FileNotFoundError(f"imagefolder root {root} not found or incomplete: it must hold train/ and val/ (one folder per class)")
+        raise MissingInput(f"imagefolder root {root} not found or incomplete: it must hold train/ and val/ (one folder per class)")
     size = cfg.image_size
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     train = datasets.ImageFolder(str(root / "train"), loader=load_image)  # items are views (ViewedImages)

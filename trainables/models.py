@@ -15,6 +15,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import models as tvm
 
+from trainables.config import MissingInput
+
 log = logging.getLogger(__name__)
 
 SMALL_INPUT = 64
@@ -95,7 +97,7 @@ def load_matching_weights(model: nn.Module, path: str | Path) -> dict:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path} (give a local state_dict file; nothing is downloaded)")
+        raise MissingInput(f"weights file not found: {path} (give a local state_dict file; nothing is downloaded)")
     state = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model"):
         if isinstance(state.get(key), dict):
