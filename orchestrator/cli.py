@@ -10,8 +10,9 @@ import sys
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from orchestrator.storage_faults import from_os_error, is_storage_error
 from trainables import storage
@@ -58,13 +59,23 @@ def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
 _traceback_folder: list[Optional[Path]] = [None]
 
 
-def work_in(folder: Path) -> None:
+@contextmanager
+def working_in(folder: Path) -> Iterator[None]:
     """Once its inputs are read (every path absolute), a command works from a folder of its own: a Ray job's
     working folder may be unpacked again underneath it, which fails the `os.getcwd()` inside Tune's relpath
-    calls. An internal error's traceback goes there too."""
+    calls. An internal error's traceback goes there too. The caller's folder is back afterwards, if it still
+    exists (a test that calls a command's main goes on where it was)."""
+    before = os.getcwd()
     folder.mkdir(parents=True, exist_ok=True)
     os.chdir(folder)
     _traceback_folder[0] = folder
+    try:
+        yield
+    finally:
+        try:
+            os.chdir(before)
+        except OSError:
+            pass
 
 
 def run_main(main: Callable[[Optional[list[str]]], int]) -> None:

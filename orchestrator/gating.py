@@ -160,9 +160,9 @@ def plot_gating_curve(curve_df: pd.DataFrame, search_range: Optional[tuple[float
     return out
 
 
-def log_gating_curve(tracker_client, parent_run_id: str, spec: Spec, train_logits: torch.Tensor,
+def log_gating_curve(journal, parent_run_id: str, spec: Spec, train_logits: torch.Tensor,
                      tmp_dir: str | Path) -> dict[str, float]:
-    """Log the curve on `parent_run_id` (an MlflowClient's run): `teacher_gating.png` and `.csv` as artifacts,
+    """Log the curve on `parent_run_id` (a run of `journal`, an `orchestrator.journal.Journal`): `teacher_gating.png` and `.csv` as artifacts,
     and per shown threshold `teacher_gate/share_gated_at_LABEL` and `teacher_gate/mean_w_at_LABEL` (LABEL:
     low, mid, high; threshold; or a categorical choice) as metrics. Logs nothing when no threshold is
     set or searched. Returns the metrics."""
@@ -177,13 +177,13 @@ def log_gating_curve(tracker_client, parent_run_id: str, spec: Spec, train_logit
     plot_gating_curve(curve, search_range(spec), out / PLOT_FILE,
                       title=f"{spec.name}: teacher weight ({weighting}), {len(train_logits):,} training samples")
     for name in (PLOT_FILE, CSV_FILE):
-        tracker_client.log_artifact(parent_run_id, str(out / name))
+        journal.log_artifact(parent_run_id, str(out / name))
     metrics = {}
     for label, row in points.iterrows():
         metrics[f"{METRIC_PREFIX}/share_gated_at_{label}"] = float(row.share_gated)
         metrics[f"{METRIC_PREFIX}/mean_w_at_{label}"] = float(row.mean_weight)
     for key, value in metrics.items():
-        tracker_client.log_metric(parent_run_id, key, value)
+        journal.log_metric(parent_run_id, key, value)
     return metrics
 
 

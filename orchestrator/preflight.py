@@ -162,8 +162,42 @@ def check_metric(spec: Spec, found: Findings) -> None:
                                   f"use one of {', '.join(common)}")
 
 
+def check_tracking(uri: Optional[str], experiment: str, create: bool, found: Findings) -> None:
+    """A tracking server must answer, take the credentials in MLFLOW_TRACKING_USERNAME/PASSWORD (its basic-auth
+    app), and let them write the experiment (checked by setting its kind tag, which the sweep sets anyway;
+    not in a dry run). Each call is tried once: a server that is away is a problem to fix before Ray starts."""
+    if not uri or not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    auth = (user, password) if user and password else None
+    api = f"{uri.rstrip('/')}/api/2.0/mlflow/experiments"
+    try:
+        got = requests.get(f"{api}/get-by-name", params={"experiment_name": experiment}, auth=auth, timeout=15)
+        if got.status_code == 200 and create:
+            experiment_id = got.json()["experiment"]["experiment_id"]
+            got = requests.post(f"{api}/set-experiment-tag", auth=auth, timeout=15,
+                                json={"experiment_id": experiment_id, "key": "mlflow.experimentKind",
+                                      "value": "custom_model_development"})
+    except requests.RequestException as err:
+        found.problems.append(f"MLflow tracking server {uri} does not answer ({type(err).__name__}): start it, or "
+                              "fix --tracking-uri / MLFLOW_TRACKING_URI")
+        return
+    if got.status_code == 401:
+        found.problems.append(f"MLflow tracking server {uri} refused the credentials: set MLFLOW_TRACKING_USERNAME "
+                              "and MLFLOW_TRACKING_PASSWORD to a user of its basic-auth app"
+                              + ("" if auth else " (none are set)"))
+    elif got.status_code == 403:
+        found.problems.append(f"MLflow user {user!r} may not write experiment {experiment!r} on {uri}: ask its "
+                              "admin for EDIT permission, or use another experiment (mlflow.experiment)")
+    elif got.status_code not in (200, 404):  # 404: the experiment does not exist yet, and will be created
+        found.problems.append(f"MLflow tracking server {uri} answered HTTP {got.status_code}: check the URI "
+                              "(the server's root, e.g. http://mlflow:5000)")
+
+
 def preflight(spec: Spec, outputs: str, *, create: bool, skip_data_check: bool = False,
-              metric: bool = True) -> list[str]:
+              metric: bool = True, tracking_uri: Optional[str] = None) -> list[str]:
     """Every check; raises `PreflightError` listing the problems, else returns notes to print.
 
     `outputs` is where this command writes (STORAGE/sweeps or STORAGE/single); without `create` (a
@@ -174,6 +208,7 @@ def preflight(spec: Spec, outputs: str, *, create: bool, skip_data_check: bool =
     check_data(cfg, skip_data_check, found)
     check_files(cfg, skip_data_check, found)
     check_storage(outputs, create, found)
+    check_tracking(tracking_uri, spec.mlflow.experiment or spec.name, create, found)
     if metric:
         check_metric(spec, found)
     if found.problems:

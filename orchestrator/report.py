@@ -30,6 +30,7 @@ from orchestrator.sequential import STOP_TAG, plan_of, table_note
 from orchestrator.spec import Spec, SpecError
 from orchestrator.sweep_folder import sweep_order
 from orchestrator.tables import format_table, trials_table, write_results
+from orchestrator.journal import Journal
 from orchestrator.tracking import (PARENT_TAG, SWEEP_TAG, TRIAL_TAG, absolute_uri, is_constant, open_client,
                                    tracking_uri)
 from trainables.loop import PREDICTIONS_FILE
@@ -98,8 +99,10 @@ def _download(client: MlflowClient, run_id: str, path: str) -> Optional[str]:
     return client.download_artifacts(run_id, path, tempfile.mkdtemp()) if path in names else None
 
 
-def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: bool = False) -> dict[str, Path]:
-    """Tables and plots of a logged sweep into out_dir (and onto its parent run when `log`)."""
+def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path,
+                 log_to: Optional[tuple[Journal, str]] = None) -> dict[str, Path]:
+    """Tables and plots of a logged sweep into out_dir (and onto the parent run, through a journal and the
+    parent's key in it, when `log_to`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = sweep.spec
     trials = trials_table(sweep.trials, spec)
@@ -126,12 +129,13 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log: b
         print("\n" + format_comparison(table))
     else:
         print("\n" + format_table(trials))
-    if log:
+    if log_to:
+        journal, parent = log_to
         if spec.compare:  # per method and student, so comparisons compare in the runs table
             now = int(time.time() * 1000)
-            client.log_batch(sweep.parent_id, metrics=[Metric(k, v, now, 0) for k, v in parent_metrics(table).items()])
+            journal.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in parent_metrics(table).items()])
         for name, path in files.items():
-            client.log_artifact(sweep.parent_id, str(path), str(Path("report") / Path(name).parent))
+            journal.log_artifact(parent, str(path), str(Path("report") / Path(name).parent))
     return files
 
 

@@ -31,7 +31,7 @@ from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator import storage_faults
 from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import best_params, best_trial, format_table, trials_table, write_results
-from orchestrator.tracking import SweepTracker, error_line, error_text, git_commit, where_to_look
+from orchestrator.tracking import SweepTracker, error_line, error_text, where_to_look
 from orchestrator.trainer import prepare_teacher_and_banks, run_seeds
 from orchestrator.trial import trial_trainable
 from trainables import failures, storage
@@ -229,7 +229,7 @@ def log_teacher_uncertainty(tracker: SweepTracker, teacher_dir: Optional[str], t
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / TEACHER_LOGITS_ARTIFACT
         shutil.copyfile(soft_labels, target)
-        tracker.client.log_artifact(tracker.parent_id, str(target))
+        tracker.journal.log_artifact(tracker.parent_id, str(target))
     summary = teacher_uncertainty(torch.load(soft_labels, weights_only=True), threshold)
     tracker.log_metrics(summary)
     print("teacher uncertainty u = H/log C on the training set: "
@@ -242,7 +242,7 @@ def log_teacher_gating(tracker: SweepTracker, spec: Spec, teacher_dir: Optional[
     logits = train_logits_of(teacher_dir) if teacher_dir else None
     if logits is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            log_gating_curve(tracker.client, tracker.parent_id, spec, logits, tmp)
+            log_gating_curve(tracker.journal, tracker.parent_id, spec, logits, tmp)
 
 
 def failure_summary(grid) -> Optional[str]:
@@ -257,16 +257,32 @@ def failure_summary(grid) -> Optional[str]:
 
 def end_failed(tracker: SweepTracker, folder: SweepFolder, summary: str) -> int:
     """A sweep that measured nothing ends FAILED with its causes, and a non-zero exit status."""
-    tracker.client.set_tag(tracker.parent_id, "error", summary[:5000])
+    tracker.journal.set_tag(tracker.parent_id, "error", summary[:5000])
     tracker.finish("FAILED")
     sys.stdout.flush()
     print(f"error: {summary} (outputs in {folder})", file=sys.stderr)
     return ALL_FAILED
 
 
-def finish_comparison(tracker: SweepTracker, folder: SweepFolder) -> int:
-    """The comparison's tables and plots, built from what MLflow holds (as `orchestrator.report` does)."""
-    files = build_report(tracker.client, load_sweep(tracker.client, folder.name), folder.local, log=True)
+def logged_trials(tracker: SweepTracker, folder: SweepFolder) -> list[dict]:
+    """The comparison's trials as MLflow holds them, once the server has every write (a sequential comparison
+    decides on them: it waits for the server, however long it is away)."""
+    if tracker.wait_sent(10):
+        print(f"waiting for MLflow to take the journal's writes before deciding ({tracker.sender.failing})")
+        tracker.wait_sent(None)
+    return load_sweep(tracker.client, folder.name).trials
+
+
+def finish_comparison(tracker: SweepTracker, folder: SweepFolder, timeout: float) -> int:
+    """The comparison's tables and plots, built from what MLflow holds (as `orchestrator.report` does) once the
+    server has every write; when it does not within `timeout`, the line that says how to build them later."""
+    if tracker.wait_sent(timeout):
+        tracker.finish()
+        print(f"\ncomparison finished; MLflow does not have every write yet, so its tables wait: send them with "
+              f"python -m orchestrator.sync {folder.local}, then python -m orchestrator.report {folder.name}")
+        return 0
+    files = build_report(tracker.client, load_sweep(tracker.client, folder.name), folder.local,
+                         log_to=(tracker.journal, tracker.parent_id))
     folder.publish(*files.values())
     tracker.finish()
     print(f"\ncomparison finished: {len(files)} tables and plots in {folder}")
@@ -287,7 +303,7 @@ def fit(tracker: SweepTracker, location: str, resume: bool, trainable, build) ->
         failure = storage_faults.found_in(err)
         if failure is None:
             raise
-        tracker.client.set_tag(tracker.parent_id, "error", str(failure))
+        tracker.journal.set_tag(tracker.parent_id, "error", str(failure))
         tracker.finish("FAILED")
         raise failure from None
 
@@ -345,7 +361,7 @@ def run_comparison(spec: Spec, folder: SweepFolder, tracker: SweepTracker, teach
         used += grid_hours(grid, spec)
         if c.sequential is None:
             break
-        trials = load_sweep(tracker.client, folder.name).trials
+        trials = logged_trials(tracker, folder)
         reason = stop_reason(trials, spec, len(seeds), used)
         print(f"seeds {seeds}: {reason or 'undecided, adding a seed'}")
         if reason:
@@ -355,11 +371,11 @@ def run_comparison(spec: Spec, folder: SweepFolder, tracker: SweepTracker, teach
         name = f"seed-{round_seeds[0]}"
         banks = {**banks, **prepare_teacher_and_banks(spec, round_seeds)[1]}
     if c.sequential is not None:
-        tracker.client.set_tag(tracker.parent_id, STOP_TAG, reason)
-        tracker.client.set_tag(tracker.parent_id, "seeds_used", " ".join(map(str, seeds)))
+        tracker.journal.set_tag(tracker.parent_id, STOP_TAG, reason)
+        tracker.journal.set_tag(tracker.parent_id, "seeds_used", " ".join(map(str, seeds)))
         tracker.log_metrics({"seeds_used": len(seeds)})
     print(budget_line(used, c.budget_hours, spec))
-    return finish_comparison(tracker, folder)
+    return finish_comparison(tracker, folder, spec.mlflow.send_timeout_s)
 
 
 def check_driver_slots() -> None:
@@ -368,26 +384,38 @@ def check_driver_slots() -> None:
                         "ray start --head --resources='{\"TRAIN_DRIVER\": 8}'")
 
 
-def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address: Optional[str] = None,
-              resume: bool = False) -> int:
+def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, commit: Optional[str],
+              address: Optional[str] = None, resume: bool = False) -> int:
     """Runs a resolved, pre-flight-checked spec (absolute paths, fixed storage: see `Spec.resolved`)."""
     folder.local.mkdir(parents=True, exist_ok=True)
     train_storage = storage.join(folder.location, "train")
     if resume:
         folder.fetch(OPTUNA_DB)
         failures.clear_recorded(train_storage)  # --resume retries errored trials: the user may have fixed the cause
-    commit = git_commit()  # before Ray starts: a job's working folder may be re-unpacked when it connects
     dashboard = start_ray(address, driver_slots=spec.tune.max_concurrent_trials)
     check_driver_slots()
     experiment = spec.mlflow.experiment or spec.name
-    tracker = SweepTracker(uri, experiment, folder.name, spec.data.model_dump(), spec.mlflow.tags)
+    tracker = SweepTracker(uri, experiment, folder.name, spec.data.model_dump(), folder.local, spec.mlflow.tags)
+    try:
+        code = tracked_sweep(spec, folder, tracker, spec_text, commit, dashboard, train_storage, resume)
+    except BaseException:
+        tracker.close(5, folder.local)
+        raise
+    tracker.close(spec.mlflow.send_timeout_s, folder.local)
+    return code
+
+
+def tracked_sweep(spec: Spec, folder: SweepFolder, tracker: SweepTracker, spec_text: str, commit: Optional[str],
+                  dashboard: Optional[str], train_storage: str, resume: bool) -> int:
+    """The sweep or comparison, once Ray runs and its MLflow parent run (journaled) exists."""
+    experiment = spec.mlflow.experiment or spec.name
     spec_yaml = yaml.safe_dump(spec.model_dump(), sort_keys=False)
     (folder.local / "spec.yaml").write_text(spec_yaml)
     folder.publish(folder.local / "spec.yaml")
     tracker.log_spec(spec.model_dump(), spec_text, commit)
     print(f"\nwatch it:\n  Ray dashboard: {dashboard or '(see the Ray cluster)'}"
           "  (token: run `ray get-auth-token`)\n"
-          f"  MLflow: {where_to_look(uri, tracker.experiment_id)}   (parent run '{folder.name}' in '{experiment}')\n")
+          f"  MLflow: {where_to_look(tracker.uri, tracker.experiment_id)}   (parent run '{folder.name}' in '{experiment}')\n")
 
     run_cfg, banks = prepare_teacher_and_banks(spec, run_seeds(spec))
     log_teacher_uncertainty(tracker, run_cfg.teacher_dir, spec.loss.threshold)
@@ -417,9 +445,9 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, address
     tracker.log_artifacts(files)
     if spec.tune.pareto:
         front = pd.read_csv(files["pareto.csv"])["trial"].tolist()
-        tracker.client.set_tag(tracker.parent_id, "pareto_front", " ".join(front) or "none")
+        tracker.journal.set_tag(tracker.parent_id, "pareto_front", " ".join(front) or "none")
     pruned = df.loc[df["state"] == "pruned", "trial_id"].tolist()
-    tracker.client.set_tag(tracker.parent_id, "pruned_trials", " ".join(pruned) or "none")
+    tracker.journal.set_tag(tracker.parent_id, "pruned_trials", " ".join(pruned) or "none")
     tracker.log_metrics({"trials_pruned": len(pruned), "trials_completed": int((df["state"] == "completed").sum())})
     print("\n" + format_table(df))
     if summary is not None:

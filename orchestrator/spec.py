@@ -183,6 +183,8 @@ class MlflowSettings(Strict):
     experiment: Optional[str] = Field(None, description="default: the spec's name")
     tracking_uri: Optional[str] = Field(None, description="default: sqlite:///mlflow.db in the working folder")
     tags: dict[str, str] = Field(default_factory=dict, description="set on every run this spec makes")
+    send_timeout_s: float = Field(60.0, ge=0, description="at the end, how long to wait for MLflow to take the "
+                                  "writes it has not yet; the rest stay in the sweep's journal for orchestrator.sync")
 
 
 class Spec(RunConfig):

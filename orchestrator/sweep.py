@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from orchestrator.cli import check_outputs_persist, run_main, spec_parser
+from orchestrator.cli import check_outputs_persist, run_main, spec_parser, working_in
 from orchestrator.preflight import preflight
 from orchestrator.spec import Spec, SpecError, load_spec, with_values
 from orchestrator.sweep_folder import SweepFolder, latest_sweep_folder, new_sweep_folder
@@ -147,16 +147,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(describe_plan(written, sweep_folder(spec, args.resume, claim=False), uri))
         print_gating_view(resolved)
         print_notes(notes)
-        print_notes(preflight(spec, sweeps_root(spec), create=False, skip_data_check=args.skip_data_check))
+        print_notes(preflight(spec, sweeps_root(spec), create=False, skip_data_check=args.skip_data_check,
+                              tracking_uri=uri))
         return 0
-    notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=args.skip_data_check)
+    notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=args.skip_data_check, tracking_uri=uri)
     folder = sweep_folder(spec, args.resume)
     print(describe_plan(written, folder, uri))
     print_gating_view(spec)
     print_notes(notes)
     from orchestrator.run_sweep import run_sweep  # Ray, Tune and MLflow load only when the sweep runs
+    from orchestrator.tracking import git_commit
 
-    return run_sweep(spec, folder, uri, Path(args.spec).read_text(), address=args.address, resume=args.resume)
+    spec_text, commit = Path(args.spec).read_text(), git_commit()
+    with working_in(folder.local):
+        return run_sweep(spec, folder, uri, spec_text, commit, address=args.address, resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,8 @@ from ray.train import UserCallback
 from ray.tune import Callback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
+from orchestrator.journal import JOURNAL_FOLDER, PARENT_TAG, Journal, open_journal
+from orchestrator.sender import Sender
 from trainables import storage
 from trainables.config import ConfigError
 from trainables.loop import PREDICTIONS_FILE
@@ -33,7 +36,6 @@ from trainables.metric_names import BAD_IMAGES_KEY, TEACHER_FORWARDS_KEY
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SWEEP_TAG = "dualkd.sweep"
 TRIAL_TAG = "dualkd.trial_id"
-PARENT_TAG = "mlflow.parentRunId"
 MAX_PARAM_LENGTH = 6000
 
 
@@ -216,8 +218,8 @@ def dataset_input(data: dict) -> DatasetInput:
 class RunLog:
     """One MLflow run's writes: per-epoch curves, constant figures as params, predictions."""
 
-    def __init__(self, client: MlflowClient, run_id: str):
-        self.client, self.run_id = client, run_id
+    def __init__(self, journal: Journal, run_id: str):
+        self.journal, self.run_id = journal, run_id
 
     def log_result(self, result: dict) -> None:
         """An epoch's report. Constants come again with every epoch: MLflow keeps a param of the same value."""
@@ -225,7 +227,7 @@ class RunLog:
         ts = int(result.get("timestamp", time.time()) * 1000)
         metrics = [Metric(k, v, ts, step) for k, v in numeric_metrics(result).items()]
         params = [Param(k, v) for k, v in constant_figures(result).items()]
-        self.client.log_batch(self.run_id, metrics=metrics, params=params)
+        self.journal.log_batch(self.run_id, metrics=metrics, params=params)
 
     def log_predictions(self, checkpoint_path: str, storage_location: str) -> None:
         """The last epoch's per-sample records (the uncertainty analysis) from the checkpoint Ray reported,
@@ -236,71 +238,100 @@ class RunLog:
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / PREDICTIONS_FILE
             storage.download(location, local)
-            self.client.log_artifact(self.run_id, str(local))
+            self.journal.log_artifact(self.run_id, str(local))
 
 
-def log_params(client: MlflowClient, run_id: str, values: dict[str, Any]) -> None:
-    """Params in batches of 100 (MLflow's limit per call)."""
-    params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in values.items()]
-    for i in range(0, len(params), 100):
-        client.log_batch(run_id, params=params[i:i + 100])
+def log_params(journal: Journal, run_id: str, values: dict[str, Any]) -> None:
+    journal.log_batch(run_id, params=[Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in values.items()])
 
 
 class TrackedRun:
-    """One top-level MLflow run: a sweep's parent, or a single `orchestrator.train` run."""
+    """One top-level MLflow run: a sweep's parent, or a single `orchestrator.train` run.
 
-    def __init__(self, uri: str, experiment: str, data: dict, tags: Optional[dict] = None):
+    Every write goes through the journal in `folder` (`orchestrator.journal`) and a sender thread; the server
+    is asked directly only at the start (the experiment, and runs an earlier driver made)."""
+
+    def __init__(self, uri: str, experiment: str, data: dict, folder: Path, tags: Optional[dict] = None):
         self.client = open_client(uri)
         self.uri = uri
         self.experiment_id = ensure_experiment(self.client, experiment, uri)
         self.data, self.tags = data, dict(tags or {})
+        self.journal = open_journal(folder / JOURNAL_FOLDER, uri)
+        self.sender = Sender(self.journal.files, uri).start()
         self.run_id = ""
 
     def create(self, run_name: str, tags: dict) -> None:
-        self.run_id = self.client.create_run(self.experiment_id, run_name=run_name,
-                                             tags={**self.tags, **tags}).info.run_id
-        self.client.log_inputs(self.run_id, [dataset_input(self.data)])
+        self.run_id = self.journal.create_run(self.experiment_id, run_name, {**self.tags, **tags})
+        self.journal.log_data(self.run_id, self.data)
 
     def log_spec(self, spec_dict: dict, spec_yaml: str, commit: Optional[str]) -> None:
         """The fixed settings as params (searched ones are left for `log_best`), the spec as artifacts."""
         searched = set(spec_dict.get("search") or {})
-        existing = self.client.get_run(self.run_id).data.params
-        log_params(self.client, self.run_id, {k: v for k, v in flatten(spec_dict).items()
-                                              if not k.startswith("search.") and k not in searched | set(existing)})
+        existing = self.journal.runs[self.run_id].params
+        log_params(self.journal, self.run_id, {k: v for k, v in flatten(spec_dict).items()
+                                               if not k.startswith("search.") and k not in searched | set(existing)})
         if commit:
-            self.client.set_tag(self.run_id, "mlflow.source.git.commit", commit)
-        self.client.log_text(self.run_id, spec_yaml, "spec.yaml")
-        self.client.log_dict(self.run_id, spec_dict, "resolved_config.json")
+            self.journal.set_tag(self.run_id, "mlflow.source.git.commit", commit)
+        self.journal.log_text(self.run_id, spec_yaml, "spec.yaml")
+        self.journal.log_dict(self.run_id, spec_dict, "resolved_config.json")
 
     def log_metrics(self, values: dict[str, float], step: int = 0) -> None:
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        self.journal.log_batch(self.run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
 
     def log_artifacts(self, files: dict[str, Path]) -> None:
         """name -> file; a name with a folder (`pareto/t03.yaml`) keeps it among the run's artifacts."""
         for name, path in files.items():
             folder = str(Path(name).parent)
-            self.client.log_artifact(self.run_id, str(path), None if folder == "." else folder)
+            self.journal.log_artifact(self.run_id, str(path), None if folder == "." else folder)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        self.journal.set_terminated(self.run_id, status=status)
+
+    def wait_sent(self, timeout: Optional[float]) -> int:
+        """Wait until the server has every write (at most `timeout` seconds; None: as long as it takes);
+        how many are still unsent."""
+        return self.sender.wait(timeout)
+
+    def close(self, timeout: float, folder: Path) -> int:
+        """Stop sending, after up to `timeout` seconds for what is unsent; the last line says what is kept."""
+        unsent = self.sender.drain(timeout)
+        if unsent:
+            sys.stdout.flush()
+            print(f"MLflow has not taken {unsent} writes yet ({self.sender.failing or 'still sending'}): they are "
+                  f"kept in {self.journal.folder}; send them with: python -m orchestrator.sync {folder}", flush=True)
+        return unsent
 
 
 class SweepTracker(TrackedRun):
-    """The parent run of one sweep: created once, found again by its sweep-folder tag on resume."""
+    """The parent run of one sweep: created once, found again in the journal (or on the server) on resume."""
 
-    def __init__(self, uri: str, experiment: str, sweep_id: str, data: dict, tags: Optional[dict] = None):
-        super().__init__(uri, experiment, data, tags)
+    def __init__(self, uri: str, experiment: str, sweep_id: str, data: dict, folder: Path,
+                 tags: Optional[dict] = None):
+        super().__init__(uri, experiment, data, folder, tags)
         self.sweep_id = sweep_id
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' "
-                                       f"and tags.`{TRIAL_TAG}` = 'parent'", max_results=1)
-        if runs:
-            self.run_id = runs[0].info.run_id
-            self.client.update_run(self.run_id, status="RUNNING")
-            if "error" in runs[0].data.tags:  # what stopped it before (a full disk, ...) is over
-                self.client.delete_tag(self.run_id, "error")
+        parent = {SWEEP_TAG: sweep_id, TRIAL_TAG: "parent"}
+        self.run_id = self.journal.find(parent) or self.adopt_from_server() or ""
+        if self.run_id:
+            self.journal.update_run(self.run_id, status="RUNNING")
+            if "error" in self.journal.runs[self.run_id].tags:  # what stopped it before (a full disk, ...) is over
+                self.journal.delete_tag(self.run_id, "error")
         else:
-            self.create(sweep_id, {SWEEP_TAG: sweep_id, TRIAL_TAG: "parent"})
+            self.create(sweep_id, parent)
+
+    def adopt_from_server(self) -> Optional[str]:
+        """A sweep whose journal is not on this machine (resumed elsewhere): its parent and trial runs, from the
+        server, into the journal."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{self.sweep_id}'",
+                                       max_results=5000)
+        parents = [run for run in runs if run.data.tags.get(TRIAL_TAG) == "parent"]
+        if not parents:
+            return None
+        parent = self.journal.adopt(parents[0])
+        for run in runs:
+            if run.data.tags.get(PARENT_TAG) == parents[0].info.run_id:
+                self.journal.adopt(run, parent=parent)
+        return parent
 
     @property
     def parent_id(self) -> str:
@@ -309,96 +340,86 @@ class SweepTracker(TrackedRun):
     def log_best(self, trial_id: str, values: dict[str, Any], result: dict) -> None:
         """The best trial's values as params and its final figures under the same names as the trials',
         so parent runs of different sweeps compare in the runs table."""
-        log_params(self.client, self.run_id, {**values, **constant_figures(result)})
+        log_params(self.journal, self.run_id, {**values, **constant_figures(result)})
         step = int(result.get("epoch", 0))
         metrics = [Metric(k, v, int(time.time() * 1000), step) for k, v in numeric_metrics(result).items()]
-        self.client.log_batch(self.run_id, metrics=metrics, tags=[RunTag("best_trial", trial_id)])
+        self.journal.log_batch(self.run_id, metrics=metrics, tags=[RunTag("best_trial", trial_id)])
 
     def trial_names(self) -> dict[str, str]:
         """Tune trial id -> the number its MLflow run's name starts with (`t03`): how users name trials."""
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{self.run_id}'",
-                                       max_results=5000)
-        return {run.data.tags[TRIAL_TAG]: run.info.run_name.split()[0] for run in runs}
+        return {self.journal.runs[key].tags[TRIAL_TAG]: self.journal.runs[key].name.split()[0]
+                for key in self.journal.children(self.run_id)}
 
     def callback(self, epochs: int, storage_location: str) -> "TrialTracker":
-        return TrialTracker(self.uri, self.experiment_id, self.run_id, self.sweep_id, epochs, storage_location,
-                            self.data, self.tags)
+        return TrialTracker(self.uri, self.journal.folder, self.experiment_id, self.run_id, self.sweep_id, epochs,
+                            storage_location, self.data, self.tags)
 
 
 class EpochLogger(UserCallback):
-    """Ray Train callback for a single run: each epoch rank 0 reports, into its MLflow run.
+    """Ray Train callback for a single run: each epoch rank 0 reports, into the run's journal.
 
-    It runs in Ray Train's controller, which may start in another folder: give it an absolute store."""
+    It runs in Ray Train's controller, which Ray places on the driver's node: it appends to the driver's
+    journal file, whose sender (in the driver) sends the lines."""
 
-    def __init__(self, uri: str, run_id: str):
-        self.uri, self.run_id = uri, run_id
+    def __init__(self, uri: str, journal_folder: Path, run_id: str):
+        self.uri, self.journal_folder, self.run_id = uri, journal_folder, run_id
 
     def after_report(self, run_context, metrics: list[dict], checkpoint=None):
-        RunLog(MlflowClient(tracking_uri=self.uri), self.run_id).log_result(metrics[0])
+        RunLog(open_journal(self.journal_folder, self.uri), self.run_id).log_result(metrics[0])
 
 
 class TrialTracker(Callback):
-    """Tune callback on the driver: a child run per trial, its params, and every reported epoch."""
+    """Tune callback on the driver: a child run per trial, its params, and every reported epoch, journaled."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_id: str, sweep_id: str, epochs: int,
-                 storage_location: str, data: dict, tags: dict):
-        self.uri, self.experiment_id, self.parent_id, self.sweep_id = uri, experiment_id, parent_id, sweep_id
+    def __init__(self, uri: str, journal_folder: Path, experiment_id: str, parent_id: str, sweep_id: str,
+                 epochs: int, storage_location: str, data: dict, tags: dict):
+        self.uri, self.journal_folder = uri, journal_folder
+        self.experiment_id, self.parent_id, self.sweep_id = experiment_id, parent_id, sweep_id
         self.epochs = epochs
         self.storage = storage_location  # where the trials' checkpoints are: a folder or a bucket
         self.data, self.tags = data, tags
-        self.client = MlflowClient(tracking_uri=uri)
-        self.runs: dict[str, str] = {}
-        self.logged_epoch: dict[str, int] = {}  # per trial, from MLflow: a restarted trial may report an epoch again
+        self.journal = open_journal(journal_folder, uri)
 
-    def __getstate__(self):  # Tune pickles callbacks into its experiment state; the client is rebuilt
-        return {k: v for k, v in self.__dict__.items() if k not in ("client", "logged_epoch")}
+    def __getstate__(self):  # Tune pickles callbacks into its experiment state; the journal is opened again
+        return {k: v for k, v in self.__dict__.items() if k != "journal"}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
-        self.client = MlflowClient(tracking_uri=self.uri)
-        self.logged_epoch = {}  # Tune's saved state may be older than MLflow: read from MLflow again
+        self.journal = open_journal(self.journal_folder, self.uri)
 
     def run_id(self, trial) -> str:
-        if trial.trial_id in self.runs:
-            return self.runs[trial.trial_id]
-        found = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{self.sweep_id}' "
-                                        f"and tags.`{TRIAL_TAG}` = '{trial.trial_id}'", max_results=1)
+        found = self.journal.find({SWEEP_TAG: self.sweep_id, TRIAL_TAG: trial.trial_id})
         if found:
-            run_id = found[0].info.run_id
-        else:
-            siblings = self.client.search_runs([self.experiment_id], f"tags.`{PARENT_TAG}` = '{self.parent_id}'",
-                                               max_results=5000)
-            values = flatten(trial.config)
-            run = self.client.create_run(self.experiment_id, run_name=run_name(len(siblings) + 1, values),
-                                         tags={**self.tags, PARENT_TAG: self.parent_id, SWEEP_TAG: self.sweep_id,
-                                               TRIAL_TAG: trial.trial_id})
-            run_id = run.info.run_id
-            log_params(self.client, run_id, values)
-            self.client.log_inputs(run_id, [dataset_input(self.data)])
-        self.runs[trial.trial_id] = run_id
+            return found
+        values = flatten(trial.config)
+        number = len(self.journal.children(self.parent_id)) + 1
+        run_id = self.journal.create_run(self.experiment_id, run_name(number, values),
+                                         {**self.tags, PARENT_TAG: self.parent_id, SWEEP_TAG: self.sweep_id,
+                                          TRIAL_TAG: trial.trial_id})
+        log_params(self.journal, run_id, values)
+        self.journal.log_data(run_id, self.data)
         return run_id
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self.client.update_run(self.run_id(trial), status="RUNNING")
+        self.journal.update_run(self.run_id(trial), status="RUNNING")
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         run_id, epoch = self.run_id(trial), int(result.get("epoch", 0))
-        if trial.trial_id not in self.logged_epoch:
-            self.logged_epoch[trial.trial_id] = int(self.client.get_run(run_id).data.metrics.get("epoch", 0))
-        if epoch and epoch <= self.logged_epoch[trial.trial_id]:
+        if epoch and epoch <= int(self.journal.runs[run_id].metrics.get("epoch", 0)):
             return  # a restart that found its run finished reports the final epoch again: logged already
-        RunLog(self.client, run_id).log_result(result)
-        self.logged_epoch[trial.trial_id] = epoch
+        RunLog(self.journal, run_id).log_result(result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         last = trial.last_result or {}
         epochs = int(last.get("epoch", 0))
         checkpoint = last.get(CHECKPOINT_PATH_KEY)
+        run_id = self.run_id(trial)
         if checkpoint:
-            RunLog(self.client, self.run_id(trial)).log_predictions(checkpoint, self.storage)
-        self.client.set_tag(self.run_id(trial), "state", "completed" if epochs >= self.epochs else "pruned")
-        self.client.set_terminated(self.run_id(trial), status="FINISHED")
+            RunLog(self.journal, run_id).log_predictions(checkpoint, self.storage)
+        self.journal.set_tag(run_id, "state", "completed" if epochs >= self.epochs else "pruned")
+        self.journal.set_terminated(run_id, status="FINISHED")
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self.client.set_tag(self.run_id(trial), "error", error_line(error_text(trial))[:500])
-        self.client.set_terminated(self.run_id(trial), status="FAILED")
+        run_id = self.run_id(trial)
+        self.journal.set_tag(run_id, "error", error_line(error_text(trial))[:500])
+        self.journal.set_terminated(run_id, status="FAILED")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray
+from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray, working_in
 from orchestrator.preflight import preflight
 from orchestrator.spec import Spec, load_spec
 from orchestrator.trainer import build_trainer, fit, prepare_teacher
@@ -46,31 +46,47 @@ def main(argv: Optional[list[str]] = None) -> int:
     spec_text = Path(args.spec).read_text()
     spec = spec.resolved()  # paths fixed before Ray starts
     outputs = storage.join(spec.storage_location, "single")
-    for note in preflight(spec, outputs, create=True, skip_data_check=args.skip_data_check, metric=False):
+    for note in preflight(spec, outputs, create=True, skip_data_check=args.skip_data_check, metric=False,
+                          tracking_uri=uri):
         print(f"note: {note}")
     commit = git_commit()  # before Ray starts: a job's working folder may be re-unpacked when it connects
-    start_ray(args.address)
-    started = time.time()
-    run_cfg = prepare_teacher(spec)
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tracked = TrackedRun(uri, spec.mlflow.experiment or spec.name, spec.data.model_dump(), spec.mlflow.tags)
+    folder = (storage.cache_root() / "single" if storage.is_uri(outputs) else Path(outputs)) / run_name
+    with working_in(folder):  # the run's MLflow journal is kept here too
+        start_ray(args.address)
+        started = time.time()
+        run_cfg = prepare_teacher(spec)
+        tracked = TrackedRun(uri, spec.mlflow.experiment or spec.name, spec.data.model_dump(), folder,
+                             spec.mlflow.tags)
+        try:
+            code = train_tracked(spec, tracked, run_cfg, run_name, outputs, spec_text, commit, started)
+        except BaseException:
+            tracked.close(5, folder)
+            raise
+        tracked.close(spec.mlflow.send_timeout_s, folder)
+        return code
+
+
+def train_tracked(spec: Spec, tracked: TrackedRun, run_cfg, run_name: str, outputs: str, spec_text: str,
+                  commit: Optional[str], started: float) -> int:
+    """The run itself, once its MLflow run (journaled) exists."""
     tracked.create(run_name, {})
     tracked.log_spec(spec.model_dump(), spec_text, commit)
     print(f"MLflow: run '{run_name}' in experiment '{spec.mlflow.experiment or spec.name}': "
-          f"{where_to_look(uri, tracked.experiment_id)}")
+          f"{where_to_look(tracked.uri, tracked.experiment_id)}")
     trainer = build_trainer(spec, run_cfg, name=run_name, storage_path=outputs,
-                            callbacks=[EpochLogger(uri, tracked.run_id)])
+                            callbacks=[EpochLogger(tracked.uri, tracked.journal.folder, tracked.run_id)])
     try:
         result = fit(trainer)  # RunFailed: the workers' one line, exit 2
     except KeyboardInterrupt:
         tracked.finish("KILLED")
         raise
     except Exception as err:
-        tracked.client.set_tag(tracked.run_id, "error", str(err).splitlines()[0][:500] if str(err) else "failed")
+        tracked.journal.set_tag(tracked.run_id, "error", str(err).splitlines()[0][:500] if str(err) else "failed")
         tracked.finish("FAILED")
         raise
     if result.checkpoint is not None:
-        RunLog(tracked.client, tracked.run_id).log_predictions(result.checkpoint.path, spec.storage_location)
+        RunLog(tracked.journal, tracked.run_id).log_predictions(result.checkpoint.path, spec.storage_location)
     tracked.finish()
     metrics = result.metrics
     print(f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"

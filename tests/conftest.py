@@ -8,10 +8,18 @@ os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One real local Ray for the whole session: starting it costs seconds, so the tests share it."""
+    """One real local Ray for the whole session: starting it costs seconds, so the tests share it.
+
+    With its dashboard on a pinned port (`pin_state_api`), as the commands start theirs: Ray Train removes a
+    finished or stopped trial's placement group through the state API, and without one that answers for this
+    Ray (none, or another instance's on the machine) the group keeps its CPUs, and the next fit waits forever."""
     import ray
 
-    ray.init(num_cpus=2, resources={"TRAIN_DRIVER": 4}, include_dashboard=False, log_to_driver=False)
+    from orchestrator.cli import pin_state_api
+
+    port = pin_state_api()
+    ray.init(num_cpus=2, resources={"TRAIN_DRIVER": 4}, include_dashboard=True, dashboard_port=port,
+             log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Optional
 VENV_BIN = str(Path(sys.executable).parent)
 # Settings of the machine that must not reach the servers or the clients the tests start.
 NOT_INHERITED = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "DUALKD_STORAGE",
-                 "MLFLOW_TRACKING_URI")
+                 "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 def free_port() -> int:
@@ -142,21 +143,30 @@ def http_ok(url: str, headers: Optional[dict] = None) -> bool:
 
 
 class MlflowServer:
-    """`mlflow server` on 127.0.0.1 with a sqlite backend and artifacts served by the server."""
+    """`mlflow server` on 127.0.0.1 with a sqlite backend and artifacts served by the server; with `auth`, its
+    basic-auth app, whose admin password is `self.password` (user `admin`)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, auth: bool = False):
         self.root = root
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
         self.artifacts = root / "artifacts"
+        self.auth, self.password = auth, secrets.token_hex(12)
+        if auth:
+            (root / "basic_auth.ini").write_text(
+                f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root / 'auth.db'}\n"
+                "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
         self.start()
 
     def start(self) -> None:
         """Start it (again: same port, same store) and wait for /health."""
         cmd = [str(Path(VENV_BIN) / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", "1"]
-        self.process = Process(cmd, self.root / "mlflow-server.log", base_env(), cwd=self.root)
+               "--workers", "1", *(["--app-name", "basic-auth"] if self.auth else [])]
+        env = base_env(**({"MLFLOW_AUTH_CONFIG_PATH": str(self.root / "basic_auth.ini"),
+                           "MLFLOW_AUTH_ADMIN_PASSWORD": self.password,
+                           "MLFLOW_FLASK_SERVER_SECRET_KEY": self.password} if self.auth else {}))
+        self.process = Process(cmd, self.root / "mlflow-server.log", env, cwd=self.root)
         wait_until(lambda: http_ok(f"{self.uri}/health"), 120, "mlflow server /health", self.process)
         self.process.watch()
 
@@ -241,10 +251,26 @@ class RayCluster:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def run_sweep_process(spec: Path, cwd: Path, timeout: float = 900) -> str:
+def run_sweep_process(spec: Path, cwd: Path, timeout: float = 900, replace_cwd: bool = False) -> str:
     """`python -m orchestrator.sweep SPEC` in a process of its own (its own local Ray, gone with it, so
-    nothing it leaves can starve a later test's Ray); its output, after checking it exited 0."""
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(spec)], cwd=cwd, env=base_env(),
-                          capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc.stdout
+    nothing it leaves can starve a later test's Ray); its output, after checking it exited 0.
+
+    With `replace_cwd`, `cwd` is deleted and made again once the sweep has started, as a Ray job's working
+    folder is when it is unpacked again: the sweep must not need the folder it was started in."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", str(spec)], cwd=cwd, env=base_env(),
+                                stdout=subprocess.PIPE, stderr=err, text=True)
+        watchdog = threading.Timer(timeout, proc.kill)
+        watchdog.start()
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if replace_cwd and line.startswith("watch it"):
+                shutil.rmtree(cwd)
+                cwd.mkdir()
+        proc.wait()
+        watchdog.cancel()
+        err.seek(0)
+        out = "".join(lines)
+        assert proc.returncode == 0, out[-3000:] + err.read()[-3000:]
+    return out

@@ -22,11 +22,14 @@ def test_a_vanished_working_folder_is_an_internal_error_with_its_cause_and_trace
     sweep, job = tmp_path / "sweep", tmp_path / "job"
     job.mkdir()
     monkeypatch.chdir(job)
-    cli.work_in(sweep)  # the sweep's folder takes the traceback
-    os.chdir(job)
-    job.rmdir()  # as a Ray job's folder unpacked again underneath the driver
 
-    code, lines = run(lambda argv: os.path.relpath("/a/b"), capsys)
+    def main(argv):
+        with cli.working_in(sweep):  # the sweep's folder takes the traceback
+            os.chdir(job)
+            job.rmdir()  # as a Ray job's folder unpacked again underneath the driver
+            return os.path.relpath("/a/b")
+
+    code, lines = run(main, capsys)
     assert code == cli.INTERNAL_ERROR and len(lines) == 1
     line = lines[0]
     assert line.startswith("error: FileNotFoundError in abspath (") and "posixpath" in line  # relpath's getcwd

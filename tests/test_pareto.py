@@ -113,10 +113,12 @@ def test_the_searcher_tells_every_objective_and_prunes_a_stopped_trial(tmp_path)
 def test_a_tiny_pareto_sweep_writes_its_front_and_tags_the_parent(tmp_path):
     raw = tiny_spec_dict(tmp_path, name="tiny-pareto", loss={"method": "dml"},  # no teacher to train
                          search={"loss.beta": {"type": "float", "low": 0.0, "high": 2.0}},
-                         tune={**OBJECTIVES, "scheduler": "fifo", "num_trials": 3, "max_concurrent_trials": 2})
+                         tune={**OBJECTIVES, "scheduler": "fifo", "num_trials": 3, "max_concurrent_trials": 2},
+                         mlflow={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
     path = tmp_path / "pareto.yaml"
     path.write_text(yaml.safe_dump(raw))
-    out = run_sweep_process(path, tmp_path)
+    (tmp_path / "job").mkdir()
+    out = run_sweep_process(path, tmp_path / "job", replace_cwd=True)  # as a Ray job's folder, unpacked again
     assert "multi-objective TPE" in out and "Pareto front (resnet18/val_top1, mobilenet_v2/val_top1): t0" in out
     folder = next((tmp_path / "runs" / "sweeps").glob("tiny-pareto-*"))
     study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'optuna.db'}")
