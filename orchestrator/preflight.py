@@ -162,12 +162,11 @@ def check_metric(spec: Spec, found: Findings) -> None:
                                   f"use one of {', '.join(common)}")
 
 
-def check_tracking(uri: Optional[str], experiment: str, create: bool, found: Findings) -> None:
-    """A tracking server must answer, take the credentials in MLFLOW_TRACKING_USERNAME/PASSWORD (its basic-auth
-    app), and let them write the experiment (checked by setting its kind tag, which the sweep sets anyway;
-    not in a dry run). Each call is tried once: a server that is away is a problem to fix before Ray starts."""
-    if not uri or not uri.startswith(("http://", "https://")):
-        return
+def tracking_problem(uri: str, experiment: str, create: bool) -> Optional[str]:
+    """What keeps a tracking server from taking this command's runs, else None: it must answer, take the
+    credentials in MLFLOW_TRACKING_USERNAME/PASSWORD (its basic-auth app), and let them write the experiment
+    (checked by setting its kind tag, which the sweep sets anyway; not with `create` False). Each call is
+    tried once: a server that is away is a problem to fix before Ray starts."""
     import requests
 
     user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
@@ -181,19 +180,25 @@ def check_tracking(uri: Optional[str], experiment: str, create: bool, found: Fin
                                 json={"experiment_id": experiment_id, "key": "mlflow.experimentKind",
                                       "value": "custom_model_development"})
     except requests.RequestException as err:
-        found.problems.append(f"MLflow tracking server {uri} does not answer ({type(err).__name__}): start it, or "
-                              "fix --tracking-uri / MLFLOW_TRACKING_URI")
-        return
+        return (f"MLflow tracking server {uri} does not answer ({type(err).__name__}): start it, or fix "
+                "--tracking-uri / MLFLOW_TRACKING_URI")
     if got.status_code == 401:
-        found.problems.append(f"MLflow tracking server {uri} refused the credentials: set MLFLOW_TRACKING_USERNAME "
-                              "and MLFLOW_TRACKING_PASSWORD to a user of its basic-auth app"
-                              + ("" if auth else " (none are set)"))
-    elif got.status_code == 403:
-        found.problems.append(f"MLflow user {user!r} may not write experiment {experiment!r} on {uri}: ask its "
-                              "admin for EDIT permission, or use another experiment (mlflow.experiment)")
-    elif got.status_code not in (200, 404):  # 404: the experiment does not exist yet, and will be created
-        found.problems.append(f"MLflow tracking server {uri} answered HTTP {got.status_code}: check the URI "
-                              "(the server's root, e.g. http://mlflow:5000)")
+        return (f"MLflow tracking server {uri} refused the credentials: set MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD to a user of its basic-auth app" + ("" if auth else " (none are set)"))
+    if got.status_code == 403:
+        return (f"MLflow user {user!r} may not write experiment {experiment!r} on {uri}: ask its admin for EDIT "
+                "permission, or use another experiment (mlflow.experiment)")
+    if got.status_code not in (200, 404):  # 404: the experiment does not exist yet, and will be created
+        return f"MLflow tracking server {uri} answered HTTP {got.status_code}: check the URI (the server's root)"
+    return None
+
+
+def check_tracking(uri: Optional[str], experiment: str, create: bool, found: Findings) -> None:
+    """An `http(s)://` tracking server's answer; in a dry run (not `create`) a note, as the server may be one
+    that only the cluster reaches."""
+    problem = tracking_problem(uri, experiment, create) if uri and uri.startswith(("http://", "https://")) else None
+    if problem:
+        (found.problems if create else found.notes).append(problem if create else f"{problem} (before the real run)")
 
 
 def preflight(spec: Spec, outputs: str, *, create: bool, skip_data_check: bool = False,

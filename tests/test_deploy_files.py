@@ -30,7 +30,10 @@ RAYJOB = KUBERAY / "rayjob-imagenet100.yaml"
 RAYCLUSTER = KUBERAY / "raycluster.yaml"
 RAY_SERVICES = ("ray-head", "ray-worker", "ray-gpu-worker")
 # what a user puts in docker/.env
-COMPOSE_ENV = {"RAY_AUTH_TOKEN": "test-token", "POSTGRES_PASSWORD": "test-password"}
+COMPOSE_ENV = {"RAY_AUTH_TOKEN": "test-token", "POSTGRES_PASSWORD": "test-password",
+               "MLFLOW_ADMIN_PASSWORD": "test-admin-password", "MLFLOW_SECRET_KEY": "test-secret-key"}
+MLFLOW_MANIFEST = KUBERAY / "mlflow.yaml"
+AUTH_INI = DOCKER / "mlflow" / "basic_auth.ini"
 
 
 # ---- compose ---------------------------------------------------------------------------------
@@ -128,6 +131,8 @@ def test_every_ray_node_has_token_auth_shared_storage_and_mlflow(compose):
         assert env["RAY_AUTH_MODE"] == "token", name
         assert env["RAY_AUTH_TOKEN"] == COMPOSE_ENV["RAY_AUTH_TOKEN"], name
         assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
+        assert env["MLFLOW_TRACKING_USERNAME"] == "admin", name
+        assert env["MLFLOW_TRACKING_PASSWORD"] == COMPOSE_ENV["MLFLOW_ADMIN_PASSWORD"], name
         mounts = _mounts(svc)
         storage = env["DUALKD_STORAGE"]
         target = next(t for t in mounts if storage == t or storage.startswith(t.rstrip("/") + "/"))
@@ -178,6 +183,27 @@ def test_mlflow_server_on_postgres_serves_artifacts_to_the_ray_nodes(compose):
     assert ray_host in flags["--allowed-hosts"].split(",")
     dockerfile = DOCKER / compose["services"]["mlflow"]["build"] / "Dockerfile"
     assert "psycopg2" in dockerfile.read_text()
+
+
+def _auth_ini() -> dict:
+    import configparser
+
+    ini = configparser.ConfigParser()
+    ini.read_string(AUTH_INI.read_text())
+    return dict(ini["mlflow"])
+
+
+def test_compose_mlflow_lets_in_only_its_users(compose):
+    mlflow = compose["services"]["mlflow"]
+    assert "--app-name basic-auth" in " ".join(shlex.split(mlflow["command"]))
+    assert mlflow["environment"]["MLFLOW_AUTH_ADMIN_PASSWORD"] == COMPOSE_ENV["MLFLOW_ADMIN_PASSWORD"]
+    assert mlflow["environment"]["MLFLOW_FLASK_SERVER_SECRET_KEY"] == COMPOSE_ENV["MLFLOW_SECRET_KEY"]
+    ini = _auth_ini()
+    assert "admin_password" not in ini and ini["admin_username"] == "admin"  # no password in the repository
+    users_db = Path(urlparse(ini["database_uri"]).path.lstrip("/")).parent  # sqlite:////mlauth/x.db -> mlauth
+    assert _mounts(mlflow)[f"/{users_db}"] in compose["volumes"], "the users must outlive the container"
+    dockerfile = (DOCKER / "mlflow" / "Dockerfile").read_text()
+    assert "Flask-WTF" in dockerfile and "MLFLOW_AUTH_CONFIG_PATH=/etc/dualkd/basic_auth.ini" in dockerfile
 
 
 def test_prometheus_scrapes_rays_service_discovery_file(compose):
@@ -432,3 +458,22 @@ def test_dockerignore_keeps_outputs_and_environments_out():
         assert excluded(path), path
     for path in ("orchestrator", "trainables", "search_spaces", "pyproject.toml", "README.md"):
         assert not excluded(path), path
+
+
+def test_kuberay_pods_log_in_to_the_basic_auth_server_of_mlflow_yaml(rayjob, raycluster, job_env):
+    docs = {d["kind"]: d for d in yaml.safe_load_all(MLFLOW_MANIFEST.read_text())}
+    assert docs["Service"]["metadata"]["name"] == urlparse(job_env["MLFLOW_TRACKING_URI"]).hostname
+    assert docs["Service"]["spec"]["ports"][0]["port"] == urlparse(job_env["MLFLOW_TRACKING_URI"]).port
+    (server,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert "--app-name" in server["args"] and server["args"][server["args"].index("--app-name") + 1] == "basic-auth"
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"]}
+    assert secrets["MLFLOW_AUTH_ADMIN_USERNAME"] == {"name": "dualkd-mlflow-credentials",
+                                                     "key": "MLFLOW_TRACKING_USERNAME"}
+    assert secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] == {"name": "dualkd-mlflow-credentials",
+                                                     "key": "MLFLOW_TRACKING_PASSWORD"}
+    mounts = {m["mountPath"] for m in server["volumeMounts"]}
+    assert "/mlauth" in mounts  # basic_auth.ini keeps its users there
+    for doc in (rayjob, raycluster):
+        for name, group in _pods(_cluster_spec(doc)):
+            sources = [e["secretRef"]["name"] for e in group["template"]["spec"]["containers"][0]["envFrom"]]
+            assert "dualkd-mlflow-credentials" in sources, name
