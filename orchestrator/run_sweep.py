@@ -401,6 +401,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, commit:
     except BaseException:
         tracker.close(5, folder.local)
         raise
+    ray.shutdown()  # Ray prints its last lines as it disconnects: before the line on MLflow's unsent writes
     tracker.close(spec.mlflow.send_timeout_s, folder.local)
     return code
 
