@@ -20,8 +20,8 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.servers import MlflowServer, Process, base_env
-from tests.sweep_checks import (EPOCHS, check_every_trial_once, start_sweep, trial_runs, wait_for, wait_for_epoch,
-                                write_spec)
+from tests.sweep_checks import (EPOCHS, check_every_trial_once, start_sweep, trial_runs, trials_wall, wait_for,
+                                wait_for_epoch, write_spec)
 
 pytestmark = pytest.mark.slow
 # The sender's calls give up after about 35 s each (1 retry, 30 s timeout): 90 s is far past that; MLflow's
@@ -72,7 +72,8 @@ def test_a_long_outage_mid_sweep_costs_nothing(tmp_path, storage, server):
               if down * 1000 <= m.timestamp <= up * 1000]
     assert during, "no epoch ended while the server was away: training waited for it"
     print(f"\nMLflow server away {up - down:.0f} s mid-sweep; {len(during)} epochs ended meanwhile and reached it "
-          f"later; the sweep took {wall:.0f} s and exited 0")
+          f"later; trials' wall {trials_wall(runs):.0f} s; the sweep took {wall:.0f} s (it waits at its end for the "
+          "server to take every write, mlflow.send_timeout_s) and exited 0")
 
 
 def test_writes_left_at_the_end_are_sent_by_sync_once(tmp_path, storage, server):
