@@ -11,13 +11,17 @@ from orchestrator.sweep_folder import latest_sweep_folder, new_sweep_folder, swe
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Each process waits for the same instant, then opens the store and makes the sweep's parent run.
+# Each process waits for the same instant, then opens the store and makes the sweep's parent run (sent to
+# the store by its journal's sender before it ends).
 START_TOGETHER = """
 import sys, time
+from pathlib import Path
 from orchestrator.tracking import SweepTracker
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))
-tracker = SweepTracker(sys.argv[1], "race", sys.argv[3], {"name": "digits"})
+folder = Path(sys.argv[4])
+tracker = SweepTracker(sys.argv[1], "race", sys.argv[3], {"name": "digits"}, folder)
+assert tracker.close(120, folder) == 0
 print("ok", tracker.experiment_id)
 """
 
@@ -25,7 +29,8 @@ print("ok", tracker.experiment_id)
 def test_two_processes_create_a_fresh_sqlite_store_at_the_same_moment(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     start = time.time() + 12  # both have imported MLflow by then
-    procs = [subprocess.Popen([sys.executable, "-c", START_TOGETHER, uri, str(start), f"sweep-{i}"], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-c", START_TOGETHER, uri, str(start), f"sweep-{i}",
+                               str(tmp_path / f"sweep-{i}")], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outputs = [p.communicate(timeout=180) for p in procs]
     for proc, (out, err) in zip(procs, outputs):
