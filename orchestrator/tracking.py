@@ -318,6 +318,7 @@ class SweepTracker(TrackedRun):
                 self.journal.delete_tag(self.run_id, "error")
         else:
             self.create(sweep_id, parent)
+        _live_trackers[sweep_id] = self
 
     def adopt_from_server(self) -> Optional[str]:
         """A sweep whose journal is not on this machine (resumed elsewhere): its parent and trial runs, from the
@@ -355,6 +356,9 @@ class SweepTracker(TrackedRun):
                             storage_location, self.data, self.tags)
 
 
+_live_trackers: dict[str, SweepTracker] = {}  # sweep id -> this process's tracker of it
+
+
 class EpochLogger(UserCallback):
     """Ray Train callback for a single run: each epoch rank 0 reports, into the run's journal.
 
@@ -384,7 +388,13 @@ class TrialTracker(Callback):
         return {k: v for k, v in self.__dict__.items() if k != "journal"}
 
     def __setstate__(self, state):
+        """A callback Tune restores from an earlier driver's state writes through this driver's tracker: a
+        sweep resumed on another machine has its journal elsewhere and its parent run under another key."""
         self.__dict__.update(state)
+        live = _live_trackers.get(self.sweep_id)
+        if live is not None:
+            self.journal_folder, self.parent_id = live.journal.folder, live.run_id
+            self.experiment_id = live.experiment_id
         self.journal = open_journal(self.journal_folder, self.uri)
 
     def run_id(self, trial) -> str:
