@@ -141,9 +141,14 @@ class Journal:
         record = {"op": op, **fields}
         line = json.dumps(record, default=str) + "\n"
         with self._lock, open(self.files.records_path, "a") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+            end = f.tell()
+            try:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError:  # a full disk: no half line may stay, or the next line would be glued to it
+                f.truncate(end)
+                raise
             apply_to_state(self.runs, record)
 
     # ---- reads, from what was written ----------------------------------------------------------
