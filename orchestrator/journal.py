@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from orchestrator.storage_faults import from_os_error, is_storage_error
+
 JOURNAL_FOLDER = "mlflow-journal"
 RUN_KEY_TAG = "dualkd.run_key"
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's nesting tag; in the journal it names the parent by its key
@@ -146,8 +148,10 @@ class Journal:
                 f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
-            except OSError:  # a full disk: no half line may stay, or the next line would be glued to it
+            except OSError as err:  # a full disk: no half line may stay, or the next line would be glued to it
                 f.truncate(end)
+                if is_storage_error(err):  # the sweep stops with the storage's one line, as for a trial's
+                    raise from_os_error(err) from err
                 raise
             apply_to_state(self.runs, record)
 
