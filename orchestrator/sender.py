@@ -43,7 +43,7 @@ def is_permanent(err: BaseException) -> bool:
 
 
 def chunks(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)] or [[]]
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 class Sender:
@@ -87,11 +87,9 @@ class Sender:
             for part in chunks(metrics, BATCH["metrics"]):
                 self.client.log_batch(run_id, metrics=part)
             for part in chunks(params, BATCH["params"]):
-                if part:
-                    self.client.log_batch(run_id, params=part)
+                self.client.log_batch(run_id, params=part)
             for part in chunks(tags, BATCH["tags"]):
-                if part:
-                    self.client.log_batch(run_id, tags=part)
+                self.client.log_batch(run_id, tags=part)
         elif op == "delete_tag":
             if record["key"] in self.client.get_run(run_id).data.tags:
                 self.client.delete_tag(run_id, record["key"])
