@@ -146,10 +146,17 @@ def _report(err: BaseException) -> int:
 
 def _disconnect_ray() -> None:
     """Ray prints its workers' last log lines when it disconnects: do that first, so the error line comes last."""
-    ray = sys.modules.get("ray")
-    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
-        ray.shutdown()
+    stop_own_ray()
     sys.stdout.flush()
+
+
+def stop_own_ray() -> None:
+    """Disconnects from the Ray that `start_ray` connected to; a Ray the caller had connected to (a notebook's,
+    a test session's) stays theirs."""
+    ray = sys.modules.get("ray")
+    if _own_ray[0] and ray is not None and ray.is_initialized():
+        ray.shutdown()
+    _own_ray[0] = False
 
 
 def pin_state_api() -> Optional[int]:
@@ -169,6 +176,7 @@ def pin_state_api() -> Optional[int]:
 
 
 _pinned: list[Optional[str]] = [None]  # what pin_state_api set: a later local Ray in this process pins anew
+_own_ray = [False]  # whether start_ray connected this process to its Ray (stop_own_ray disconnects only that)
 
 
 def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> Optional[str]:
@@ -187,5 +195,6 @@ def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> Optional[
         port = pin_state_api()
         context = ray.init(address="local", resources={"TRAIN_DRIVER": driver_slots} if driver_slots else None,
                            include_dashboard=True, dashboard_port=port)
+    _own_ray[0] = True
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url

@@ -22,7 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.cli import start_ray
+from orchestrator.cli import start_ray, stop_own_ray
 from orchestrator.comparison import teacher_uncertainty
 from orchestrator.gating import log_gating_curve, train_logits_of
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
@@ -34,6 +34,7 @@ from orchestrator.tables import best_params, best_trial, format_table, trials_ta
 from orchestrator.tracking import SweepTracker, error_line, error_text, where_to_look
 from orchestrator.trainer import prepare_teacher_and_banks, run_seeds
 from orchestrator.trial import trial_trainable
+from orchestrator.tune_state import KeepTuneState, repair_state
 from trainables import failures, storage
 from trainables.teacher import SOFT_LABELS_FILE
 
@@ -56,7 +57,9 @@ class SweepSearch(OptunaSearch):
     another machine, so a restored searcher re-opens the study at this machine's copy of the file.
     Tune's saved state can be seconds older than the study (a killed driver): a trial the study already
     holds as finished is re-run by Tune, but the study keeps its first ending and ignores the re-run; a
-    trial asked for after that state was saved is marked failed, as Tune will ask for another.
+    trial asked for after that state was saved is marked failed, as Tune will ask for another. When no Tune
+    state reached the storage at all (it filled up first), the resumed sweep starts Tune afresh: the study's
+    trials that were running then are marked failed before the first new one is asked for.
 
     Pruned is pruned: a trial that ends (without error) before `epochs` was stopped by ASHA, and Optuna
     is told PRUNED, with its per-epoch values as intermediate values at their epochs (Tune's own searcher
@@ -76,6 +79,7 @@ class SweepSearch(OptunaSearch):
         self.epochs = epochs
         self.units, self.budget_hours = units, budget_hours
         self.seconds: dict[str, float] = {}
+        self.orphans_failed = False
 
     @property
     def hours_used(self) -> float:
@@ -84,7 +88,18 @@ class SweepSearch(OptunaSearch):
     def suggest(self, trial_id: str):
         if self.budget_hours is not None and self.hours_used >= self.budget_hours:
             return Searcher.FINISHED
+        if not self.orphans_failed:
+            self._fail_orphans()
         return super().suggest(trial_id)
+
+    def _fail_orphans(self) -> None:
+        """Running trials of the study that this searcher did not ask for: a driver that is gone asked for them
+        after Tune's state was saved (or none was), and Tune will ask for others in their place."""
+        known = {t._trial_id for t in self._ot_trials.values()}
+        for orphan in self._ot_study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
+            if orphan._trial_id not in known:
+                self._storage.set_trial_state_values(orphan._trial_id, optuna.trial.TrialState.FAIL)
+        self.orphans_failed = True
 
     def _clock(self, trial_id: str, result: Optional[dict]) -> None:
         if result and "time_total_s" in result:
@@ -123,10 +138,7 @@ class SweepSearch(OptunaSearch):
                 self._completed_trials.add(tune_id)
             else:
                 self._ot_trials[tune_id] = optuna.Trial(self._ot_study, old._trial_id)
-        known = {t._trial_id for t in self._ot_trials.values()}
-        for orphan in self._ot_study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
-            if orphan._trial_id not in known:  # asked for after Tune's state was saved: Tune will ask again
-                self._storage.set_trial_state_values(orphan._trial_id, optuna.trial.TrialState.FAIL)
+        self._fail_orphans()
 
 
 class PublishStudy(Callback):
@@ -294,6 +306,9 @@ def fit(tracker: SweepTracker, location: str, resume: bool, trainable, build) ->
     `build()`; a storage that stopped taking writes ends it with one line (StorageFailed)."""
     if resume and ray.tune.Tuner.can_restore(location):
         print(f"resuming {location}")
+        repaired = repair_state(location)
+        if repaired:
+            print(repaired)
         tuner = ray.tune.Tuner.restore(location, trainable, resume_errored=True)
     else:
         tuner = build()
@@ -401,7 +416,7 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, commit:
     except BaseException:
         tracker.close(5, folder.local)
         raise
-    ray.shutdown()  # Ray prints its last lines as it disconnects: before the line on MLflow's unsent writes
+    stop_own_ray()  # Ray prints its last lines as it disconnects: before the line on MLflow's unsent writes
     tracker.close(spec.mlflow.send_timeout_s, folder.local)
     return code
 
@@ -422,7 +437,7 @@ def tracked_sweep(spec: Spec, folder: SweepFolder, tracker: SweepTracker, spec_t
     log_teacher_uncertainty(tracker, run_cfg.teacher_dir, spec.loss.threshold)
     log_teacher_gating(tracker, spec, run_cfg.teacher_dir)
     callbacks = [tracker.callback(spec.students.epochs, spec.storage_location), PublishStudy(folder),
-                 StorageGuard(folder.location)]
+                 StorageGuard(folder.location), KeepTuneState()]
     if spec.compare:
         return run_comparison(spec, folder, tracker, run_cfg.teacher_dir, train_storage, banks, resume, callbacks)
     trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage, banks)

@@ -19,6 +19,8 @@ def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, ca
     spec_path.write_text(yaml.safe_dump(raw))
 
     assert sweep.main([str(spec_path)]) == 0
+    # the caller's Ray stays connected, with its resources: the sweep only disconnects a Ray it started itself
+    assert ray_local.is_initialized() and ray_local.cluster_resources().get("TRAIN_DRIVER", 0) >= 1
     folder = next((tmp_path / "runs" / "sweeps").glob("tiny-compare-*"))
     table = pd.read_csv(folder / "comparison.csv")
     assert list(zip(table["method"], table["student"])) == [

@@ -81,3 +81,24 @@ def test_a_trial_that_ran_every_epoch_or_reported_nothing_is_told_as_tune_tells_
     search.on_trial_complete("t", **ending)
     (trial,) = study(tmp_path).trials
     assert trial.state == (State.COMPLETE if ending["result"] else State.PRUNED)
+
+
+def test_trials_running_when_the_driver_died_are_failed_when_a_new_searcher_asks(tmp_path):
+    """A storage that filled before Tune saved any state: the resumed sweep starts Tune afresh on the same
+    study, so the trial the dead driver ran is failed (no ending would ever come) before another is asked."""
+    searcher(tmp_path).suggest("lost")
+    search = searcher(tmp_path)  # the resumed driver's, built anew
+    run(search, "again", [0.3, 0.5, 0.6, 0.7])
+    trials = study(tmp_path).trials
+    assert [t.state for t in trials] == [State.FAIL, State.COMPLETE]
+
+
+def test_a_trial_asked_for_after_the_saved_state_is_failed_on_restore(tmp_path):
+    search = searcher(tmp_path)
+    search.suggest("saved")
+    search.save(str(tmp_path / "searcher.pkl"))
+    search.suggest("unsaved")  # the driver dies before Tune saves again
+    restored = searcher(tmp_path)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    restored.on_trial_complete("saved", {"val": 0.7, "epoch": EPOCHS})
+    assert [t.state for t in study(tmp_path).trials] == [State.COMPLETE, State.FAIL]

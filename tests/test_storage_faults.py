@@ -123,7 +123,9 @@ def test_storage_filling_mid_sweep_stops_and_resumes(tmp_path, disk):
         resumed.proc.wait(timeout=600)
     finally:
         resumed.stop(grace=5)
-    assert resumed.proc.returncode == 0, resumed.tail()
+    restored = [line for line in resumed.log.read_text(errors="replace").splitlines() if "esum" in line or "Restor" in line]
+    kept = sorted(p.name for p in (store.path / "sweeps").glob("*/*"))
+    assert resumed.proc.returncode == 0, f"{resumed.tail()}\nrestore lines: {restored}\nsweep folder: {kept}"
     check_every_trial_once(client, "storage", store.path, trials=trials)
 
 
