@@ -45,6 +45,8 @@ def pareto_front(df: pd.DataFrame, spec: Spec) -> pd.DataFrame:
 
 def plot_front(df: pd.DataFrame, front: pd.DataFrame, spec: Spec, names: dict[str, str], path: Path) -> Path:
     """Every completed trial on the first two objectives, the front highlighted, joined and named."""
+    from orchestrator.tables import save_figure  # here: tables imports this module
+
     (x, x_mode), (y, y_mode) = spec.tune.objectives[:2]
     rows = candidates(df, spec)
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -61,6 +63,4 @@ def plot_front(df: pd.DataFrame, front: pd.DataFrame, spec: Spec, names: dict[st
         title += f" (first 2 of {len(spec.tune.objectives)} objectives)"
     ax.set_title(title)
     ax.legend()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -23,8 +23,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from orchestrator.cli import run_main
-from orchestrator.comparison import (REFERENCES, analysis_plots, comparison_table, format_comparison,
-                                     write_comparison)
+from orchestrator.comparison import REFERENCES, comparison_table, format_comparison, write_comparison
+from orchestrator.comparison_plots import analysis_plots
 from orchestrator.paired import LEVEL
 from orchestrator.sequential import STOP_TAG, plan_of, table_note
 from orchestrator.spec import Spec, SpecError

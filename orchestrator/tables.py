@@ -132,22 +132,23 @@ def best_spec_yaml(spec: Spec, params: dict, trial_id: Optional[str] = None, fig
     return header + yaml.safe_dump({"name": raw.pop("name"), **raw}, sort_keys=False)
 
 
-def _markdown(df: pd.DataFrame) -> str:
-    """A GitHub Markdown table; written here because tabulate (behind `DataFrame.to_markdown`) is not a dependency."""
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub Markdown table of `df`: floats as in `format_table`, gaps empty, numbers right-aligned."""
     def cell(value: Any) -> str:
         value = _plain(value)
         if value is None:
             return ""
         return _format_float(value) if isinstance(value, float) else str(value).replace("|", "\\|")
 
-    numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |",
-             "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+    # Cells go in as strings, so tabulate must not parse them back into numbers (it would reformat 1.000e-04).
+    shown = pd.DataFrame([[cell(v) for v in row] for row in df.itertuples(index=False)],
+                         columns=[cell(c) for c in df.columns])
+    align = ["right" if pd.api.types.is_numeric_dtype(df[c]) else "left" for c in df.columns]
+    return shown.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True) + "\n"
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write `fig` as a PNG and close it: a sweep draws many figures, and pyplot keeps each open until closed."""
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -164,7 +165,7 @@ def _study_plots(study: optuna.Study, out: Path) -> list[Path]:
     # rc_context: optuna switches pyplot to its ggplot style, which would leak into every later plot.
     with warnings.catch_warnings(), plt.rc_context():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        written.append(_save(plot_optimization_history(study).figure, out / "optimization_history.png"))
+        written.append(save_figure(plot_optimization_history(study).figure, out / "optimization_history.png"))
         # Optuna's default evaluator returns equal (meaningless) importances instead of failing below this.
         names = {name for t in complete for name in t.params}
         varying = any(len({repr(t.params.get(name)) for t in complete}) > 1 for name in names)
@@ -174,7 +175,7 @@ def _study_plots(study: optuna.Study, out: Path) -> list[Path]:
             except ValueError:  # trials with different parameter sets (a define-by-run space)
                 pass
             else:
-                written.append(_save(ax.figure, out / "param_importances.png"))
+                written.append(save_figure(ax.figure, out / "param_importances.png"))
     return written
 
 
@@ -203,7 +204,7 @@ def _scatter(df: pd.DataFrame, spec: Spec, param: str, out: Path) -> Optional[Pa
     ax.set_ylabel("val top-1")
     ax.set_title(f"{spec.name}: val top-1 against {param}")
     ax.legend()
-    return _save(fig, out / f"val_top1_vs_{param.replace('.', '_')}.png")
+    return save_figure(fig, out / f"val_top1_vs_{param.replace('.', '_')}.png")
 
 
 def make_plots(df: pd.DataFrame, spec: Spec, out_dir: str | Path, study: Optional[optuna.Study] = None) -> list[Path]:
@@ -231,7 +232,7 @@ def write_front(df: pd.DataFrame, spec: Spec, out: Path, sweep_name: Optional[st
     table = table[["trial", *[c for c in front.columns if c != "trial"]]]
     written = {"pareto.csv": out / "pareto.csv", "pareto.md": out / "pareto.md"}
     table.to_csv(written["pareto.csv"], index=False)
-    written["pareto.md"].write_text(_markdown(table))
+    written["pareto.md"].write_text(markdown_table(table))
     if not candidates(df, spec).empty:
         written["pareto.png"] = plot_front(df, front, spec, names, out / "pareto.png")
     (out / PARETO_DIR).mkdir(exist_ok=True)
@@ -252,7 +253,7 @@ def write_results(df: pd.DataFrame, spec: Spec, out_dir: str | Path, sweep_name:
     out.mkdir(parents=True, exist_ok=True)
     written = {"results.csv": out / "results.csv", "results.md": out / "results.md"}
     df.to_csv(written["results.csv"], index=False)
-    written["results.md"].write_text(_markdown(df))
+    written["results.md"].write_text(markdown_table(df))
     best = None if spec.tune.pareto else best_trial(df, spec)
     if spec.tune.pareto:
         written.update(write_front(df, spec, out, sweep_name, names or {}))

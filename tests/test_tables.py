@@ -1,16 +1,18 @@
 """The sweep's result tables, best spec and plots, on hand-made trials (no Ray)."""
 
 import math
+import re
 import warnings
 
 import matplotlib
 import optuna
+import pandas as pd
 import pytest
 from optuna.distributions import FloatDistribution
 
 from orchestrator.spec import load_spec, validate_spec, with_values
-from orchestrator.tables import (best_spec_yaml, best_trial, format_table, make_plots, trials_table,
-                                 write_results)
+from orchestrator.tables import (best_spec_yaml, best_trial, format_table, make_plots, markdown_table,
+                                 trials_table, write_results)
 
 SEARCH = {"loss.threshold": {"type": "float", "low": 0.3, "high": 1.0},
           "loss.temperature": {"type": "float", "low": 1, "high": 6, "log": True}}
@@ -110,10 +112,28 @@ def test_write_results_writes_every_file(tmp_path):
                             "val_top1_vs_loss_temperature.png"}
     assert all(p.is_file() and p.stat().st_size > 0 for p in written.values())
     md = written["results.md"].read_text().splitlines()
-    assert md[0].startswith("| trial_id | state |") and len(md) == 2 + len(TRIALS)
+    assert md_cells(md[0])[:2] == ["trial_id", "state"] and len(md) == 2 + len(TRIALS)
     best = load_spec(written["best.yaml"])
     assert (best.loss.threshold, best.loss.temperature, best.search) == (0.5, 2.0, {})
     assert "trial done" in written["best.yaml"].read_text()
+
+
+def md_cells(line: str) -> list[str]:
+    """The cells of one Markdown table row, without the padding; an escaped pipe stays in its cell."""
+    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def test_markdown_table_formats_aligns_and_escapes():
+    df = pd.DataFrame({"name": ["a|b", None], "lr": [1e-4, 0.5], "top1": [0.91234, math.nan], "n": [3, 4]})
+    lines = markdown_table(df).splitlines()
+    assert [md_cells(line) for line in lines[:1] + lines[2:]] == [
+        ["name", "lr", "top1", "n"],
+        ["a\\|b", "1.000e-04", "0.9123", "3"],  # small values keep their digits; tabulate must not re-parse them
+        ["", "0.5000", "", "4"]]  # gaps are empty
+    align = md_cells(lines[1])  # text left-aligned, numbers right-aligned
+    assert align[0].startswith(":-") and align[0].endswith("-")
+    assert all(a.startswith("-") and a.endswith("-:") for a in align[1:])
+    assert len(lines[1]) == len(lines[0])  # every row padded to the same widths
 
 
 def test_no_best_yaml_without_a_ranked_trial(tmp_path):
