@@ -73,9 +73,9 @@ SearchParam = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(dis
 class Resources(Strict):
     """Per trial: a TorchTrainer of `num_workers` workers."""
 
-    num_workers: int = Field(1, ge=1, le=1024)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1, gt=0)
+    num_workers: int = Field(1, ge=1, le=1024, description="DDP workers per trial (the paper: 4)")
+    use_gpu: bool = Field(False, description="one GPU share per worker (gpus_per_worker)")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per worker")
     gpus_per_worker: float = Field(1, ge=0, description="used only with use_gpu")
     max_failures: int = Field(0, ge=0, description="worker-group restarts per trial, from its last checkpoint")
 
@@ -95,13 +95,14 @@ class TuneSettings(Strict):
     scheduler_metric: Optional[str] = Field(None, description="the one metric ASHA stops trials on in a Pareto "
                                             "search; default: tune.metric when it is one")
     scheduler_mode: Optional[Mode] = Field(None, description="default: its mode in tune.metric, else max")
-    num_trials: int = Field(8, ge=1)
+    num_trials: int = Field(8, ge=1, description="trials Optuna proposes (unless budget_hours ends it first)")
     budget_hours: Optional[float] = Field(None, gt=0, description="no trial starts once the trials used this many "
                                           "resource-hours (GPUs, else CPUs, x wall time); running ones finish")
-    scheduler: Literal["asha", "fifo"] = "asha"
+    scheduler: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early (told to Optuna "
+                                               "as pruned); fifo runs every trial to its last epoch")
     grace_period: int = Field(2, ge=1, description="epochs every trial runs before ASHA may stop it")
-    reduction_factor: float = Field(2, gt=1)
-    max_concurrent_trials: int = Field(2, ge=1)
+    reduction_factor: float = Field(2, gt=1, description="ASHA keeps 1 in this many trials at each rung")
+    max_concurrent_trials: int = Field(2, ge=1, description="trials that run at once")
     seed: int = Field(0, ge=0, description="the Optuna sampler's seed")
 
     @model_validator(mode="after")
@@ -144,18 +145,19 @@ class SequentialSettings(Strict):
 
     against: Literal["kd", "ce"] = Field(description="the reference: one of the table's paired columns")
     methods: list[Method] = Field(min_length=1, description="the methods that must be told apart from it")
-    max_seeds: int = Field(10, ge=3)
+    max_seeds: int = Field(10, ge=3, description="stop adding seeds here, decided or not")
 
 
 class CompareSettings(Strict):
     """A comparison: every listed method for every seed, as fixed Tune trials (no search)."""
 
     methods: list[Method] = Field(default_factory=lambda: ["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"],
-                                  min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+                                  min_length=1, description="the methods compared, each on every seed")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                             description="run seeds; the intervals pair methods seed by seed")
     from_sweep: Optional[str] = Field(None, description="take the best values of this earlier sweep")
     interval: Literal["t", "bootstrap"] = Field("t", description="the paired differences' 95 % interval over seeds")
-    sequential: Optional[SequentialSettings] = None
+    sequential: Optional[SequentialSettings] = Field(None, description="add seeds until the intervals decide")
     budget_hours: Optional[float] = Field(None, gt=0, description="no seed is added once the trials used this "
                                           "many resource-hours (GPUs, else CPUs, x wall time)")
 
@@ -190,15 +192,18 @@ class MlflowSettings(Strict):
 class Spec(RunConfig):
     """What `orchestrator.sweep` and `orchestrator.train` read."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the sweep folder "
+                      "(NAME-DATE-TIME) and, by default, the MLflow experiment")
     storage: Optional[str] = Field(None, description=f"sweeps, runs and the teacher cache: a folder every node reads, "
                                    f"or s3://bucket/prefix; default ${STORAGE_ENV}, else ./{DEFAULT_STORAGE}")
-    resources: Resources = Field(default_factory=Resources)
+    resources: Resources = Field(default_factory=Resources, description="per trial")
     teacher_resources: Optional[Resources] = Field(None, description="for training the teacher; default: resources")
-    tune: TuneSettings = Field(default_factory=TuneSettings)
-    search: dict[str, SearchParam] = Field(default_factory=dict)
-    compare: Optional[CompareSettings] = None
-    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    tune: TuneSettings = Field(default_factory=TuneSettings, description="the search: objective, trials, scheduler")
+    search: dict[str, SearchParam] = Field(default_factory=dict, description="dotted key (e.g. loss.threshold) -> "
+                                           "{type: float|int|categorical, ...}: the keys Optuna searches")
+    compare: Optional[CompareSettings] = Field(None, description="set it to compare methods over seeds instead "
+                                               "of searching")
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="where runs are tracked")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
@@ -402,3 +407,20 @@ def with_values(spec: Spec, values: dict[str, Any]) -> Spec:
     for key, value in values.items():
         set_dotted(raw, key, value)
     return validate_spec(raw, "trial config")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m orchestrator.spec --reference [PATH]`: write the spec reference page (docs/spec-reference.md)."""
+    import argparse
+
+    from orchestrator import spec_reference
+
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.spec", description=main.__doc__)
+    parser.add_argument("--reference", nargs="?", const=str(spec_reference.PAGE), metavar="PATH", required=True)
+    args = parser.parse_args(argv)
+    print(f"wrote {spec_reference.write(Path(args.reference))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
