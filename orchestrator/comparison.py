@@ -44,7 +44,7 @@ CAPTION = ("Top-1, top-5 and ECE in percent, mean ± sample std over seeds. `vs_
            "`_quoted` are the paper's ImageNet-100 figures (its KD top-1 derived as dual-student minus the "
            "stated gain), not measured here. `compression` = teacher params / student params with heads of "
            "this dataset's classes; `compression_1000` counts 1000-class heads, as the paper's ratios do.")
-INTERVAL_NAMES = {"t": "t-based", "bootstrap": "bootstrap percentile"}
+INTERVAL_NAMES = {"t": "t-based", "bootstrap": "bootstrap BCa"}
 
 
 def finished_trials(trials: list[dict]) -> list[dict]:

@@ -1,9 +1,12 @@
 """The comparison table, its writers and the uncertainty plots, on hand-made trials (no Ray, no MLflow)."""
 
+import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy.special import ndtr, ndtri
 
 from orchestrator.comparison import (PAPER_COMPRESSION, PAPER_TOP1, comparison_latex, comparison_markdown,
                                      comparison_table, format_comparison, write_comparison)
@@ -168,9 +171,52 @@ def test_paired_difference_t_and_bootstrap():
     assert d.excludes_zero is True
     boot = paired_difference(method, reference, "bootstrap")
     assert boot.mean == pytest.approx(1.2) and 0.5 <= boot.low < 1.2 < boot.high <= 2.0  # within the observed range
+    assert paired_difference(method, reference, "bootstrap") == boot  # seeded: the same resamples every time
     noisy = paired_difference({0: 91.0, 1: 89.0, 2: 92.0}, {0: 90.0, 1: 90.0, 2: 90.0})
     assert noisy.low < 0 < noisy.high and noisy.excludes_zero is False
     assert paired_difference({0: 1.0}, {0: 0.5}).excludes_zero is None  # one pair: no interval
+
+
+def exact_bootstrap(diffs, level=0.95):
+    """The ideal bootstrap of the mean (every one of the n^n resamples once) and its percentile and BCa ends.
+
+    BCa as Efron & Tibshirani (1993) 14.3: z0 from the share of resampled means below the mean (ties
+    counted half), the acceleration from the jackknife means.
+    """
+    diffs = np.asarray(diffs, dtype=float)
+    n = len(diffs)
+    means = np.array([diffs[list(ix)].mean() for ix in itertools.product(range(n), repeat=n)])
+    z0 = ndtri(((means < diffs.mean()).mean() + (means <= diffs.mean()).mean()) / 2)
+    u = (diffs.sum() - diffs) / (n - 1)
+    u = u.mean() - u
+    a = (u ** 3).sum() / (6 * (u ** 2).sum() ** 1.5)
+    z = ndtri(np.array([0.5 - level / 2, 0.5 + level / 2]))
+    return np.quantile(means, [0.5 - level / 2, 0.5 + level / 2]), np.quantile(means, ndtr(z0 + (z0 + z) / (1 - a * (z0 + z))))
+
+
+def test_bootstrap_is_bca_and_reaches_into_a_skewed_tail():
+    from orchestrator.paired import paired_difference
+
+    diffs = [0.2, 0.5, 0.1, 0.3, 2.5]  # one seed far above the others
+    (pct_low, pct_high), (bca_low, bca_high) = exact_bootstrap(diffs)
+    assert (pct_low, pct_high) == pytest.approx((0.18, 1.62))
+    boot = paired_difference(dict(enumerate(diffs)), dict.fromkeys(range(5), 0.0), "bootstrap")
+    # 10,000 resamples land within a resampled mean's step of the ideal bootstrap's BCa ends ...
+    assert (boot.low, boot.high) == pytest.approx((bca_low, bca_high), abs=0.05)
+    # ... and the percentile interval's upper end is 0.4 short of them: the BCa one is wider here.
+    assert boot.high - boot.low > pct_high - pct_low + 0.3
+
+
+def test_intervals_of_equal_and_of_two_differences():
+    from orchestrator.paired import paired_difference
+
+    for interval in ("t", "bootstrap"):  # scipy's own answer is NaN (BCa) or a warning (t) here
+        same = paired_difference({0: 3.0, 1: 4.0, 2: 5.0}, {0: 1.0, 1: 2.0, 2: 3.0}, interval)
+        assert (same.low, same.mean, same.high, same.excludes_zero) == (2.0, 2.0, 2.0, True)
+    two = paired_difference({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}, "bootstrap")
+    assert (two.low, two.high, two.excludes_zero) == (1.0, 2.0, True)  # every resampled mean lies in [1, 2]
+    half = 12.706 * math.sqrt(0.5) / math.sqrt(2)  # t(0.975, 1) * sd / sqrt(n)
+    assert (paired_difference({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}).low) == pytest.approx(1.5 - half, rel=1e-3)
 
 
 def test_paired_columns_in_every_table(tmp_path):
