@@ -17,8 +17,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable, Optional
 
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
 # What torchvision's ImageFolder reads (it lower-cases the suffix), so the counts are what training sees.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES: tuple[str, ...] = IMG_EXTENSIONS
 
 
 def image_files(root: str | Path) -> list[str]:
