@@ -2,6 +2,7 @@ from functools import lru_cache
 
 import pytest
 import torch
+import torchvision
 
 from trainables.models import (
     MODELS,
@@ -25,6 +26,7 @@ def eval_model(name: str, small_input: bool) -> torch.nn.Module:
 
 def test_registry_holds_the_four_architectures():
     assert sorted(MODELS) == sorted(ARCHS)
+    assert set(MODELS) <= set(torchvision.models.list_models(module=torchvision.models))  # torchvision's names
 
 
 def test_resnet18_imagenet_parameter_count_matches_torchvision():
@@ -104,9 +106,11 @@ def test_missing_weights_file(tmp_path):
         build_model("resnet18", 10, 16, weights_path=tmp_path / "nope.pt")
 
 
-def test_unknown_name_lists_the_available_ones():
+@pytest.mark.parametrize("name, problem", [("vgg16", "has no small-input adaptation"),
+                                           ("resnet180", "is not a torchvision model")])
+def test_unknown_name_lists_the_available_ones(name, problem):
     with pytest.raises(ValueError) as err:
-        build_model("vgg16", 10, 16)
+        build_model(name, 10, 16)
     message = str(err.value)
-    assert "\n" not in message and "vgg16" in message
+    assert "\n" not in message and f"{name!r} {problem}" in message
     assert all(name in message for name in ARCHS)

@@ -1,7 +1,9 @@
-"""One model registry: name -> torchvision constructor, plus the small-input adaptation.
+"""The architectures a run may name: torchvision's networks, plus how each is adapted to small images.
 
 Every worker, the teacher cache and the result tables build networks through `build_model`, so an
-architecture name means the same network everywhere. No Ray or MLflow here.
+architecture name means the same network everywhere. torchvision builds them (`get_model`); this module
+adds only what torchvision does not know: which ones have a small-input stem, and what it is. No Ray or
+MLflow here.
 """
 
 from __future__ import annotations
@@ -22,62 +24,38 @@ log = logging.getLogger(__name__)
 SMALL_INPUT = 64
 """Images this size or smaller get the small-input stem; the ImageNet stem would shrink them 32x."""
 
-ModelFn = Callable[[int, bool], nn.Module]
-MODELS: dict[str, ModelFn] = {}
+
+def _resnet_small_input(model: tvm.ResNet) -> None:
+    # CIFAR-style stem: 3x3 stride-1 conv and no max-pool, so the stem keeps full resolution.
+    model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # as torchvision inits convs
+    model.maxpool = nn.Identity()
 
 
-def register_model(name: str) -> Callable[[ModelFn], ModelFn]:
-    """Register `fn(num_classes, small_input) -> nn.Module` under `name`."""
-
-    def register(fn: ModelFn) -> ModelFn:
-        if name in MODELS:
-            raise ValueError(f"model {name!r} is registered twice")
-        MODELS[name] = fn
-        return fn
-
-    return register
+def _mobilenet_v2_small_input(model: tvm.MobileNetV2) -> None:
+    # Total stride 32 -> 8 by editing strides in place: every weight keeps its ImageNet shape.
+    model.features[0][0].stride = (1, 1)
+    model.features[2].conv[1][0].stride = (1, 1)
 
 
-def _resnet(constructor: Callable[..., tvm.ResNet], num_classes: int, small_input: bool) -> nn.Module:
-    model = constructor(weights=None, num_classes=num_classes)
-    if small_input:
-        # CIFAR-style stem: 3x3 stride-1 conv and no max-pool, so the stem keeps full resolution.
-        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 3, stride=1, padding=1, bias=False)
-        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
-        model.maxpool = nn.Identity()
-    return model
-
-
-@register_model("resnet18")
-def resnet18(num_classes: int, small_input: bool) -> nn.Module:
-    return _resnet(tvm.resnet18, num_classes, small_input)
-
-
-@register_model("resnet34")
-def resnet34(num_classes: int, small_input: bool) -> nn.Module:
-    return _resnet(tvm.resnet34, num_classes, small_input)
-
-
-@register_model("resnet50")
-def resnet50(num_classes: int, small_input: bool) -> nn.Module:
-    return _resnet(tvm.resnet50, num_classes, small_input)
-
-
-@register_model("mobilenet_v2")
-def mobilenet_v2(num_classes: int, small_input: bool) -> nn.Module:
-    model = tvm.mobilenet_v2(weights=None, num_classes=num_classes)
-    if small_input:
-        # Total stride 32 -> 8 by editing strides in place: every weight keeps its ImageNet shape.
-        model.features[0][0].stride = (1, 1)
-        model.features[2].conv[1][0].stride = (1, 1)
-    return model
+MODELS: dict[str, Callable[[nn.Module], None]] = {
+    "resnet18": _resnet_small_input,
+    "resnet34": _resnet_small_input,
+    "resnet50": _resnet_small_input,
+    "mobilenet_v2": _mobilenet_v2_small_input,
+}
+"""The supported architectures (torchvision names) -> their small-input adaptation, applied in place."""
 
 
 def build_model(name: str, num_classes: int, image_size: int, weights_path: Optional[str | Path] = None) -> nn.Module:
-    """Build a registered architecture; `weights_path` loads a local file, shape-matching tensors only."""
+    """Build a supported architecture; `weights_path` loads a local file, shape-matching tensors only."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
-    model = MODELS[name](num_classes, image_size <= SMALL_INPUT)
+        known = name in tvm.list_models(module=tvm)
+        what = "has no small-input adaptation in trainables.models.MODELS" if known else "is not a torchvision model"
+        raise ValueError(f"architecture {name!r} {what}: use one of {', '.join(sorted(MODELS))}")
+    model = tvm.get_model(name, weights=None, num_classes=num_classes)
+    if image_size <= SMALL_INPUT:
+        MODELS[name](model)
     if weights_path is not None:
         report = load_matching_weights(model, weights_path)
         log.info(
@@ -115,13 +93,13 @@ def load_matching_weights(model: nn.Module, path: str | Path) -> dict:
 
 
 def output_classes(state_dict: dict) -> int:
-    """The class count of a registered model's weights: the rows of its classifier, the last 2-D weight.
+    """The class count of a supported model's weights: the rows of its classifier, the last 2-D weight.
 
     Lets the driver size a teacher from its weights alone, without opening the data.
     """
     heads = [v for k, v in state_dict.items() if k.endswith("weight") and getattr(v, "dim", lambda: 0)() == 2]
     if not heads:
-        raise ValueError("these weights hold no classifier (no 2-D weight): give the state_dict of a registered model")
+        raise ValueError("these weights hold no classifier (no 2-D weight): give the state_dict of a supported model")
     return int(heads[-1].shape[0])
 
 
