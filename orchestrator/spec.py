@@ -89,6 +89,8 @@ Mode = Literal["max", "min"]
 
 
 class TuneSettings(Strict):
+    """The search: what Optuna optimises, how many trials, and which of them ASHA stops early."""
+
     metric: Union[str, list[str]] = Field("val_top1_mean", description="a reported metric, or a list of them: a "
                                           "Pareto search over several objectives")
     mode: Union[Mode, list[Mode]] = Field("max", description="max or min, or one per metric of a list")
@@ -182,6 +184,8 @@ class CompareSettings(Strict):
 
 
 class MlflowSettings(Strict):
+    """Where runs are tracked; every write goes through the sweep's journal first."""
+
     experiment: Optional[str] = Field(None, description="default: the spec's name")
     tracking_uri: Optional[str] = Field(None, description="default: sqlite:///mlflow.db in the working folder")
     tags: dict[str, str] = Field(default_factory=dict, description="set on every run this spec makes")

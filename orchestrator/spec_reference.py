@@ -88,7 +88,7 @@ def render() -> str:
             lines.append(f"The same keys as `{seen[model]}`.\n")
             continue
         seen[model] = title
-        doc = inspect.getdoc(model) or ""
+        doc = inspect.cleandoc(model.__dict__.get("__doc__") or "")  # its own, not one inherited from pydantic
         if doc and model is not Spec:
             lines.append(cell(doc) + "\n")
         lines.append("| key | type | default | description |")

@@ -31,16 +31,16 @@ def state_files(folder: Path) -> list[Path]:
 
 
 def reads_whole(path: Path) -> bool:
-    """Whether the state file loads (a cut JSON or pickle does not)."""
-    try:
-        if path.suffix == ".json":
-            json.loads(path.read_text())
-        else:
-            with open(path, "rb") as f:
-                pickle.load(f)
-    except Exception:  # noqa: BLE001 - any failure to load is a damaged file
-        return False
-    return True
+    """Whether the state file loads: Tune's experiment state is JSON, its searcher states are pickles (also
+    the one named .json); a cut file loads as neither."""
+    data = path.read_bytes()
+    for load in (lambda: json.loads(data), lambda: pickle.loads(data)):
+        try:
+            load()
+            return True
+        except Exception:  # noqa: BLE001, S112 - either loader failing is expected; both failing is damage
+            continue
+    return False
 
 
 class KeepTuneState(Callback):
