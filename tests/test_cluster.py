@@ -111,7 +111,7 @@ def test_tiny_sweep_on_two_nodes(cluster, storage, tmp_path, capsys):
     raw["teacher_resources"] = TEACHER_RESOURCES
     spec_path = tmp_path / "tiny.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a sqlite store on the driver's machine, as the README says
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a sqlite store on the driver's machine, as docs/clusters.md says
 
     code, out, seconds = run_client(sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", uri),
                                     tmp_path, cluster.env, timeout=900)

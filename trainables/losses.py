@@ -1,7 +1,7 @@
 """The one loss that every method is a setting of: uncertainty-aware dual-student distillation.
 
 Pure torch functions, no framework state, so they can be unit-tested and reused outside Ray.
-Notation (see DESIGN.md, "The loss"): teacher logits z_t (frozen), student logits z_s, peer logits
+Notation (see docs/science.md, "The loss"): teacher logits z_t (frozen), student logits z_s, peer logits
 z_r, temperature T, C classes.
 
 - u(x) = H(softmax(z_t)) / log C in [0, 1]: the teacher's normalised uncertainty.
