@@ -1,6 +1,6 @@
 """Storage that fills up, for real: a small tmpfs mounted here (mounting needs root or CAP_SYS_ADMIN, which
-CI has). The run stops with one line, keeps what finished, and `--resume` goes on; the teacher cache never
-holds a half-written entry. A read-only storage fails the same way (its errno, tested below)."""
+CI has; these tests are marked `root`). The run stops with one line, keeps what finished, and `--resume` goes
+on; the teacher cache never holds a half-written entry. A read-only storage fails the same way (its errno, tested below)."""
 
 from __future__ import annotations
 
@@ -65,6 +65,7 @@ def last_line(process: Process) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.root
 def test_full_disk_while_caching_the_teacher_keeps_no_half_entry(tmp_path, disk):
     """A teacher checkpoint of 45 MB cached into 24 MB: one line, exit 2, and no entry (whole or half)."""
     small = disk("24m")
@@ -97,6 +98,7 @@ FILLS_AT_EPOCH_2 = "280m"
 
 
 @pytest.mark.slow
+@pytest.mark.root
 def test_storage_filling_mid_sweep_stops_and_resumes(tmp_path, disk):
     """Full at the second epoch's checkpoint: the sweep stops with one line (exit 2) instead of failing every
     trial; once the storage takes writes again (grown), `--resume` ends every trial once, each epoch once.
