@@ -61,17 +61,42 @@ class Skipped(Exception):
 # ----- sizes -----
 
 # One H100/H200: about 5 minutes in all. 100 classes x 10 images feed the decode and the sweep.
-FULL = dict(image_size=224, batch_size=256, steps=20, warmup=3, compile_backend="inductor", classes=100,
-            images_per_class=10, loader_workers=min(16, os.cpu_count() or 1), decode_repeat=10,
-            sweep_batch_size=128, sweep_loader_workers=8, sweep_cpus=min(8, os.cpu_count() or 1), sweep_concurrent=1)
+FULL = dict(
+    image_size=224,
+    batch_size=256,
+    steps=20,
+    warmup=3,
+    compile_backend="inductor",
+    classes=100,
+    images_per_class=10,
+    loader_workers=min(16, os.cpu_count() or 1),
+    decode_repeat=10,
+    sweep_batch_size=128,
+    sweep_loader_workers=8,
+    sweep_cpus=min(8, os.cpu_count() or 1),
+    sweep_concurrent=1,
+)
 # The same code paths on a small CPU. `eager`: torch.compile's graph capture without Inductor's code
 # generation, which alone takes minutes on 2 cores.
-TINY = dict(image_size=32, batch_size=4, steps=2, warmup=1, compile_backend="eager", classes=4,
-            images_per_class=4, loader_workers=min(2, os.cpu_count() or 1), decode_repeat=2,
-            sweep_batch_size=8, sweep_loader_workers=0, sweep_cpus=1, sweep_concurrent=2)
+TINY = dict(
+    image_size=32,
+    batch_size=4,
+    steps=2,
+    warmup=1,
+    compile_backend="eager",
+    classes=4,
+    images_per_class=4,
+    loader_workers=min(2, os.cpu_count() or 1),
+    decode_repeat=2,
+    sweep_batch_size=8,
+    sweep_loader_workers=0,
+    sweep_cpus=1,
+    sweep_concurrent=2,
+)
 
 
 # ----- environment -----
+
 
 def version(package: str) -> Optional[str]:
     try:
@@ -82,10 +107,19 @@ def version(package: str) -> Optional[str]:
 
 def environment() -> dict:
     """The card and the versions the figures belong to; `gpu` is "cpu" without CUDA."""
-    env = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-           "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-           "torch": torch.__version__, "torchvision": version("torchvision"), "ray": version("ray"),
-           "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "gpu": "cpu", "gpu_memory_gib": None}
+    env = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torchvision": version("torchvision"),
+        "ray": version("ray"),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "gpu": "cpu",
+        "gpu_memory_gib": None,
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1), gpus=torch.cuda.device_count())
@@ -93,6 +127,7 @@ def environment() -> dict:
 
 
 # ----- running parts -----
+
 
 def peak_memory_mib(device: torch.device) -> Optional[float]:
     return round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if device.type == "cuda" else None
@@ -115,12 +150,16 @@ def run_part(name: str, fn: Callable[[], dict], device: torch.device, deadline: 
     except Exception as err:  # noqa: BLE001 - any failure is recorded and the next part runs
         record = {"status": "failed", "error": f"{type(err).__name__}: {one_line(err)}", "peak_gpu_mib": None}
     record["seconds"] = round(time.perf_counter() - started, 2)
-    print(f"[{name}] {record['status']} in {record['seconds']:.1f} s "
-          f"{record.get('error') or record.get('reason') or record.get('images_per_s', '')}", flush=True)
+    print(
+        f"[{name}] {record['status']} in {record['seconds']:.1f} s "
+        f"{record.get('error') or record.get('reason') or record.get('images_per_s', '')}",
+        flush=True,
+    )
     return record
 
 
 # ----- data -----
+
 
 def make_tree(work: Path, size: dict) -> Path:
     """ImageNet-sized JPEGs, then their 256 px copies as `prepare_imagenet100 --resize 256` writes them."""
@@ -138,8 +177,12 @@ def data_part(work: Path, size: dict, tree: dict) -> dict:
     """The tree the decode and sweep parts read (its folder put in `tree`), and what it holds."""
     tree["root"] = make_tree(work, size)
     files = list(tree["root"].rglob("*.JPEG"))
-    return {"images": len(files), "classes": size["classes"], "short_side_px": SHORT_SIDE,
-            "mean_jpeg_kib": round(sum(f.stat().st_size for f in files) / len(files) / 1024, 1)}
+    return {
+        "images": len(files),
+        "classes": size["classes"],
+        "short_side_px": SHORT_SIDE,
+        "mean_jpeg_kib": round(sum(f.stat().st_size for f in files) / len(files) / 1024, 1),
+    }
 
 
 def need_tree(tree: dict) -> Path:
@@ -150,50 +193,82 @@ def need_tree(tree: dict) -> Path:
 
 # ----- step -----
 
+
 def precision(device: torch.device) -> str:
     return "bf16 autocast, channels_last" if device.type == "cuda" else "fp32, contiguous (CPU)"
 
 
 def step_part(size: dict, device: torch.device, compiled: bool) -> dict:
     """The dual step of benchmarks/throughput.py: live ResNet-50 teacher against bank logits."""
-    args = SimpleNamespace(batch_size=size["batch_size"], image_size=size["image_size"], classes=100,
-                           teacher="resnet50", compile=compiled, warmup=size["warmup"], steps=size["steps"])
+    args = SimpleNamespace(
+        batch_size=size["batch_size"],
+        image_size=size["image_size"],
+        classes=100,
+        teacher="resnet50",
+        compile=compiled,
+        warmup=size["warmup"],
+        steps=size["steps"],
+    )
     rates = step_rates(args, device, compiled_modes=[compiled], compile_backend=size["compile_backend"])
-    return {"images_per_s": {name.split(", ", 1)[1]: round(rate, 1) for name, rate in rates.items()},
-            "precision": precision(device), "batch_size": args.batch_size, "image_size": args.image_size,
-            **({"compile_backend": size["compile_backend"]} if compiled else {})}
+    return {
+        "images_per_s": {name.split(", ", 1)[1]: round(rate, 1) for name, rate in rates.items()},
+        "precision": precision(device),
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+        **({"compile_backend": size["compile_backend"]} if compiled else {}),
+    }
 
 
 # ----- decode -----
+
 
 def decode_part(root: Path, size: dict, device: torch.device, on_device: bool) -> dict:
     """PIL in loader workers (CPU), or nvJPEG on the GPU with the workers only reading bytes."""
     if on_device and device.type != "cuda":
         raise Skipped("no CUDA device: nvJPEG decoding (decode_jpeg on cuda) needs a GPU")
-    args = SimpleNamespace(image_size=size["image_size"], batch_size=size["batch_size"],
-                           loader_workers=size["loader_workers"])
-    rate = input_rate(root, args, device if on_device else torch.device("cpu"), raw=on_device,
-                      repeat=size["decode_repeat"])
+    args = SimpleNamespace(
+        image_size=size["image_size"], batch_size=size["batch_size"], loader_workers=size["loader_workers"]
+    )
+    rate = input_rate(
+        root, args, device if on_device else torch.device("cpu"), raw=on_device, repeat=size["decode_repeat"]
+    )
     label = "nvJPEG on cuda + crop" if on_device else f"PIL + crop, {args.loader_workers} loader workers"
-    return {"images_per_s": {label: round(rate, 1)}, "loader_workers": args.loader_workers,
-            "passes": size["decode_repeat"], "image_size": args.image_size}
+    return {
+        "images_per_s": {label: round(rate, 1)},
+        "loader_workers": args.loader_workers,
+        "passes": size["decode_repeat"],
+        "image_size": args.image_size,
+    }
 
 
 # ----- sweep -----
 
+
 def sweep_overrides(root: Path, out: Path, size: dict, on_gpu: bool) -> list[str]:
     """`--set` values that turn peer.yaml into 2 one-epoch trials on the generated tree, stored under `out`."""
     values = {
-        "name": SWEEP_NAME, "storage": str(out / "storage"), "mlflow.experiment": SWEEP_NAME,
-        "data.root": str(root), "data.image_size": size["image_size"], "data.decode": "gpu" if on_gpu else "cpu",
+        "name": SWEEP_NAME,
+        "storage": str(out / "storage"),
+        "mlflow.experiment": SWEEP_NAME,
+        "data.root": str(root),
+        "data.image_size": size["image_size"],
+        "data.decode": "gpu" if on_gpu else "cpu",
         "data.loader_workers": size["sweep_loader_workers"],
-        "teacher.epochs": 1, "teacher.warmup_epochs": 0, "teacher.batch_size": size["sweep_batch_size"],
+        "teacher.epochs": 1,
+        "teacher.warmup_epochs": 0,
+        "teacher.batch_size": size["sweep_batch_size"],
         "teacher.cache_soft_labels": True,
-        "students.epochs": 1, "students.warmup_epochs": 0, "students.batch_size": size["sweep_batch_size"],
-        "tune.num_trials": SWEEP_TRIALS, "tune.scheduler": "fifo",
+        "students.epochs": 1,
+        "students.warmup_epochs": 0,
+        "students.batch_size": size["sweep_batch_size"],
+        "tune.num_trials": SWEEP_TRIALS,
+        "tune.scheduler": "fifo",
         "tune.max_concurrent_trials": size["sweep_concurrent"],
-        "resources.num_workers": 1, "resources.use_gpu": on_gpu, "resources.gpus_per_worker": 1 if on_gpu else 0,
-        "resources.cpus_per_worker": size["sweep_cpus"], "resources.max_failures": 0,
+        "resources.num_workers": 1,
+        "resources.use_gpu": on_gpu,
+        "resources.gpus_per_worker": 1 if on_gpu else 0,
+        "resources.cpus_per_worker": size["sweep_cpus"],
+        "resources.max_failures": 0,
     }
     return [f"{key}={json.dumps(value) if isinstance(value, bool) else value}" for key, value in values.items()]
 
@@ -209,8 +284,7 @@ def sweep_env(ray_tmp: str) -> dict:
 def run_command(cmd: list[str], log: Path, env: dict, timeout: float) -> int:
     """Run `cmd` in a session of its own; on timeout stop its process group (its local Ray with it)."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -266,8 +340,11 @@ def trial_metrics(uri: str) -> list[dict]:
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(SWEEP_NAME)
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
-    return [{key: r.data.metrics.get(key) for key in ("images_per_s", "teacher_forwards")}
-            for r in runs if r.data.tags.get(PARENT_TAG)]
+    return [
+        {key: r.data.metrics.get(key) for key in ("images_per_s", "teacher_forwards")}
+        for r in runs
+        if r.data.tags.get(PARENT_TAG)
+    ]
 
 
 def results_rows(storage: Path) -> int:
@@ -294,28 +371,37 @@ def sweep_part(root: Path, out: Path, size: dict, on_gpu: bool, deadline: float)
     started = time.perf_counter()
     try:
         with memory:
-            code = run_command(cmd, folder / "sweep.log", sweep_env(ray_tmp),
-                               timeout=max(30.0, deadline - time.time()))
+            code = run_command(cmd, folder / "sweep.log", sweep_env(ray_tmp), timeout=max(30.0, deadline - time.time()))
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     wall = time.perf_counter() - started
     if code != 0:
-        raise RuntimeError(f"the sweep exited with status {code} ({last_line(folder / 'sweep.log')}); "
-                           f"see {folder / 'sweep.log'}")
+        raise RuntimeError(
+            f"the sweep exited with status {code} ({last_line(folder / 'sweep.log')}); see {folder / 'sweep.log'}"
+        )
     trials = trial_metrics(uri)
     rates = [t["images_per_s"] for t in trials if t["images_per_s"]]
     if len(trials) != SWEEP_TRIALS or len(rates) != SWEEP_TRIALS:
         raise RuntimeError(f"{len(rates)} of {SWEEP_TRIALS} trials reported images_per_s in MLflow")
-    return {"images_per_s": {**{f"trial {i + 1}, end to end": round(r, 1) for i, r in enumerate(rates)},
-                             "mean of trials": round(sum(rates) / len(rates), 1)},
-            "trials": len(trials), "results_csv_rows": results_rows(folder / "storage"),
-            "teacher_forwards": [t["teacher_forwards"] for t in trials], "wall_s": round(wall, 1),
-            "peak_gpu_mib": memory.mib() if on_gpu else None,
-            "peak_gpu_note": "device-wide memory in use, sampled every 0.5 s" if on_gpu else None,
-            "decode": "gpu" if on_gpu else "cpu", "tracking_uri": uri, "log": str(folder / "sweep.log")}
+    return {
+        "images_per_s": {
+            **{f"trial {i + 1}, end to end": round(r, 1) for i, r in enumerate(rates)},
+            "mean of trials": round(sum(rates) / len(rates), 1),
+        },
+        "trials": len(trials),
+        "results_csv_rows": results_rows(folder / "storage"),
+        "teacher_forwards": [t["teacher_forwards"] for t in trials],
+        "wall_s": round(wall, 1),
+        "peak_gpu_mib": memory.mib() if on_gpu else None,
+        "peak_gpu_note": "device-wide memory in use, sampled every 0.5 s" if on_gpu else None,
+        "decode": "gpu" if on_gpu else "cpu",
+        "tracking_uri": uri,
+        "log": str(folder / "sweep.log"),
+    }
 
 
 # ----- report -----
+
 
 def figure(value) -> str:
     return "-" if value is None else f"{value:,.1f}"
@@ -324,16 +410,24 @@ def figure(value) -> str:
 def markdown(report: dict) -> str:
     """The report as a heading, the environment line and one table row per figure (or per part without one)."""
     env = report["environment"]
-    lines = [f"# Device check: {env['gpu']} ({report['mode']})", "",
-             f"{env['date']}; python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, "
-             f"ray {env['ray']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}"
-             + (f", {env['gpu_memory_gib']} GiB" if env.get("gpu_memory_gib") else "") + f", {env['cpus']} CPUs", "",
-             "| part | figure | images/s | peak GPU MiB | part s | status |", "|---|---|---:|---:|---:|---|"]
+    lines = [
+        f"# Device check: {env['gpu']} ({report['mode']})",
+        "",
+        f"{env['date']}; python {env['python']}, torch {env['torch']}, torchvision {env['torchvision']}, "
+        f"ray {env['ray']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}"
+        + (f", {env['gpu_memory_gib']} GiB" if env.get("gpu_memory_gib") else "")
+        + f", {env['cpus']} CPUs",
+        "",
+        "| part | figure | images/s | peak GPU MiB | part s | status |",
+        "|---|---|---:|---:|---:|---|",
+    ]
     for name, part in report["parts"].items():
         status = part["status"] + (f": {part.get('error') or part.get('reason')}" if part["status"] != "ok" else "")
         for label, rate in (part.get("images_per_s") or {"": None}).items():
-            lines.append(f"| {name} | {label} | {figure(rate)} | {figure(part.get('peak_gpu_mib'))} | "
-                         f"{part['seconds']:.1f} | {status.replace('|', '/')} |")
+            lines.append(
+                f"| {name} | {label} | {figure(rate)} | {figure(part.get('peak_gpu_mib'))} | "
+                f"{part['seconds']:.1f} | {status.replace('|', '/')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -347,13 +441,18 @@ def write_report(report: dict, out: Path) -> tuple[Path, Path]:
 
 # ----- main -----
 
+
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="toy sizes on whatever device there is (the CPU test)")
-    p.add_argument("--out", default="device_check",
-                   help="folder for device_check.json and .md, and the sweep's storage and MLflow store")
-    p.add_argument("--budget-s", type=float, default=540.0,
-                   help="parts not started by then fail; the sweep is stopped at it")
+    p.add_argument(
+        "--out",
+        default="device_check",
+        help="folder for device_check.json and .md, and the sweep's storage and MLflow store",
+    )
+    p.add_argument(
+        "--budget-s", type=float, default=540.0, help="parts not started by then fail; the sweep is stopped at it"
+    )
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of: {', '.join(PARTS)}")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
@@ -382,9 +481,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     started, device, out = time.time(), torch.device(args.device), Path(args.out).resolve()
     size = TINY if args.tiny else FULL
     torch.manual_seed(0)
-    report = {"schema": 1, "mode": "tiny" if args.tiny else "full", "environment": environment(),
-              "settings": {**size, "device": str(device), "precision": precision(device), "budget_s": args.budget_s},
-              "parts": {}}
+    report = {
+        "schema": 1,
+        "mode": "tiny" if args.tiny else "full",
+        "environment": environment(),
+        "settings": {**size, "device": str(device), "precision": precision(device), "budget_s": args.budget_s},
+        "parts": {},
+    }
     print(f"device check on {report['environment']['gpu']}, {report['mode']} sizes, out {out}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="device-check-") as tmp:

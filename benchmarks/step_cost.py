@@ -29,6 +29,7 @@ def make_step(students, teacher, settings, names):
         opt.zero_grad(set_to_none=True)
         parts["total"].backward()
         opt.step()
+
     return step
 
 
@@ -60,19 +61,42 @@ def main() -> None:
     labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
     build = lambda arch: build_model(arch, args.classes, args.image_size).to(device)  # noqa: E731
     teacher = build(args.teacher).eval().requires_grad_(False)
-    dual_settings = resolve_method({"method": "ua_dual", "temperature": 4.0, "alpha": 0.5, "beta": 1.0,
-                                    "weighting": "entropy", "threshold": None, "peer_weighting": "uniform"})
+    dual_settings = resolve_method(
+        {
+            "method": "ua_dual",
+            "temperature": 4.0,
+            "alpha": 0.5,
+            "beta": 1.0,
+            "weighting": "entropy",
+            "threshold": None,
+            "peer_weighting": "uniform",
+        }
+    )
     kd_settings = resolve_method({**dual_settings, "method": "kd"})
 
-    dual = seconds_per_step(make_step([build("resnet18"), build("mobilenet_v2")], teacher, dual_settings,
-                                      ("resnet18", "mobilenet_v2")), images, labels, args.steps, device)
-    kd = {arch: seconds_per_step(make_step([build(arch)], teacher, kd_settings, (arch,)), images, labels,
-                                 args.steps, device) for arch in ("resnet18", "mobilenet_v2")}
+    dual = seconds_per_step(
+        make_step([build("resnet18"), build("mobilenet_v2")], teacher, dual_settings, ("resnet18", "mobilenet_v2")),
+        images,
+        labels,
+        args.steps,
+        device,
+    )
+    kd = {
+        arch: seconds_per_step(
+            make_step([build(arch)], teacher, kd_settings, (arch,)), images, labels, args.steps, device
+        )
+        for arch in ("resnet18", "mobilenet_v2")
+    }
     baseline = sum(kd.values())
-    print(f"device {device}, {args.image_size} px, batch {args.batch_size}, teacher {args.teacher}, "
-          f"{args.steps} timed steps each")
-    for name, sec in [("dual-student step", dual), *((f"KD step, {a} alone", s) for a, s in kd.items()),
-                      ("two KD steps (baseline)", baseline)]:
+    print(
+        f"device {device}, {args.image_size} px, batch {args.batch_size}, teacher {args.teacher}, "
+        f"{args.steps} timed steps each"
+    )
+    for name, sec in [
+        ("dual-student step", dual),
+        *((f"KD step, {a} alone", s) for a, s in kd.items()),
+        ("two KD steps (baseline)", baseline),
+    ]:
         print(f"  {name:<28} {sec * 1000:8.1f} ms   {args.batch_size / sec:8.1f} images/s")
     print(f"  dual / two single KD steps: {dual / baseline:.3f}  (below 1: the shared batch and teacher forward pay)")
 

@@ -36,8 +36,15 @@ from trainables.losses import resolve_method, students_loss  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 
 STUDENTS = ("resnet18", "mobilenet_v2")
-SETTINGS = {"method": "ua_dual", "temperature": 4.0, "alpha": 0.5, "beta": 1.0, "weighting": "entropy",
-            "threshold": None, "peer_weighting": "uniform"}
+SETTINGS = {
+    "method": "ua_dual",
+    "temperature": 4.0,
+    "alpha": 0.5,
+    "beta": 1.0,
+    "weighting": "entropy",
+    "threshold": None,
+    "peer_weighting": "uniform",
+}
 
 
 def write_jpeg_tree(root: Path, images: int, classes: int, size=(500, 375), seed: int = 0) -> Path:
@@ -51,7 +58,9 @@ def write_jpeg_tree(root: Path, images: int, classes: int, size=(500, 375), seed
             folder = root / split / f"c{i % classes:03d}"
             folder.mkdir(parents=True, exist_ok=True)
             coarse = rng.uniform(0, 255, (height // 25 + 1, width // 25 + 1, 3)).astype(np.uint8)
-            image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+            image = np.asarray(
+                Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32
+            )
             image += rng.normal(0, 12, image.shape)
             Image.fromarray(image.clip(0, 255).astype(np.uint8)).save(folder / f"{i:06d}.JPEG", quality=90)
     return root
@@ -68,12 +77,18 @@ def input_rate(root: Path, args, device: torch.device, raw: bool, repeat: int = 
     The passes are one loader over the repeated tree, so the workers start once (a small tree then
     measures decoding rather than worker start-up).
     """
-    train, _, _ = build_datasets(DataConfig(name="imagefolder", root=str(root), image_size=args.image_size), 0,
-                                 raw_bytes=raw)
+    train, _, _ = build_datasets(
+        DataConfig(name="imagefolder", root=str(root), image_size=args.image_size), 0, raw_bytes=raw
+    )
     items = torch.utils.data.ConcatDataset([train] * repeat) if repeat > 1 else train
-    loader = torch.utils.data.DataLoader(items, batch_size=args.batch_size, shuffle=True,
-                                         num_workers=args.loader_workers, collate_fn=collate_skipping_none,
-                                         pin_memory=device.type == "cuda" and not raw)
+    loader = torch.utils.data.DataLoader(
+        items,
+        batch_size=args.batch_size,
+        shuffle=True,
+        num_workers=args.loader_workers,
+        collate_fn=collate_skipping_none,
+        pin_memory=device.type == "cuda" and not raw,
+    )
     seen, started = 0, time.perf_counter()
     for batch in loader:
         if raw:
@@ -86,8 +101,10 @@ def input_rate(root: Path, args, device: torch.device, raw: bool, repeat: int = 
 
 def input_rates(root: Path, args, device: torch.device) -> dict:
     """Images/s of one pass over the training tree: PIL items against bytes decoded on `device`."""
-    return {"input: PIL in loader workers": input_rate(root, args, device, raw=False),
-            f"input: decode on {device.type}": input_rate(root, args, device, raw=True)}
+    return {
+        "input: PIL in loader workers": input_rate(root, args, device, raw=False),
+        f"input: decode on {device.type}": input_rate(root, args, device, raw=True),
+    }
 
 
 def step_rates(args, device: torch.device, compiled_modes=None, compile_backend: str = "inductor") -> dict:
@@ -99,23 +116,36 @@ def step_rates(args, device: torch.device, compiled_modes=None, compile_backend:
     """
     on_gpu = device.type == "cuda"
     memory_format = torch.channels_last if on_gpu else torch.contiguous_format
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if on_gpu else (lambda: torch.autocast("cpu", enabled=False))
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if on_gpu
+        else (lambda: torch.autocast("cpu", enabled=False))
+    )
     settings = resolve_method(SETTINGS)
-    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).to(memory_format=memory_format)
+    images = torch.randn(args.batch_size, 3, args.image_size, args.image_size, device=device).to(
+        memory_format=memory_format
+    )
     labels = torch.randint(0, args.classes, (args.batch_size,), device=device)
-    bank_logits = torch.randn(args.batch_size, args.classes).half().pin_memory() if on_gpu else torch.randn(args.batch_size, args.classes).half()
+    bank_logits = (
+        torch.randn(args.batch_size, args.classes).half().pin_memory()
+        if on_gpu
+        else torch.randn(args.batch_size, args.classes).half()
+    )
     teacher = build_model(args.teacher, args.classes, args.image_size).to(device, memory_format=memory_format)
     teacher.eval().requires_grad_(False)
     variants = {}
     if compiled_modes is None:
         compiled_modes = [False, True] if args.compile else [False]
     for compiled in compiled_modes:
-        students = [build_model(a, args.classes, args.image_size).to(device, memory_format=memory_format) for a in STUDENTS]
+        students = [
+            build_model(a, args.classes, args.image_size).to(device, memory_format=memory_format) for a in STUDENTS
+        ]
         if compiled:
             for m in students:
                 m.compile(backend=compile_backend)
         opt = torch.optim.SGD([p for m in students for p in m.parameters()], lr=0.01, momentum=0.9)
         for source in ("live teacher", "bank"):
+
             def step(source=source, students=students, opt=opt):
                 with autocast():
                     if source == "bank":
@@ -128,6 +158,7 @@ def step_rates(args, device: torch.device, compiled_modes=None, compile_backend:
                 opt.zero_grad(set_to_none=True)
                 parts["total"].backward()
                 opt.step()
+
             for _ in range(args.warmup):
                 step()
             variants[f"step: {'compiled' if compiled else 'eager'}, {source}"] = step
@@ -152,26 +183,40 @@ def e2e_rates(root: Path, args, work: Path) -> dict:
     from orchestrator.trainer import build_trainer, prepare_teacher
 
     if not ray.is_initialized():
-        ray.init(num_cpus=args.cpus, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False,
-                 log_to_driver=False)
+        ray.init(
+            num_cpus=args.cpus, num_gpus=1 if args.device == "cuda" else 0, include_dashboard=False, log_to_driver=False
+        )
     checkpoint = work / "teacher.pt"
     torch.save(build_model(args.teacher, args.classes, args.image_size).state_dict(), checkpoint)
     runs, forwards = {}, {}
     for repeat in range(args.repeats):
         for source, cache in (("live teacher", False), ("bank", True)):
-            spec = validate_spec({
-                "name": "throughput", "storage": str(work / "runs"),
-                "data": {"name": "imagefolder", "root": str(root), "image_size": args.image_size,
-                         "loader_workers": args.loader_workers, "decode": args.decode},
-                "teacher": {"arch": args.teacher, "checkpoint": str(checkpoint), "cache_soft_labels": cache},
-                "students": {"archs": list(STUDENTS), "epochs": args.epochs, "batch_size": args.batch_size,
-                             "compile": args.compile},
-                "loss": {k: v for k, v in SETTINGS.items()},
-                "resources": {"num_workers": 1, "cpus_per_worker": args.cpus, "use_gpu": args.device == "cuda"},
-            })
+            spec = validate_spec(
+                {
+                    "name": "throughput",
+                    "storage": str(work / "runs"),
+                    "data": {
+                        "name": "imagefolder",
+                        "root": str(root),
+                        "image_size": args.image_size,
+                        "loader_workers": args.loader_workers,
+                        "decode": args.decode,
+                    },
+                    "teacher": {"arch": args.teacher, "checkpoint": str(checkpoint), "cache_soft_labels": cache},
+                    "students": {
+                        "archs": list(STUDENTS),
+                        "epochs": args.epochs,
+                        "batch_size": args.batch_size,
+                        "compile": args.compile,
+                    },
+                    "loss": {k: v for k, v in SETTINGS.items()},
+                    "resources": {"num_workers": 1, "cpus_per_worker": args.cpus, "use_gpu": args.device == "cuda"},
+                }
+            )
             run_cfg = prepare_teacher(spec)
-            result = build_trainer(spec, run_cfg, name=f"e2e-{source.split()[0]}-{repeat}",
-                                   storage_path=str(work / "single")).fit()
+            result = build_trainer(
+                spec, run_cfg, name=f"e2e-{source.split()[0]}-{repeat}", storage_path=str(work / "single")
+            ).fit()
             runs.setdefault(f"end to end: {source}", []).append(result.metrics["images_per_s"])
             forwards[source] = result.metrics["teacher_forwards"]
     print("end to end, each run's last epoch (images/s):", {k: [round(r, 1) for r in v] for k, v in runs.items()})
@@ -181,11 +226,17 @@ def e2e_rates(root: Path, args, work: Path) -> dict:
 def ratios(rates: dict) -> dict:
     """Time ratios against each section's baseline (below 1: faster than the baseline)."""
     out = {}
-    pairs = [("bank / live teacher, end to end", "end to end: bank", "end to end: live teacher"),
-             ("bank / live teacher, eager step", "step: eager, bank", "step: eager, live teacher"),
-             ("compiled / eager step, live teacher", "step: compiled, live teacher", "step: eager, live teacher"),
-             ("compiled / eager step, bank", "step: compiled, bank", "step: eager, bank")]
-    pairs += [(f"device decode / PIL, input", k, "input: PIL in loader workers") for k in rates if k.startswith("input: decode")]
+    pairs = [
+        ("bank / live teacher, end to end", "end to end: bank", "end to end: live teacher"),
+        ("bank / live teacher, eager step", "step: eager, bank", "step: eager, live teacher"),
+        ("compiled / eager step, live teacher", "step: compiled, live teacher", "step: eager, live teacher"),
+        ("compiled / eager step, bank", "step: compiled, bank", "step: eager, bank"),
+    ]
+    pairs += [
+        ("device decode / PIL, input", k, "input: PIL in loader workers")
+        for k in rates
+        if k.startswith("input: decode")
+    ]
     for name, new, base in pairs:
         if new in rates and base in rates:
             out[name] = rates[base] / rates[new]  # time per image = 1 / rate
@@ -203,7 +254,9 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--epochs", type=int, default=2, help="e2e: epochs per run; the last one is measured")
-    p.add_argument("--repeats", type=int, default=1, help="e2e: alternate the two runs this often; each one's median counts")
+    p.add_argument(
+        "--repeats", type=int, default=1, help="e2e: alternate the two runs this often; each one's median counts"
+    )
     p.add_argument("--loader-workers", type=int, default=0)
     p.add_argument("--decode", default="auto", choices=["cpu", "gpu", "auto"], help="e2e: data.decode")
     p.add_argument("--compile", action="store_true", help="also time compiled students (step; e2e: compile them)")
@@ -231,12 +284,22 @@ def main(argv=None) -> dict:
         if "e2e" in sections:
             rates.update(e2e_rates(root, args, work))
     forwards = rates.pop("teacher_forwards", None)
-    report = {"device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "cpus": os.cpu_count(), "image_size": args.image_size, "batch_size": args.batch_size,
-              "teacher": args.teacher, "images_per_s": rates, "time_ratios": ratios(rates),
-              "teacher_forwards_last_epoch": forwards, "date": time.strftime("%Y-%m-%d")}
-    print(f"{report['gpu'] or 'CPU'} ({report['cpus']} cores), {args.image_size} px, batch {args.batch_size}, "
-          f"teacher {args.teacher}")
+    report = {
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpus": os.cpu_count(),
+        "image_size": args.image_size,
+        "batch_size": args.batch_size,
+        "teacher": args.teacher,
+        "images_per_s": rates,
+        "time_ratios": ratios(rates),
+        "teacher_forwards_last_epoch": forwards,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    print(
+        f"{report['gpu'] or 'CPU'} ({report['cpus']} cores), {args.image_size} px, batch {args.batch_size}, "
+        f"teacher {args.teacher}"
+    )
     for name, rate in rates.items():
         print(f"  {name:<42} {rate:10.1f} images/s")
     for name, ratio in report["time_ratios"].items():

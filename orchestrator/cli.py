@@ -32,27 +32,44 @@ def check_outputs_persist(storage_setting: str, tracking_uri: Optional[str] = No
     """In a Ray job, refuse outputs relative to its temporary folder: they would vanish with the job."""
     if not in_ray_job():
         return
-    if not storage.is_uri(storage_setting) and not os.path.isabs(os.path.expandvars(os.path.expanduser(storage_setting))):
-        raise ConfigError(f"storage {storage_setting!r} is relative, and a Ray job runs in a temporary folder that is "
-                          "deleted with it: set DUALKD_STORAGE on the cluster to a folder every node shares "
-                          "(or s3://bucket/prefix), or --set storage=...")
+    if not storage.is_uri(storage_setting) and not os.path.isabs(
+        os.path.expandvars(os.path.expanduser(storage_setting))
+    ):
+        raise ConfigError(
+            f"storage {storage_setting!r} is relative, and a Ray job runs in a temporary folder that is "
+            "deleted with it: set DUALKD_STORAGE on the cluster to a folder every node shares "
+            "(or s3://bucket/prefix), or --set storage=..."
+        )
     if tracking_uri and tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
-        raise ConfigError(f"MLflow store {tracking_uri} is relative, and a Ray job runs in a temporary folder that "
-                          "is deleted with it: set MLFLOW_TRACKING_URI on the cluster (an http:// tracking server), "
-                          "or --tracking-uri")
+        raise ConfigError(
+            f"MLflow store {tracking_uri} is relative, and a Ray job runs in a temporary folder that "
+            "is deleted with it: set MLFLOW_TRACKING_URI on the cluster (an http:// tracking server), "
+            "or --tracking-uri"
+        )
 
 
 def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The arguments every spec-running command takes: the spec, `--set` overrides, `--address`, `--tracking-uri`."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("spec", help="a YAML spec, e.g. search_spaces/peer.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set students.epochs=3 (repeatable; values read as YAML)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set students.epochs=3 (repeatable; values read as YAML)",
+    )
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the spec's, else MLFLOW_TRACKING_URI, "
-                                          "else sqlite:///mlflow.db)")
-    p.add_argument("--skip-data-check", action="store_true",
-                   help="do not look for data.root and init_weights on this machine (only the workers see them)")
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: the spec's, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+    )
+    p.add_argument(
+        "--skip-data-check",
+        action="store_true",
+        help="do not look for data.root and init_weights on this machine (only the workers see them)",
+    )
     return p
 
 
@@ -102,8 +119,11 @@ def internal_error_line(err: BaseException, traceback_file: Path) -> str:
     if frames:
         last = frames[-1]
         where = f" in {last.name} ({Path(last.filename).name}:{last.lineno})"
-        ours = [f for f in frames[:-1] if f.filename != __file__
-                and Path(f.filename).parent.name in ("orchestrator", "trainables")]
+        ours = [
+            f
+            for f in frames[:-1]
+            if f.filename != __file__ and Path(f.filename).parent.name in ("orchestrator", "trainables")
+        ]
         if ours:
             caller = Path(ours[-1].filename)
             where += f", called from {caller.parent.name}/{caller.name}:{ours[-1].lineno}"
@@ -111,8 +131,10 @@ def internal_error_line(err: BaseException, traceback_file: Path) -> str:
     path = getattr(err, "filename", None)
     if path is not None and str(path) not in message:
         message += f" (path: {path})"
-    return (f"{type(err).__name__}{where}: {message or '(no message)'}; an internal error, not a mistake in "
-            f"the spec: the traceback is in {traceback_file}")
+    return (
+        f"{type(err).__name__}{where}: {message or '(no message)'}; an internal error, not a mistake in "
+        f"the spec: the traceback is in {traceback_file}"
+    )
 
 
 def _traceback_file() -> Path:
@@ -193,8 +215,12 @@ def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> Optional[
         context = ray.init(address=address)
     else:  # "local": a Ray of its own, even where `ray start` left a cluster that plain ray.init() would join
         port = pin_state_api()
-        context = ray.init(address="local", resources={"TRAIN_DRIVER": driver_slots} if driver_slots else None,
-                           include_dashboard=True, dashboard_port=port)
+        context = ray.init(
+            address="local",
+            resources={"TRAIN_DRIVER": driver_slots} if driver_slots else None,
+            include_dashboard=True,
+            dashboard_port=port,
+        )
     _own_ray[0] = True
     url = getattr(context, "dashboard_url", None)
     return f"http://{url}" if url and not url.startswith("http") else url

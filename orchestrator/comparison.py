@@ -33,17 +33,34 @@ PAPER_TOP1: dict[tuple[str, str], float] = {
 PAPER_COMPRESSION: dict[str, float] = {"resnet18": 2.19, "mobilenet_v2": 7.31}
 
 REFERENCES = ("kd", "ce")  # each method's top-1 is compared, seed by seed, with these
-PAIRED = tuple(f"vs_{ref}_{part}" for ref in REFERENCES
-               for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "pairs"))
-COLUMNS = ("method", "student", "seeds", "top1_mean_%", "top1_std_%", "top5_mean_%", "ece_mean_%",
-           "params", "flops_per_image", "compression", "compression_1000", *PAIRED,
-           "teacher_top1_%", "paper_top1_%_quoted", "paper_compression_quoted")
-CAPTION = ("Top-1, top-5 and ECE in percent, mean ± sample std over seeds. `vs_kd` and `vs_ce`: the paired "
-           "difference in top-1 points against kd (ce) on the same seeds (same initialisation and batch order), "
-           "its mean and 95 % interval ({interval}); `≠0` says whether the interval excludes 0. Columns marked "
-           "`_quoted` are the paper's ImageNet-100 figures (its KD top-1 derived as dual-student minus the "
-           "stated gain), not measured here. `compression` = teacher params / student params with heads of "
-           "this dataset's classes; `compression_1000` counts 1000-class heads, as the paper's ratios do.")
+PAIRED = tuple(
+    f"vs_{ref}_{part}" for ref in REFERENCES for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "pairs")
+)
+COLUMNS = (
+    "method",
+    "student",
+    "seeds",
+    "top1_mean_%",
+    "top1_std_%",
+    "top5_mean_%",
+    "ece_mean_%",
+    "params",
+    "flops_per_image",
+    "compression",
+    "compression_1000",
+    *PAIRED,
+    "teacher_top1_%",
+    "paper_top1_%_quoted",
+    "paper_compression_quoted",
+)
+CAPTION = (
+    "Top-1, top-5 and ECE in percent, mean ± sample std over seeds. `vs_kd` and `vs_ce`: the paired "
+    "difference in top-1 points against kd (ce) on the same seeds (same initialisation and batch order), "
+    "its mean and 95 % interval ({interval}); `≠0` says whether the interval excludes 0. Columns marked "
+    "`_quoted` are the paper's ImageNet-100 figures (its KD top-1 derived as dual-student minus the "
+    "stated gain), not measured here. `compression` = teacher params / student params with heads of "
+    "this dataset's classes; `compression_1000` counts 1000-class heads, as the paper's ratios do."
+)
 INTERVAL_NAMES = {"t": "t-based", "bootstrap": "bootstrap BCa"}
 
 
@@ -67,12 +84,21 @@ def _first(metrics: list[dict], key: str) -> float:
 
 
 def _top1_by_seed(runs: list[dict], name: str) -> dict[int, float]:
-    return {t["params"].get("seed"): float(t["metrics"][f"{name}/val_top1"]) * 100
-            for t in runs if t["metrics"].get(f"{name}/val_top1") is not None}
+    return {
+        t["params"].get("seed"): float(t["metrics"][f"{name}/val_top1"]) * 100
+        for t in runs
+        if t["metrics"].get(f"{name}/val_top1") is not None
+    }
 
 
-def comparison_table(trials: list[dict], student_names: list[str], methods: list[str],
-                     interval: Interval = "t", level: float = LEVEL, note: Optional[str] = None) -> pd.DataFrame:
+def comparison_table(
+    trials: list[dict],
+    student_names: list[str],
+    methods: list[str],
+    interval: Interval = "t",
+    level: float = LEVEL,
+    note: Optional[str] = None,
+) -> pd.DataFrame:
     """One row per (method, student), in the given orders; seeds pooled, percentages x100.
 
     Sizes, compression and the teacher's top-1 come from any finished trial (one teacher and the
@@ -86,8 +112,11 @@ def comparison_table(trials: list[dict], student_names: list[str], methods: list
     reports = [t["metrics"] for t in done]
     teacher_top1 = _values(reports, "teacher/val_top1").mean() * 100
     teacher_params, teacher_params_1000 = _first(reports, "teacher/params"), _first(reports, "teacher/params_1000")
-    by_seed = {(method, name): _top1_by_seed([t for t in done if trial_method(t) == method], name)
-               for method in methods for name in student_names}
+    by_seed = {
+        (method, name): _top1_by_seed([t for t in done if trial_method(t) == method], name)
+        for method in methods
+        for name in student_names
+    }
     rows = []
     for method in methods:
         runs = [t["metrics"] for t in done if trial_method(t) == method]
@@ -97,25 +126,36 @@ def comparison_table(trials: list[dict], student_names: list[str], methods: list
             for ref in REFERENCES:
                 d = paired_difference(by_seed[method, name], by_seed.get((ref, name), {}), interval, level)
                 same = method == ref or d.seeds == 0
-                paired.update({f"vs_{ref}_mean_%": math.nan if same else d.mean,
-                               f"vs_{ref}_ci_low_%": math.nan if same else d.low,
-                               f"vs_{ref}_ci_high_%": math.nan if same else d.high,
-                               f"vs_{ref}_excludes_0": None if same else d.excludes_zero,
-                               f"vs_{ref}_pairs": 0 if same else d.seeds})
+                paired.update(
+                    {
+                        f"vs_{ref}_mean_%": math.nan if same else d.mean,
+                        f"vs_{ref}_ci_low_%": math.nan if same else d.low,
+                        f"vs_{ref}_ci_high_%": math.nan if same else d.high,
+                        f"vs_{ref}_excludes_0": None if same else d.excludes_zero,
+                        f"vs_{ref}_pairs": 0 if same else d.seeds,
+                    }
+                )
             top1 = _values(measured, f"{name}/val_top1") * 100
             params, params_1000 = _first(reports, f"{name}/params"), _first(reports, f"{name}/params_1000")
-            rows.append({
-                "method": method, "student": name, "seeds": len(measured),
-                "top1_mean_%": top1.mean(), "top1_std_%": top1.std(ddof=1),  # NaN for one seed
-                "top5_mean_%": _values(measured, f"{name}/val_top5").mean() * 100,
-                "ece_mean_%": _values(measured, f"{name}/val_ece").mean() * 100,
-                "params": params, "flops_per_image": _first(reports, f"{name}/flops"),
-                "compression": teacher_params / params, "compression_1000": teacher_params_1000 / params_1000,
-                "teacher_top1_%": teacher_top1,
-                "paper_top1_%_quoted": PAPER_TOP1.get((method, name), math.nan),
-                "paper_compression_quoted": PAPER_COMPRESSION.get(name, math.nan),
-                **paired,
-            })
+            rows.append(
+                {
+                    "method": method,
+                    "student": name,
+                    "seeds": len(measured),
+                    "top1_mean_%": top1.mean(),
+                    "top1_std_%": top1.std(ddof=1),  # NaN for one seed
+                    "top5_mean_%": _values(measured, f"{name}/val_top5").mean() * 100,
+                    "ece_mean_%": _values(measured, f"{name}/val_ece").mean() * 100,
+                    "params": params,
+                    "flops_per_image": _first(reports, f"{name}/flops"),
+                    "compression": teacher_params / params,
+                    "compression_1000": teacher_params_1000 / params_1000,
+                    "teacher_top1_%": teacher_top1,
+                    "paper_top1_%_quoted": PAPER_TOP1.get((method, name), math.nan),
+                    "paper_compression_quoted": PAPER_COMPRESSION.get(name, math.nan),
+                    **paired,
+                }
+            )
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     df.attrs["interval"] = interval
     df.attrs["note"] = note
@@ -134,6 +174,7 @@ def _si(value) -> str:
 
 def _display(df: pd.DataFrame) -> pd.DataFrame:
     """The table as strings, for reading: mean ± std in one cell, 2 decimals, '-' for a gap."""
+
     def fmt(value, spec: str = ".2f") -> str:
         return "-" if pd.isna(value) else format(round(value, 2) + 0.0, spec)  # + 0.0: no "-0.00"
 
@@ -148,28 +189,35 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
             if pd.isna(mean):
                 return "-"
             return fmt(mean, "+.2f") + ("" if pd.isna(low) else f" [{fmt(low, '+.2f')}, {fmt(high, '+.2f')}]")
+
         return cell
 
     def excludes(value) -> str:
         return "-" if value is None or pd.isna(value) else ("yes" if value else "no")
 
     columns = {
-        "method": df["method"], "student": df["student"], "seeds": df["seeds"].astype(str),
+        "method": df["method"],
+        "student": df["student"],
+        "seeds": df["seeds"].astype(str),
         "top1_% (mean ± std)": df.apply(mean_std, axis=1),
-        "top5_%": df["top5_mean_%"].map(fmt), "ece_%": df["ece_mean_%"].map(fmt),
+        "top5_%": df["top5_mean_%"].map(fmt),
+        "ece_%": df["ece_mean_%"].map(fmt),
     }
     for ref in REFERENCES:
         columns[f"vs_{ref} [95% CI]"] = df.apply(paired(ref), axis=1)
         columns[f"vs_{ref} ≠0"] = df[f"vs_{ref}_excludes_0"].map(excludes)
-    return pd.DataFrame({
-        **columns,
-        "params": df["params"].map(lambda v: "-" if pd.isna(v) else _si(v)),
-        "flops/image": df["flops_per_image"].map(lambda v: "-" if pd.isna(v) else _si(v)),
-        "compression": df["compression"].map(fmt), "compression_1000": df["compression_1000"].map(fmt),
-        "teacher_top1_%": df["teacher_top1_%"].map(fmt),
-        "paper_top1_%_quoted": df["paper_top1_%_quoted"].map(fmt),
-        "paper_compression_quoted": df["paper_compression_quoted"].map(fmt),
-    })
+    return pd.DataFrame(
+        {
+            **columns,
+            "params": df["params"].map(lambda v: "-" if pd.isna(v) else _si(v)),
+            "flops/image": df["flops_per_image"].map(lambda v: "-" if pd.isna(v) else _si(v)),
+            "compression": df["compression"].map(fmt),
+            "compression_1000": df["compression_1000"].map(fmt),
+            "teacher_top1_%": df["teacher_top1_%"].map(fmt),
+            "paper_top1_%_quoted": df["paper_top1_%_quoted"].map(fmt),
+            "paper_compression_quoted": df["paper_compression_quoted"].map(fmt),
+        }
+    )
 
 
 def format_comparison(df: pd.DataFrame) -> str:
@@ -194,8 +242,7 @@ def comparison_latex(df: pd.DataFrame) -> str:
     """
     shown = _display(df)
     text = caption(df).replace("`", "").replace("≠", r"$\neq$").replace("_", r"\_").replace("%", r"\%")
-    latex = shown.to_latex(index=False, escape=True, caption=text,
-                           column_format="ll" + "r" * (len(shown.columns) - 2))
+    latex = shown.to_latex(index=False, escape=True, caption=text, column_format="ll" + "r" * (len(shown.columns) - 2))
     return latex.replace("±", r"$\pm$").replace("≠", r"$\neq$")
 
 
@@ -221,9 +268,11 @@ def teacher_uncertainty(train_logits, threshold: Optional[float] = None) -> dict
     to sort and filter runs by, so not under `teacher/`, whose figures are logged as params.
     """
     u = normalized_entropy(torch.as_tensor(train_logits)).double()
-    summary = {"teacher_u/train_mean": u.mean().item(),
-               **{f"teacher_u/train_p{q}": u.quantile(q / 100).item() for q in (10, 50, 90)},
-               f"teacher_u/train_share_above_{UNSURE_U}": (u > UNSURE_U).double().mean().item()}
+    summary = {
+        "teacher_u/train_mean": u.mean().item(),
+        **{f"teacher_u/train_p{q}": u.quantile(q / 100).item() for q in (10, 50, 90)},
+        f"teacher_u/train_share_above_{UNSURE_U}": (u > UNSURE_U).double().mean().item(),
+    }
     if threshold is not None:
         summary["teacher_u/train_share_above_threshold"] = (u > threshold).double().mean().item()
     return summary

@@ -15,9 +15,9 @@ import matplotlib
 matplotlib.use("Agg")  # plots are files; a comparison often runs without a display
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from orchestrator.comparison import finished_trials, trial_method  # noqa: E402
 from orchestrator.tables import save_figure  # noqa: E402
@@ -79,8 +79,10 @@ def _accuracy_by_certainty(out: Path, student_names, groups, predictions, labels
     idx = _equal_count_bins(w, bins)
     count = torch.bincount(idx, minlength=bins).float()
     centre = torch.bincount(idx, weights=w, minlength=bins) / count
-    fig, axes = _subplots(len(student_names), "Where does the peer help? Student accuracy by teacher certainty "
-                          f"(validation set, {bins} equal-count bins)")
+    fig, axes = _subplots(
+        len(student_names),
+        f"Where does the peer help? Student accuracy by teacher certainty (validation set, {bins} equal-count bins)",
+    )
     drawn = False
     for ax, name in zip(axes, student_names):
         for method, ids in groups.items():
@@ -117,9 +119,13 @@ def _reliability(out: Path, name: str, groups, predictions) -> Optional[Path]:
         b = calibration_bins(conf, correct, RELIABILITY_BINS)
         used = b["count"] > 0
         ece = expected_calibration_error(conf, correct, RELIABILITY_BINS)
-        ax.plot((b["confidence"][used] / b["count"][used]).numpy(), (b["correct"][used] / b["count"][used]).numpy(),
-                marker="o",
-                color=_colour(method), label=f"{method} (ECE {100 * ece:.2f}%)")
+        ax.plot(
+            (b["confidence"][used] / b["count"][used]).numpy(),
+            (b["correct"][used] / b["count"][used]).numpy(),
+            marker="o",
+            color=_colour(method),
+            label=f"{method} (ECE {100 * ece:.2f}%)",
+        )
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -155,9 +161,14 @@ def _accuracy_vs_epoch(out: Path, student_names, groups, histories) -> Optional[
     return save_figure(fig, out / "accuracy_vs_epoch.png")
 
 
-def analysis_plots(out_dir: str | Path, student_names: list[str], predictions: dict[str, dict],
-                   trials: list[dict], histories: dict[str, dict[str, list[tuple[int, float]]]],
-                   teacher_train_logits=None) -> list[Path]:
+def analysis_plots(
+    out_dir: str | Path,
+    student_names: list[str],
+    predictions: dict[str, dict],
+    trials: list[dict],
+    histories: dict[str, dict[str, list[tuple[int, float]]]],
+    teacher_train_logits=None,
+) -> list[Path]:
     """The uncertainty analysis as PNGs; each plot whose data is missing is skipped, never an error.
 
     - teacher_entropy.png: the teacher's u over the training set (else the validation set);
@@ -178,8 +189,11 @@ def analysis_plots(out_dir: str | Path, student_names: list[str], predictions: d
     written = [_teacher_entropy(out, teacher_train_logits, val_logits)]
     if student_names:  # the per-student figures have one panel per student
         if reference is not None:
-            written.append(_accuracy_by_certainty(out, student_names, groups, predictions,
-                                                  torch.as_tensor(reference["labels"]), val_logits))
+            written.append(
+                _accuracy_by_certainty(
+                    out, student_names, groups, predictions, torch.as_tensor(reference["labels"]), val_logits
+                )
+            )
         written += [_reliability(out, name, groups, predictions) for name in student_names]
         written.append(_accuracy_vs_epoch(out, student_names, groups, histories))
     return [path for path in written if path is not None]

@@ -58,8 +58,13 @@ def gating_curve(train_logits: torch.Tensor, weighting: str, thresholds: Iterabl
     rows = []
     for t in thresholds:
         gated = u > float(t) if weighting in GATED_WEIGHTINGS else never
-        rows.append({"threshold": float(t), "share_gated": gated.double().mean().item(),
-                     "mean_weight": w.masked_fill(gated, 0.0).mean().item()})
+        rows.append(
+            {
+                "threshold": float(t),
+                "share_gated": gated.double().mean().item(),
+                "mean_weight": w.masked_fill(gated, 0.0).mean().item(),
+            }
+        )
     return pd.DataFrame(rows, columns=["threshold", "share_gated", "mean_weight"], dtype="float64")
 
 
@@ -135,13 +140,19 @@ def plan_lines(spec: Spec, train_logits: torch.Tensor) -> list[str]:
     lines = [_header(spec, shown_weighting(spec), len(train_logits))]
     for label, row in points.iterrows():
         which = f" ({label})" if label in ("low", "mid", "high") else ""
-        lines.append(f"teacher weight at {THRESHOLD_KEY} {row.threshold:.3f}{which}: {100 * row.share_gated:.1f} % "
-                     f"of training samples gated out, mean w {row.mean_weight:.3f}")
+        lines.append(
+            f"teacher weight at {THRESHOLD_KEY} {row.threshold:.3f}{which}: {100 * row.share_gated:.1f} % "
+            f"of training samples gated out, mean w {row.mean_weight:.3f}"
+        )
     return lines
 
 
-def plot_gating_curve(curve_df: pd.DataFrame, search_range: Optional[tuple[float, float]], out_path: str | Path,
-                      title: Optional[str] = None) -> Path:
+def plot_gating_curve(
+    curve_df: pd.DataFrame,
+    search_range: Optional[tuple[float, float]],
+    out_path: str | Path,
+    title: Optional[str] = None,
+) -> Path:
     """Share gated out and mean w against the threshold, the searched range shaded."""
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(curve_df["threshold"], curve_df["share_gated"], color="C3", label="share gated out (u > threshold)")
@@ -160,9 +171,11 @@ def plot_gating_curve(curve_df: pd.DataFrame, search_range: Optional[tuple[float
     return out
 
 
-def log_gating_curve(journal, parent_run_id: str, spec: Spec, train_logits: torch.Tensor,
-                     tmp_dir: str | Path) -> dict[str, float]:
-    """Log the curve on `parent_run_id` (a run of `journal`, an `orchestrator.journal.Journal`): `teacher_gating.png` and `.csv` as artifacts,
+def log_gating_curve(
+    journal, parent_run_id: str, spec: Spec, train_logits: torch.Tensor, tmp_dir: str | Path
+) -> dict[str, float]:
+    """Log the curve on `parent_run_id` (a run of `journal`, an `orchestrator.journal.Journal`):
+    `teacher_gating.png` and `.csv` as artifacts,
     and per shown threshold `teacher_gate/share_gated_at_LABEL` and `teacher_gate/mean_w_at_LABEL` (LABEL:
     low, mid, high; threshold; or a categorical choice) as metrics. Logs nothing when no threshold is
     set or searched. Returns the metrics."""
@@ -174,8 +187,12 @@ def log_gating_curve(journal, parent_run_id: str, spec: Spec, train_logits: torc
     out.mkdir(parents=True, exist_ok=True)
     curve = gating_curve(train_logits, weighting, GRID)
     curve.to_csv(out / CSV_FILE, index=False)
-    plot_gating_curve(curve, search_range(spec), out / PLOT_FILE,
-                      title=f"{spec.name}: teacher weight ({weighting}), {len(train_logits):,} training samples")
+    plot_gating_curve(
+        curve,
+        search_range(spec),
+        out / PLOT_FILE,
+        title=f"{spec.name}: teacher weight ({weighting}), {len(train_logits):,} training samples",
+    )
     for name in (PLOT_FILE, CSV_FILE):
         journal.log_artifact(parent_run_id, str(out / name))
     metrics = {}
@@ -205,8 +222,9 @@ def _local(folder: str, names: Sequence[str]) -> Iterator[Path]:
 
 def _first_bank(teacher_folder: str) -> Optional[str]:
     banks = storage.join(teacher_folder, "banks")
-    return next((storage.join(banks, key) for key in storage.subfolders(banks)
-                 if bank.is_built(storage.join(banks, key))), None)
+    return next(
+        (storage.join(banks, key) for key in storage.subfolders(banks) if bank.is_built(storage.join(banks, key))), None
+    )
 
 
 def _bank_logits(bank_dir: str) -> torch.Tensor:
@@ -254,5 +272,7 @@ def cached_plan_lines(spec: Spec) -> list[str]:
         return [f"teacher weight by {THRESHOLD_KEY}: cannot read the cached teacher at {folder}: {one_line(err)}"]
     if not cached:
         return [f"teacher weight by {THRESHOLD_KEY}: shown here once the teacher is trained (not cached yet)"]
-    return lines or [f"teacher weight by {THRESHOLD_KEY}: the cached teacher has no training-set logits "
-                     "(teacher.cache_soft_labels is off)"]
+    return lines or [
+        f"teacher weight by {THRESHOLD_KEY}: the cached teacher has no training-set logits "
+        "(teacher.cache_soft_labels is off)"
+    ]

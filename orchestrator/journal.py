@@ -100,9 +100,13 @@ def apply_to_state(runs: dict[str, RunState], record: dict) -> None:
     """What one journal line changes in the runs as the command sees them."""
     op, key = record["op"], record.get("run")
     if op in ("create_run", "adopt"):
-        runs[key] = RunState(name=record.get("name", ""), tags=dict(record.get("tags", {})),
-                             params=dict(record.get("params", {})), metrics=dict(record.get("metrics", {})),
-                             status=record.get("status", "RUNNING"))
+        runs[key] = RunState(
+            name=record.get("name", ""),
+            tags=dict(record.get("tags", {})),
+            params=dict(record.get("params", {})),
+            metrics=dict(record.get("metrics", {})),
+            status=record.get("status", "RUNNING"),
+        )
         return
     run = runs.setdefault(key, RunState())
     if op == "log_batch":
@@ -166,8 +170,14 @@ class Journal:
     # ---- writes --------------------------------------------------------------------------------
     def create_run(self, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
         key = uuid.uuid4().hex
-        self.append("create_run", run=key, experiment_id=experiment_id, name=run_name,
-                     tags={**tags, RUN_KEY_TAG: key}, start_time=now_ms())
+        self.append(
+            "create_run",
+            run=key,
+            experiment_id=experiment_id,
+            name=run_name,
+            tags={**tags, RUN_KEY_TAG: key},
+            start_time=now_ms(),
+        )
         return key
 
     def adopt(self, run, parent: Optional[str] = None) -> str:
@@ -175,13 +185,26 @@ class Journal:
         key, which the journal's nesting tag holds."""
         key = uuid.uuid4().hex
         tags = {**run.data.tags, **({PARENT_TAG: parent} if parent else {})}
-        self.append("adopt", run=key, run_id=run.info.run_id, name=run.info.run_name or "", tags=tags,
-                    params=run.data.params, metrics=run.data.metrics, status=run.info.status)
+        self.append(
+            "adopt",
+            run=key,
+            run_id=run.info.run_id,
+            name=run.info.run_name or "",
+            tags=tags,
+            params=run.data.params,
+            metrics=run.data.metrics,
+            status=run.info.status,
+        )
         return key
 
     def log_batch(self, run_id: str, metrics: Iterable = (), params: Iterable = (), tags: Iterable = ()) -> None:
-        self.append("log_batch", run=run_id, metrics=[[m.key, m.value, m.timestamp, m.step] for m in metrics],
-                    params={p.key: p.value for p in params}, tags={t.key: t.value for t in tags})
+        self.append(
+            "log_batch",
+            run=run_id,
+            metrics=[[m.key, m.value, m.timestamp, m.step] for m in metrics],
+            params={p.key: p.value for p in params},
+            tags={t.key: t.value for t in tags},
+        )
 
     def log_metric(self, run_id: str, key: str, value: float, step: int = 0) -> None:
         self.append("log_batch", run=run_id, metrics=[[key, float(value), now_ms(), step]])

@@ -34,8 +34,13 @@ class PairedDifference:
         return bool(self.low > 0 or self.high < 0)
 
 
-def paired_difference(values: Mapping[int, float], reference: Mapping[int, float], interval: Interval = "t",
-                      level: float = LEVEL, seed: int = 0) -> PairedDifference:
+def paired_difference(
+    values: Mapping[int, float],
+    reference: Mapping[int, float],
+    interval: Interval = "t",
+    level: float = LEVEL,
+    seed: int = 0,
+) -> PairedDifference:
     """(values - reference) over the seeds both have, with a `level` interval for its mean.
 
     `t`: the paired t interval (`scipy.stats.ttest_rel`), which assumes roughly normal differences;
@@ -61,8 +66,14 @@ def paired_difference(values: Mapping[int, float], reference: Mapping[int, float
     else:
         with warnings.catch_warnings():  # a BCa interval that cannot be computed is NaN, handled below
             warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-            ci = stats.bootstrap((diffs,), np.mean, confidence_level=level, method="BCa",
-                                 n_resamples=BOOTSTRAP_RESAMPLES, rng=np.random.default_rng(seed)).confidence_interval
+            ci = stats.bootstrap(
+                (diffs,),
+                np.mean,
+                confidence_level=level,
+                method="BCa",
+                n_resamples=BOOTSTRAP_RESAMPLES,
+                rng=np.random.default_rng(seed),
+            ).confidence_interval
     low, high = float(ci.low), float(ci.high)
     if math.isnan(low) or math.isnan(high):
         return PairedDifference(mean, math.nan, math.nan, n)

@@ -54,8 +54,13 @@ def plot_front(df: pd.DataFrame, front: pd.DataFrame, spec: Spec, names: dict[st
     line = front.sort_values(x)
     ax.plot(line[x], line[y], color="C3", marker="o", label="Pareto front")
     for _, row in front.iterrows():
-        ax.annotate(names.get(row["trial_id"], row["trial_id"]), (row[x], row[y]), textcoords="offset points",
-                    xytext=(4, 4), fontsize=8)
+        ax.annotate(
+            names.get(row["trial_id"], row["trial_id"]),
+            (row[x], row[y]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
     ax.set_xlabel(f"{x} ({x_mode})")
     ax.set_ylabel(f"{y} ({y_mode})")
     title = f"{spec.name}: Pareto front"

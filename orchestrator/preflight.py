@@ -42,8 +42,9 @@ def _expanded(path: Optional[str]) -> Optional[str]:
 
 def _has_image(folder: Path) -> bool:
     """Whether the class folder holds an image (ImageFolder reads its subfolders too); stops at the first."""
-    return any(name.lower().endswith(IMAGE_SUFFIXES)
-               for _, _, files in os.walk(folder, followlinks=True) for name in files)
+    return any(
+        name.lower().endswith(IMAGE_SUFFIXES) for _, _, files in os.walk(folder, followlinks=True) for name in files
+    )
 
 
 def data_root_problems(root: str) -> list[str]:
@@ -61,15 +62,26 @@ def data_root_problems(root: str) -> list[str]:
     if classes["train"] != classes["val"]:
         only_train = sorted(set(classes["train"]) - set(classes["val"]))
         only_val = sorted(set(classes["val"]) - set(classes["train"]))
-        parts = [f"{len(names)} only in {split}/ (e.g. {names[0]})"
-                 for split, names in (("train", only_train), ("val", only_val)) if names]
-        return [f"data.root {root}: train/ and val/ hold different classes ({', '.join(parts)}): "
-                "both need the same class folders"]
-    empty = [f"{split}/{name}" for split in ("train", "val") for name in classes[split]
-             if not _has_image(base / split / name)]
+        parts = [
+            f"{len(names)} only in {split}/ (e.g. {names[0]})"
+            for split, names in (("train", only_train), ("val", only_val))
+            if names
+        ]
+        return [
+            f"data.root {root}: train/ and val/ hold different classes ({', '.join(parts)}): "
+            "both need the same class folders"
+        ]
+    empty = [
+        f"{split}/{name}"
+        for split in ("train", "val")
+        for name in classes[split]
+        if not _has_image(base / split / name)
+    ]
     if empty:
-        return [f"data.root {root}: {len(empty)} class folders hold no images (e.g. {empty[0]}): "
-                "add images or remove the folders"]
+        return [
+            f"data.root {root}: {len(empty)} class folders hold no images (e.g. {empty[0]}): "
+            "add images or remove the folders"
+        ]
     return []
 
 
@@ -80,12 +92,15 @@ def check_data(cfg: RunConfig, skip: bool, found: Findings) -> None:
     if root is None:
         return
     if storage.is_uri(root):
-        found.problems.append(f"data.root {root} is a bucket, and imagefolder reads only local paths: copy the "
-                              "images to a folder every node mounts at the same path (local or shared disk) and "
-                              "set data.root to it")
+        found.problems.append(
+            f"data.root {root} is a bucket, and imagefolder reads only local paths: copy the "
+            "images to a folder every node mounts at the same path (local or shared disk) and "
+            "set data.root to it"
+        )
     elif skip:
-        found.notes.append("data check skipped (--skip-data-check): the workers will find any problem with data.root "
-                           "and init_weights")
+        found.notes.append(
+            "data check skipped (--skip-data-check): the workers will find any problem with data.root and init_weights"
+        )
     else:
         found.problems.extend(data_root_problems(root))
 
@@ -126,8 +141,9 @@ def check_storage(location: str, create: bool, found: Findings) -> None:
                 raise PermissionError(f"{ancestor} is not writable by this user")
     except OSError as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        found.problems.append(f"storage {location} is not writable ({reason}): fix the path, the bucket or "
-                              "its credentials")
+        found.problems.append(
+            f"storage {location} is not writable ({reason}): fix the path, the bucket or its credentials"
+        )
 
 
 def run_settings(spec: Spec) -> RunConfig:
@@ -158,8 +174,9 @@ def check_metric(spec: Spec, found: Findings) -> None:
     keys += [("tune.scheduler_metric", spec.tune.scheduler_metric)] if spec.tune.scheduler_metric else []
     for key, metric in keys:
         if metric not in common:
-            found.problems.append(f"{key} {metric!r} is not reported by every trial's epochs: "
-                                  f"use one of {', '.join(common)}")
+            found.problems.append(
+                f"{key} {metric!r} is not reported by every trial's epochs: use one of {', '.join(common)}"
+            )
 
 
 def tracking_problem(uri: str, experiment: str, create: bool) -> Optional[str]:
@@ -176,18 +193,31 @@ def tracking_problem(uri: str, experiment: str, create: bool) -> Optional[str]:
         got = requests.get(f"{api}/get-by-name", params={"experiment_name": experiment}, auth=auth, timeout=15)
         if got.status_code == 200 and create:
             experiment_id = got.json()["experiment"]["experiment_id"]
-            got = requests.post(f"{api}/set-experiment-tag", auth=auth, timeout=15,
-                                json={"experiment_id": experiment_id, "key": "mlflow.experimentKind",
-                                      "value": "custom_model_development"})
+            got = requests.post(
+                f"{api}/set-experiment-tag",
+                auth=auth,
+                timeout=15,
+                json={
+                    "experiment_id": experiment_id,
+                    "key": "mlflow.experimentKind",
+                    "value": "custom_model_development",
+                },
+            )
     except requests.RequestException as err:
-        return (f"MLflow tracking server {uri} does not answer ({type(err).__name__}): start it, or fix "
-                "--tracking-uri / MLFLOW_TRACKING_URI")
+        return (
+            f"MLflow tracking server {uri} does not answer ({type(err).__name__}): start it, or fix "
+            "--tracking-uri / MLFLOW_TRACKING_URI"
+        )
     if got.status_code == 401:
-        return (f"MLflow tracking server {uri} refused the credentials: set MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD to a user of its basic-auth app" + ("" if auth else " (none are set)"))
+        return (
+            f"MLflow tracking server {uri} refused the credentials: set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD to a user of its basic-auth app" + ("" if auth else " (none are set)")
+        )
     if got.status_code == 403:
-        return (f"MLflow user {user!r} may not write experiment {experiment!r} on {uri}: ask its admin for EDIT "
-                "permission, or use another experiment (mlflow.experiment)")
+        return (
+            f"MLflow user {user!r} may not write experiment {experiment!r} on {uri}: ask its admin for EDIT "
+            "permission, or use another experiment (mlflow.experiment)"
+        )
     if got.status_code not in (200, 404):  # 404: the experiment does not exist yet, and will be created
         return f"MLflow tracking server {uri} answered HTTP {got.status_code}: check the URI (the server's root)"
     return None
@@ -201,8 +231,15 @@ def check_tracking(uri: Optional[str], experiment: str, create: bool, found: Fin
         (found.problems if create else found.notes).append(problem if create else f"{problem} (before the real run)")
 
 
-def preflight(spec: Spec, outputs: str, *, create: bool, skip_data_check: bool = False,
-              metric: bool = True, tracking_uri: Optional[str] = None) -> list[str]:
+def preflight(
+    spec: Spec,
+    outputs: str,
+    *,
+    create: bool,
+    skip_data_check: bool = False,
+    metric: bool = True,
+    tracking_uri: Optional[str] = None,
+) -> list[str]:
     """Every check; raises `PreflightError` listing the problems, else returns notes to print.
 
     `outputs` is where this command writes (STORAGE/sweeps or STORAGE/single); without `create` (a

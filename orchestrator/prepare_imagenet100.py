@@ -38,7 +38,9 @@ def read_classes(path: str | Path | None = None) -> list[str]:
         try:
             text = Path(path).read_text()
         except OSError as e:
-            raise PrepareError(f"cannot read class file {path}: {e.strerror}; give a file with one WordNet id a line") from None
+            raise PrepareError(
+                f"cannot read class file {path}: {e.strerror}; give a file with one WordNet id a line"
+            ) from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
@@ -49,24 +51,38 @@ def count_images(folder: Path) -> int:
 
 def _check_source(root: Path, classes: list[str]) -> None:
     if len(classes) != NUM_CLASSES or len(set(classes)) != NUM_CLASSES:
-        raise PrepareError(f"the class list has {len(set(classes))} distinct ids, ImageNet-100 needs {NUM_CLASSES}; fix --classes")
+        raise PrepareError(
+            f"the class list has {len(set(classes))} distinct ids, ImageNet-100 needs {NUM_CLASSES}; fix --classes"
+        )
     for split in SPLITS:
         if not (root / split).is_dir():
-            raise PrepareError(f"{root / split} not found: IMAGENET_ROOT must hold train/<wnid>/ and val/<wnid>/ (val sorted into class folders)")
+            raise PrepareError(
+                f"{root / split} not found: IMAGENET_ROOT must hold train/<wnid>/ and val/<wnid>/ "
+                "(val sorted into class folders)"
+            )
     missing = [f"{split}/{wnid}" for split in SPLITS for wnid in classes if not (root / split / wnid).is_dir()]
     if missing:
-        raise PrepareError(f"{len(missing)} class folders missing under {root} (first: {missing[0]}); is it the full ImageNet-1k tree with val sorted into class folders?")
+        raise PrepareError(
+            f"{len(missing)} class folders missing under {root} (first: {missing[0]}); "
+            "is it the full ImageNet-1k tree with val sorted into class folders?"
+        )
     for wnid in classes:
         n = count_images(root / "val" / wnid)
         if n != VAL_PER_CLASS:
-            raise PrepareError(f"{root / 'val' / wnid} holds {n} images, ImageNet-1k has exactly {VAL_PER_CLASS} per class; restore the full validation set")
+            raise PrepareError(
+                f"{root / 'val' / wnid} holds {n} images, ImageNet-1k has exactly {VAL_PER_CLASS} per class; "
+                "restore the full validation set"
+            )
 
 
 def _link_split(source: Path, dest: Path, classes: list[str]) -> None:
     if dest.is_dir():
         extra = sorted(set(os.listdir(dest)) - set(classes))
         if extra:
-            raise PrepareError(f"{dest} already holds {len(extra)} entries that are not ImageNet-100 classes (first: {extra[0]}); remove them or choose an empty OUT")
+            raise PrepareError(
+                f"{dest} already holds {len(extra)} entries that are not ImageNet-100 classes "
+                f"(first: {extra[0]}); remove them or choose an empty OUT"
+            )
     dest.mkdir(parents=True, exist_ok=True)
     for wnid in classes:
         link, target = dest / wnid, (source / wnid).resolve()
@@ -82,8 +98,10 @@ def _resize_split(source: Path, dest: Path, classes: list[str], short: int, work
     if dest.is_dir():
         links = sorted(p.name for p in dest.iterdir() if p.is_symlink() or p.name not in classes)
         if links:
-            raise PrepareError(f"{dest} already holds {len(links)} entries that are links or not ImageNet-100 "
-                               f"classes (first: {links[0]}); choose an empty OUT for --resize")
+            raise PrepareError(
+                f"{dest} already holds {len(links)} entries that are links or not ImageNet-100 "
+                f"classes (first: {links[0]}); choose an empty OUT for --resize"
+            )
     pairs = []
     for wnid in classes:
         for src in image_files(source / wnid):
@@ -91,9 +109,11 @@ def _resize_split(source: Path, dest: Path, classes: list[str], short: int, work
     return resize_files(pairs, short, workers)
 
 
-def build_imagenet100(root: str | Path, out: str | Path, classes: list[str], resize: int | None = None,
-                      workers: int | None = None) -> dict:
-    """Link (or, with `resize`, copy resized) the classes of `root` into `out`; {out, classes, train_images, val_images}.
+def build_imagenet100(
+    root: str | Path, out: str | Path, classes: list[str], resize: int | None = None, workers: int | None = None
+) -> dict:
+    """Link (or, with `resize`, copy resized) the classes of `root` into `out`;
+    {out, classes, train_images, val_images}.
 
     Raises PrepareError (nothing written) when the source is incomplete or `out` holds something else.
     With `resize` the summary's `unreadable` lists (path, reason) of source images left out.
@@ -113,16 +133,25 @@ def build_imagenet100(root: str | Path, out: str | Path, classes: list[str], res
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.prepare_imagenet100", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m orchestrator.prepare_imagenet100", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("imagenet_root", help="ImageNet-1k folder holding train/<wnid>/ and val/<wnid>/")
     parser.add_argument("out", help="folder to create the ImageNet-100 links in (data.root of an imagefolder spec)")
     parser.add_argument("--classes", help="class list, one WordNet id a line (default: the packaged CMC list)")
-    parser.add_argument("--verify", action="store_true",
-                        help="then decode every image once, in parallel, and list the unreadable ones (exit 1 if any)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="--verify, --resize: processes (default: every core)")
-    parser.add_argument("--resize", type=int, default=None, metavar="S",
-                        help="write a copy instead of links: JPEGs (quality 90) with the short side at S px, e.g. 256")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="then decode every image once, in parallel, and list the unreadable ones (exit 1 if any)",
+    )
+    parser.add_argument("--workers", type=int, default=None, help="--verify, --resize: processes (default: every core)")
+    parser.add_argument(
+        "--resize",
+        type=int,
+        default=None,
+        metavar="S",
+        help="write a copy instead of links: JPEGs (quality 90) with the short side at S px, e.g. 256",
+    )
     args = parser.parse_args(argv)
     if args.resize is not None and not 8 <= args.resize <= 4096:
         print(f"error: --resize {args.resize}: give the short side in pixels, 8 to 4096 (e.g. 256)", file=sys.stderr)
@@ -138,8 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     for path, reason in summary.get("unreadable", []):
         print(f"{path}: {reason}")
     resized = f", short side {args.resize} px" if args.resize else ""
-    print(f"ImageNet-100 ready at {summary['out']}: {summary['classes']} classes, "
-          f"{summary['train_images']} train images, {summary['val_images']} val images{resized}")
+    print(
+        f"ImageNet-100 ready at {summary['out']}: {summary['classes']} classes, "
+        f"{summary['train_images']} train images, {summary['val_images']} val images{resized}"
+    )
     if summary.get("unreadable"):
         print(f"{len(summary['unreadable'])} unreadable source images were left out")
         return 1

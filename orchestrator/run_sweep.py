@@ -22,13 +22,13 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from orchestrator import storage_faults
 from orchestrator.cli import start_ray, stop_own_ray
 from orchestrator.comparison import teacher_uncertainty
 from orchestrator.gating import log_gating_curve, train_logits_of
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
 from orchestrator.sequential import STOP_TAG, stop_reason
 from orchestrator.spec import Spec, SpecError, optuna_space
-from orchestrator import storage_faults
 from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import best_params, best_trial, format_table, trials_table, write_results
 from orchestrator.tracking import SweepTracker, error_line, error_text, where_to_look
@@ -72,8 +72,9 @@ class SweepSearch(OptunaSearch):
     running ones finish. The clock is saved with the searcher, so a resumed sweep keeps it.
     """
 
-    def __init__(self, folder: SweepFolder, epochs: int, units: float = 1.0, budget_hours: Optional[float] = None,
-                 **kwargs):
+    def __init__(
+        self, folder: SweepFolder, epochs: int, units: float = 1.0, budget_hours: Optional[float] = None, **kwargs
+    ):
         super().__init__(study_name=folder.name, storage=optuna_storage(folder), **kwargs)
         self.folder = folder
         self.epochs = epochs
@@ -131,8 +132,12 @@ class SweepSearch(OptunaSearch):
     def restore(self, checkpoint_path: str):
         super().restore(checkpoint_path)
         self._storage = optuna_storage(self.folder)
-        self._ot_study = optuna.load_study(study_name=self.folder.name, storage=self._storage,
-                                           sampler=self._ot_study.sampler, pruner=self._ot_study.pruner)
+        self._ot_study = optuna.load_study(
+            study_name=self.folder.name,
+            storage=self._storage,
+            sampler=self._ot_study.sampler,
+            pruner=self._ot_study.pruner,
+        )
         for tune_id, old in list(self._ot_trials.items()):
             if self._storage.get_trial(old._trial_id).state.is_finished():
                 self._completed_trials.add(tune_id)
@@ -174,12 +179,16 @@ class StorageGuard(Callback):
 
 def progress_reporter(spec: Spec) -> CLIReporter:
     """Epoch, each student's top-1 and the sweep metric, per trial with its searched values."""
-    metrics = {"epoch": "epoch", **{f"{n}/val_top1": f"{n} top-1" for n in spec.students.names},
-               **{metric: metric for metric, _ in spec.tune.objectives}}
+    metrics = {
+        "epoch": "epoch",
+        **{f"{n}/val_top1": f"{n} top-1" for n in spec.students.names},
+        **{metric: metric for metric, _ in spec.tune.objectives},
+    }
     keys = list(spec.search) or (["loss.method", "seed"] if spec.compare else [])
     params = {key: key.split(".")[-1] for key in keys}
-    return CLIReporter(metric_columns=metrics, parameter_columns=params, max_report_frequency=30,
-                       sort_by_metric=True)  # by TuneConfig's metric and mode: `TuneSettings.rank_metric`
+    return CLIReporter(
+        metric_columns=metrics, parameter_columns=params, max_report_frequency=30, sort_by_metric=True
+    )  # by TuneConfig's metric and mode: `TuneSettings.rank_metric`
 
 
 def asha_grace(spec: Spec) -> int:
@@ -187,8 +196,14 @@ def asha_grace(spec: Spec) -> int:
     return min(spec.tune.grace_period, spec.students.epochs)
 
 
-def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list, seeds: Optional[list[int]] = None,
-                name: Optional[str] = None) -> ray.tune.Tuner:
+def build_tuner(
+    spec: Spec,
+    folder: SweepFolder,
+    trainable,
+    callbacks: list,
+    seeds: Optional[list[int]] = None,
+    name: Optional[str] = None,
+) -> ray.tune.Tuner:
     """A sweep: Optuna proposes every trial (on several objectives, its multi-objective TPE). A comparison: a
     grid of fixed (method, seed) trials, run to the end. Tune itself (ASHA, the progress table) follows one
     metric: `TuneSettings.rank_metric`. A comparison's added seed is a round of its own: `seeds`, and `name`
@@ -197,26 +212,49 @@ def build_tuner(spec: Spec, folder: SweepFolder, trainable, callbacks: list, see
     rank_metric, rank_mode = t.rank_metric
     searcher, param_space = None, None
     if spec.compare:
-        param_space = {"loss.method": ray.tune.grid_search(spec.compare.methods),
-                       "seed": ray.tune.grid_search(seeds or spec.compare.seeds)}
+        param_space = {
+            "loss.method": ray.tune.grid_search(spec.compare.methods),
+            "seed": ray.tune.grid_search(seeds or spec.compare.seeds),
+        }
     else:
-        searcher = SweepSearch(folder, spec.students.epochs, spec.resources.units, t.budget_hours,
-                               space=optuna_space(spec), metric=t.metric, mode=t.mode, seed=t.seed)
+        searcher = SweepSearch(
+            folder,
+            spec.students.epochs,
+            spec.resources.units,
+            t.budget_hours,
+            space=optuna_space(spec),
+            metric=t.metric,
+            mode=t.mode,
+            seed=t.seed,
+        )
     if t.scheduler == "asha" and not spec.compare:
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=spec.students.epochs, grace_period=asha_grace(spec),
-                                  reduction_factor=t.reduction_factor)
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            max_t=spec.students.epochs,
+            grace_period=asha_grace(spec),
+            reduction_factor=t.reduction_factor,
+        )
     else:
         scheduler = FIFOScheduler()
     return ray.tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=ray.tune.TuneConfig(metric=rank_metric, mode=rank_mode, search_alg=searcher, scheduler=scheduler,
-                                        num_samples=1 if spec.compare else t.num_trials,
-                                        max_concurrent_trials=t.max_concurrent_trials),
-        run_config=ray.tune.RunConfig(name=name or folder.name, storage_path=folder.location if name else folder.root,
-                                      callbacks=callbacks,
-                                      progress_reporter=progress_reporter(spec), verbose=1,
-                                      failure_config=ray.tune.FailureConfig(max_failures=1)),
+        tune_config=ray.tune.TuneConfig(
+            metric=rank_metric,
+            mode=rank_mode,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=1 if spec.compare else t.num_trials,
+            max_concurrent_trials=t.max_concurrent_trials,
+        ),
+        run_config=ray.tune.RunConfig(
+            name=name or folder.name,
+            storage_path=folder.location if name else folder.root,
+            callbacks=callbacks,
+            progress_reporter=progress_reporter(spec),
+            verbose=1,
+            failure_config=ray.tune.FailureConfig(max_failures=1),
+        ),
     )
 
 
@@ -226,9 +264,14 @@ def trial_records(grid) -> list[dict]:
     for result in grid:
         config = dict(result.config or {})
         metrics = dict(result.metrics or {})
-        records.append({"trial_id": metrics.get("trial_id") or Path(result.path or "?").name,
-                        "params": config, "metrics": metrics,
-                        "error": str(result.error).splitlines()[0] if result.error else None})
+        records.append(
+            {
+                "trial_id": metrics.get("trial_id") or Path(result.path or "?").name,
+                "params": config,
+                "metrics": metrics,
+                "error": str(result.error).splitlines()[0] if result.error else None,
+            }
+        )
     return records
 
 
@@ -244,8 +287,10 @@ def log_teacher_uncertainty(tracker: SweepTracker, teacher_dir: Optional[str], t
         tracker.journal.log_artifact(tracker.parent_id, str(target))
     summary = teacher_uncertainty(torch.load(soft_labels, weights_only=True), threshold)
     tracker.log_metrics(summary)
-    print("teacher uncertainty u = H/log C on the training set: "
-          + ", ".join(f"{k.removeprefix('teacher_u/train_')} {v:.3f}" for k, v in summary.items()))
+    print(
+        "teacher uncertainty u = H/log C on the training set: "
+        + ", ".join(f"{k.removeprefix('teacher_u/train_')} {v:.3f}" for k, v in summary.items())
+    )
 
 
 def log_teacher_gating(tracker: SweepTracker, spec: Spec, teacher_dir: Optional[str]) -> None:
@@ -263,8 +308,9 @@ def failure_summary(grid) -> Optional[str]:
     if not results or any(result.error is None for result in results):
         return None
     causes = Counter(error_line(str(result.error)) for result in results)
-    return (f"every trial failed ({len(results)} of {len(results)}): "
-            + " | ".join(f"{count} x {line}" for line, count in causes.most_common()))  # lines hold "; "
+    return f"every trial failed ({len(results)} of {len(results)}): " + " | ".join(
+        f"{count} x {line}" for line, count in causes.most_common()
+    )  # lines hold "; "
 
 
 def end_failed(tracker: SweepTracker, folder: SweepFolder, summary: str) -> int:
@@ -290,11 +336,17 @@ def finish_comparison(tracker: SweepTracker, folder: SweepFolder, timeout: float
     server has every write; when it does not within `timeout`, the line that says how to build them later."""
     if tracker.wait_sent(timeout):
         tracker.finish()
-        print(f"\ncomparison finished; MLflow does not have every write yet, so its tables wait: send them with "
-              f"python -m orchestrator.sync {folder.local}, then python -m orchestrator.report {folder.name}")
+        print(
+            f"\ncomparison finished; MLflow does not have every write yet, so its tables wait: send them with "
+            f"python -m orchestrator.sync {folder.local}, then python -m orchestrator.report {folder.name}"
+        )
         return 0
-    files = build_report(tracker.client, load_sweep(tracker.client, folder.name), folder.local,
-                         log_to=(tracker.journal, tracker.parent_id))
+    files = build_report(
+        tracker.client,
+        load_sweep(tracker.client, folder.name),
+        folder.local,
+        log_to=(tracker.journal, tracker.parent_id),
+    )
     folder.publish(*files.values())
     tracker.finish()
     print(f"\ncomparison finished: {len(files)} tables and plots in {folder}")
@@ -327,8 +379,9 @@ def ended_trials(grid, spec: Spec, folder: SweepFolder) -> int:
     """Trials that ended: errored, or told to the study as finished (a sweep), or run to their last epoch (a
     comparison, which stops nothing early). Tune counts a trial that Ctrl-C stopped as terminated too."""
     if spec.compare:
-        return sum(1 for r in grid if r.error is not None
-                   or int((r.metrics or {}).get("epoch", 0)) >= spec.students.epochs)
+        return sum(
+            1 for r in grid if r.error is not None or int((r.metrics or {}).get("epoch", 0)) >= spec.students.epochs
+        )
     study = optuna.load_study(study_name=folder.name, storage=optuna_storage(folder))
     unended = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     return grid.num_terminated + grid.num_errors - len(unended)
@@ -356,8 +409,16 @@ def budget_line(used: float, budget: Optional[float], spec: Spec) -> str:
     return f"resource-hours used: {used:.3f} ({'GPU' if spec.resources.use_gpu else 'CPU'}-hours){left}"
 
 
-def run_comparison(spec: Spec, folder: SweepFolder, tracker: SweepTracker, teacher_dir: Optional[str],
-                   train_storage: str, banks: dict, resume: bool, callbacks: list) -> int:
+def run_comparison(
+    spec: Spec,
+    folder: SweepFolder,
+    tracker: SweepTracker,
+    teacher_dir: Optional[str],
+    train_storage: str,
+    banks: dict,
+    resume: bool,
+    callbacks: list,
+) -> int:
     """Every method for the listed seeds; with `compare.sequential`, then one seed more (for every method, a
     round of its own) until the rule in `orchestrator.sequential` stops it. The reason is on the parent run."""
     c = spec.compare
@@ -366,8 +427,13 @@ def run_comparison(spec: Spec, folder: SweepFolder, tracker: SweepTracker, teach
     while True:
         trainable = trial_trainable(spec, teacher_dir, train_storage, banks)
         location = storage.join(folder.location, name) if name else folder.location
-        grid = fit(tracker, location, resume, trainable,
-                   lambda: build_tuner(spec, folder, trainable, callbacks, round_seeds, name))
+        grid = fit(
+            tracker,
+            location,
+            resume,
+            trainable,
+            lambda: build_tuner(spec, folder, trainable, callbacks, round_seeds, name),
+        )
         if interrupted(grid, len(c.methods) * len(round_seeds), spec, folder, tracker):
             return 130
         summary = failure_summary(grid)
@@ -395,12 +461,21 @@ def run_comparison(spec: Spec, folder: SweepFolder, tracker: SweepTracker, teach
 
 def check_driver_slots() -> None:
     if ray.cluster_resources().get("TRAIN_DRIVER", 0) < 1:
-        raise SpecError("the Ray cluster has no TRAIN_DRIVER resource for trial drivers: start its head with "
-                        "ray start --head --resources='{\"TRAIN_DRIVER\": 8}'")
+        raise SpecError(
+            "the Ray cluster has no TRAIN_DRIVER resource for trial drivers: start its head with "
+            "ray start --head --resources='{\"TRAIN_DRIVER\": 8}'"
+        )
 
 
-def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, commit: Optional[str],
-              address: Optional[str] = None, resume: bool = False) -> int:
+def run_sweep(
+    spec: Spec,
+    folder: SweepFolder,
+    uri: str,
+    spec_text: str,
+    commit: Optional[str],
+    address: Optional[str] = None,
+    resume: bool = False,
+) -> int:
     """Runs a resolved, pre-flight-checked spec (absolute paths, fixed storage: see `Spec.resolved`)."""
     folder.local.mkdir(parents=True, exist_ok=True)
     train_storage = storage.join(folder.location, "train")
@@ -421,28 +496,42 @@ def run_sweep(spec: Spec, folder: SweepFolder, uri: str, spec_text: str, commit:
     return code
 
 
-def tracked_sweep(spec: Spec, folder: SweepFolder, tracker: SweepTracker, spec_text: str, commit: Optional[str],
-                  dashboard: Optional[str], train_storage: str, resume: bool) -> int:
+def tracked_sweep(
+    spec: Spec,
+    folder: SweepFolder,
+    tracker: SweepTracker,
+    spec_text: str,
+    commit: Optional[str],
+    dashboard: Optional[str],
+    train_storage: str,
+    resume: bool,
+) -> int:
     """The sweep or comparison, once Ray runs and its MLflow parent run (journaled) exists."""
     experiment = spec.mlflow.experiment or spec.name
     spec_yaml = yaml.safe_dump(spec.model_dump(), sort_keys=False)
     (folder.local / "spec.yaml").write_text(spec_yaml)
     folder.publish(folder.local / "spec.yaml")
     tracker.log_spec(spec.model_dump(), spec_text, commit)
-    print(f"\nwatch it:\n  Ray dashboard: {dashboard or '(see the Ray cluster)'}"
-          "  (token: run `ray get-auth-token`)\n"
-          f"  MLflow: {where_to_look(tracker.uri, tracker.experiment_id)}   (parent run '{folder.name}' in '{experiment}')\n")
+    print(
+        f"\nwatch it:\n  Ray dashboard: {dashboard or '(see the Ray cluster)'}"
+        "  (token: run `ray get-auth-token`)\n"
+        f"  MLflow: {where_to_look(tracker.uri, tracker.experiment_id)}"
+        f"   (parent run '{folder.name}' in '{experiment}')\n"
+    )
 
     run_cfg, banks = prepare_teacher_and_banks(spec, run_seeds(spec))
     log_teacher_uncertainty(tracker, run_cfg.teacher_dir, spec.loss.threshold)
     log_teacher_gating(tracker, spec, run_cfg.teacher_dir)
-    callbacks = [tracker.callback(spec.students.epochs, spec.storage_location), PublishStudy(folder),
-                 StorageGuard(folder.location), KeepTuneState()]
+    callbacks = [
+        tracker.callback(spec.students.epochs, spec.storage_location),
+        PublishStudy(folder),
+        StorageGuard(folder.location),
+        KeepTuneState(),
+    ]
     if spec.compare:
         return run_comparison(spec, folder, tracker, run_cfg.teacher_dir, train_storage, banks, resume, callbacks)
     trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage, banks)
-    grid = fit(tracker, folder.location, resume, trainable,
-               lambda: build_tuner(spec, folder, trainable, callbacks))
+    grid = fit(tracker, folder.location, resume, trainable, lambda: build_tuner(spec, folder, trainable, callbacks))
     hours, budget = grid_hours(grid, spec), spec.tune.budget_hours
     spent = budget is not None and hours >= budget  # the searcher proposed no more: every trial Tune has ran
     if interrupted(grid, len(grid) if spent else spec.tune.num_trials, spec, folder, tracker):
@@ -474,7 +563,9 @@ def tracked_sweep(spec: Spec, folder: SweepFolder, tracker: SweepTracker, spec_t
     if "best.yaml" in files:
         print(f"best configuration: python -m orchestrator.train {files['best.yaml']}")
     if spec.tune.pareto:
-        print(f"Pareto front ({', '.join(m for m, _ in spec.tune.objectives)}): "
-              + (", ".join(front) or "no completed trial")
-              + (f"; train one: python -m orchestrator.train {folder.local / 'pareto' / front[0]}.yaml" if front else ""))
+        print(
+            f"Pareto front ({', '.join(m for m, _ in spec.tune.objectives)}): "
+            + (", ".join(front) or "no completed trial")
+            + (f"; train one: python -m orchestrator.train {folder.local / 'pareto' / front[0]}.yaml" if front else "")
+        )
     return 0

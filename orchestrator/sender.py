@@ -24,12 +24,21 @@ from orchestrator.journal import PARENT_TAG, RUN_KEY_TAG, JournalFiles
 
 # A refusal that no retry changes. Anything else (no connection, a 5xx, a timeout, a locked database) is
 # an outage, tried again.
-PERMANENT = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "BAD_REQUEST",
-             "INVALID_STATE"}
+PERMANENT = {
+    "INVALID_PARAMETER_VALUE",
+    "RESOURCE_DOES_NOT_EXIST",
+    "RESOURCE_ALREADY_EXISTS",
+    "BAD_REQUEST",
+    "INVALID_STATE",
+}
 # MLflow's own retries last about 4 minutes per call by default; ours go on for ever, so each call is short.
 # Its "View run at" line per finished run would interleave with the command's output.
-CLIENT_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+CLIENT_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 MAX_DELAY = 30.0
 BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's limits per log_batch
 
@@ -43,7 +52,7 @@ def is_permanent(err: BaseException) -> bool:
 
 
 def chunks(items: list, size: int) -> list[list]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 class Sender:
@@ -65,13 +74,15 @@ class Sender:
 
     # ---- one line ------------------------------------------------------------------------------
     def _create(self, record: dict) -> str:
-        found = self.client.search_runs([record["experiment_id"]], f"tags.`{RUN_KEY_TAG}` = '{record['run']}'",
-                                        max_results=1)
+        found = self.client.search_runs(
+            [record["experiment_id"]], f"tags.`{RUN_KEY_TAG}` = '{record['run']}'", max_results=1
+        )
         if found:
             return found[0].info.run_id
         tags = {k: self.ids.get(v, v) if k == PARENT_TAG else v for k, v in record["tags"].items()}
-        return self.client.create_run(record["experiment_id"], start_time=record["start_time"], tags=tags,
-                                      run_name=record["name"]).info.run_id
+        return self.client.create_run(
+            record["experiment_id"], start_time=record["start_time"], tags=tags, run_name=record["name"]
+        ).info.run_id
 
     def apply(self, record: dict) -> None:
         op = record["op"]
@@ -140,8 +151,10 @@ class Sender:
                 self.failing, delay = None, 1.0
             except Exception as err:  # noqa: BLE001 - an outage of any kind: kept, tried again
                 if self.failing is None:
-                    self.say(f"MLflow does not answer ({short_error(err)}): training goes on, every write is kept "
-                             f"in {self.files.folder} and sent when it answers")
+                    self.say(
+                        f"MLflow does not answer ({short_error(err)}): training goes on, every write is kept "
+                        f"in {self.files.folder} and sent when it answers"
+                    )
                 self.failing, delay = short_error(err), min(delay * 2, MAX_DELAY)
             if self._stop.wait(delay if self.failing else 0.5):
                 return

@@ -42,9 +42,11 @@ class SequentialPlan:
         return 1 - (1 - self.level) / self.looks
 
     def describe(self) -> str:
-        return (f"sequential: {1 - self.level:.0%} error split over {self.looks} planned looks (seeds "
-                f"{self.first} to {self.max_seeds}), each a {self.look_level:.2%} t interval (Bonferroni), valid "
-                "wherever the seeds stopped, and wider than a fixed-seed interval")
+        return (
+            f"sequential: {1 - self.level:.0%} error split over {self.looks} planned looks (seeds "
+            f"{self.first} to {self.max_seeds}), each a {self.look_level:.2%} t interval (Bonferroni), valid "
+            "wherever the seeds stopped, and wider than a fixed-seed interval"
+        )
 
 
 def t_excludes_zero(diffs: np.ndarray, level: float) -> np.ndarray:
@@ -55,8 +57,9 @@ def t_excludes_zero(diffs: np.ndarray, level: float) -> np.ndarray:
     return np.abs(diffs.mean(axis=1)) > half
 
 
-def false_decision_rate(plan: SequentialPlan, level: float, simulations: int = 2000, seed: int = 0,
-                        noise: str = "normal") -> float:
+def false_decision_rate(
+    plan: SequentialPlan, level: float, simulations: int = 2000, seed: int = 0, noise: str = "normal"
+) -> float:
     """The share of simulated null comparisons (no true difference) in which some look's interval excludes 0.
 
     Each simulation draws `plan.max_seeds` paired differences of mean 0 and looks after `plan.first`,
@@ -82,8 +85,11 @@ def undecided(table: pd.DataFrame, against: str, methods: list[str]) -> list[str
     """`method/student` of every named method whose interval against `against` does not exclude 0 yet."""
     rows = table[table["method"].isin(methods)]
     column = f"vs_{against}_excludes_0"  # None while there is no interval (under 2 shared seeds)
-    return [f"{row['method']}/{row['student']}" for _, row in rows.iterrows()
-            if row[column] is None or not bool(row[column])]
+    return [
+        f"{row['method']}/{row['student']}"
+        for _, row in rows.iterrows()
+        if row[column] is None or not bool(row[column])
+    ]
 
 
 def stop_reason(trials: list[dict], spec: Spec, seeds: int, hours_used: float) -> Optional[str]:
@@ -92,13 +98,15 @@ def stop_reason(trials: list[dict], spec: Spec, seeds: int, hours_used: float) -
     table = comparison_table(trials, spec.students.names, spec.compare.methods, "t", level=plan.look_level)
     left = undecided(table, rule.against, rule.methods)
     if not left:
-        return (f"decided at {seeds} seeds: every interval of {', '.join(rule.methods)} against {rule.against} "
-                "excludes 0")
+        return (
+            f"decided at {seeds} seeds: every interval of {', '.join(rule.methods)} against {rule.against} excludes 0"
+        )
     if seeds >= rule.max_seeds:
         return f"max_seeds {rule.max_seeds} reached; undecided: {', '.join(left)}"
     budget = spec.compare.budget_hours
     if budget is not None and hours_used >= budget:
-        return f"budget of {budget:g} resource-hours spent ({hours_used:.3f}) at {seeds} seeds; undecided: {', '.join(left)}"
+        spent = f"budget of {budget:g} resource-hours spent ({hours_used:.3f})"
+        return f"{spent} at {seeds} seeds; undecided: {', '.join(left)}"
     return None
 
 
@@ -108,5 +116,7 @@ def table_note(spec: Spec, trials: list[dict], stopped: Optional[str]) -> Option
     if plan is None:
         return None
     seeds = sorted({t["params"].get("seed") for t in trials if (t.get("params") or {}).get("seed") is not None})
-    return (f"Intervals {plan.describe()}. Seeds used: {len(seeds)} ({', '.join(map(str, seeds))}); stopped: "
-            f"{stopped or 'not recorded'}.")
+    return (
+        f"Intervals {plan.describe()}. Seeds used: {len(seeds)} ({', '.join(map(str, seeds))}); stopped: "
+        f"{stopped or 'not recorded'}."
+    )

@@ -20,7 +20,6 @@ from trainables.config import ConfigError, Method, RunConfig, Strict
 from trainables.losses import PRESETS, needs_two_students, resolve_method
 from trainables.models import MODELS
 
-
 STORAGE_ENV = "DUALKD_STORAGE"  # the storage of specs that set none: clusters set it to their shared storage
 DEFAULT_STORAGE = "runs"
 
@@ -91,17 +90,25 @@ Mode = Literal["max", "min"]
 class TuneSettings(Strict):
     """The search: what Optuna optimises, how many trials, and which of them ASHA stops early."""
 
-    metric: Union[str, list[str]] = Field("val_top1_mean", description="a reported metric, or a list of them: a "
-                                          "Pareto search over several objectives")
+    metric: Union[str, list[str]] = Field(
+        "val_top1_mean", description="a reported metric, or a list of them: a Pareto search over several objectives"
+    )
     mode: Union[Mode, list[Mode]] = Field("max", description="max or min, or one per metric of a list")
-    scheduler_metric: Optional[str] = Field(None, description="the one metric ASHA stops trials on in a Pareto "
-                                            "search; default: tune.metric when it is one")
+    scheduler_metric: Optional[str] = Field(
+        None, description="the one metric ASHA stops trials on in a Pareto search; default: tune.metric when it is one"
+    )
     scheduler_mode: Optional[Mode] = Field(None, description="default: its mode in tune.metric, else max")
     num_trials: int = Field(8, ge=1, description="trials Optuna proposes (unless budget_hours ends it first)")
-    budget_hours: Optional[float] = Field(None, gt=0, description="no trial starts once the trials used this many "
-                                          "resource-hours (GPUs, else CPUs, x wall time); running ones finish")
-    scheduler: Literal["asha", "fifo"] = Field("asha", description="asha stops weak trials early (told to Optuna "
-                                               "as pruned); fifo runs every trial to its last epoch")
+    budget_hours: Optional[float] = Field(
+        None,
+        gt=0,
+        description="no trial starts once the trials used this many "
+        "resource-hours (GPUs, else CPUs, x wall time); running ones finish",
+    )
+    scheduler: Literal["asha", "fifo"] = Field(
+        "asha",
+        description="asha stops weak trials early (told to Optuna as pruned); fifo runs every trial to its last epoch",
+    )
     grace_period: int = Field(2, ge=1, description="epochs every trial runs before ASHA may stop it")
     reduction_factor: float = Field(2, gt=1, description="ASHA keeps 1 in this many trials at each rung")
     max_concurrent_trials: int = Field(2, ge=1, description="trials that run at once")
@@ -114,11 +121,15 @@ class TuneSettings(Strict):
         if len(metrics) != len(set(metrics)) or not metrics:
             raise ValueError(f"metric {self.metric}: list each metric once")
         if isinstance(self.metric, list) != isinstance(self.mode, list) or len(modes) != len(metrics):
-            raise ValueError(f"mode {self.mode} does not match metric {self.metric}: give one mode (max or min) per "
-                             "metric, as a list when tune.metric is a list")
+            raise ValueError(
+                f"mode {self.mode} does not match metric {self.metric}: give one mode (max or min) per "
+                "metric, as a list when tune.metric is a list"
+            )
         if self.pareto and self.scheduler == "asha" and self.scheduler_metric is None:
-            raise ValueError(f"metric lists {len(metrics)} objectives and ASHA stops trials on one: set "
-                             "tune.scheduler_metric (e.g. val_top1_mean), or tune.scheduler: fifo")
+            raise ValueError(
+                f"metric lists {len(metrics)} objectives and ASHA stops trials on one: set "
+                "tune.scheduler_metric (e.g. val_top1_mean), or tune.scheduler: fifo"
+            )
         return self
 
     @property
@@ -153,15 +164,24 @@ class SequentialSettings(Strict):
 class CompareSettings(Strict):
     """A comparison: every listed method for every seed, as fixed Tune trials (no search)."""
 
-    methods: list[Method] = Field(default_factory=lambda: ["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"],
-                                  min_length=1, description="the methods compared, each on every seed")
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
-                             description="run seeds; the intervals pair methods seed by seed")
+    methods: list[Method] = Field(
+        default_factory=lambda: ["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"],
+        min_length=1,
+        description="the methods compared, each on every seed",
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2],
+        min_length=1,
+        description="run seeds; the intervals pair methods seed by seed",
+    )
     from_sweep: Optional[str] = Field(None, description="take the best values of this earlier sweep")
     interval: Literal["t", "bootstrap"] = Field("t", description="the paired differences' 95 % interval over seeds")
     sequential: Optional[SequentialSettings] = Field(None, description="add seeds until the intervals decide")
-    budget_hours: Optional[float] = Field(None, gt=0, description="no seed is added once the trials used this "
-                                          "many resource-hours (GPUs, else CPUs, x wall time)")
+    budget_hours: Optional[float] = Field(
+        None,
+        gt=0,
+        description="no seed is added once the trials used this many resource-hours (GPUs, else CPUs, x wall time)",
+    )
 
     @model_validator(mode="after")
     def _sequential(self) -> "CompareSettings":
@@ -172,14 +192,19 @@ class CompareSettings(Strict):
             raise ValueError(f"sequential.against {plan.against!r} is not among methods {self.methods}: add it")
         strangers = [m for m in plan.methods if m not in self.methods or m == plan.against]
         if strangers:
-            raise ValueError(f"sequential.methods {strangers}: name methods of compare.methods other than "
-                             f"{plan.against}")
+            raise ValueError(
+                f"sequential.methods {strangers}: name methods of compare.methods other than {plan.against}"
+            )
         if len(self.seeds) < 2 or plan.max_seeds < len(self.seeds):
-            raise ValueError(f"sequential.max_seeds {plan.max_seeds} and seeds {self.seeds}: start with at least 2 "
-                             "seeds and at most max_seeds")
+            raise ValueError(
+                f"sequential.max_seeds {plan.max_seeds} and seeds {self.seeds}: start with at least 2 "
+                "seeds and at most max_seeds"
+            )
         if self.interval != "t":
-            raise ValueError("sequential seeds use t intervals (the bootstrap's is too coarse on a few seeds to "
-                             "split its error over looks): set compare.interval: t")
+            raise ValueError(
+                "sequential seeds use t intervals (the bootstrap's is too coarse on a few seeds to "
+                "split its error over looks): set compare.interval: t"
+            )
         return self
 
 
@@ -189,24 +214,36 @@ class MlflowSettings(Strict):
     experiment: Optional[str] = Field(None, description="default: the spec's name")
     tracking_uri: Optional[str] = Field(None, description="default: sqlite:///mlflow.db in the working folder")
     tags: dict[str, str] = Field(default_factory=dict, description="set on every run this spec makes")
-    send_timeout_s: float = Field(60.0, ge=0, description="at the end, how long to wait for MLflow to take the "
-                                  "writes it has not yet; the rest stay in the sweep's journal for orchestrator.sync")
+    send_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        description="at the end, how long to wait for MLflow to take the "
+        "writes it has not yet; the rest stay in the sweep's journal for orchestrator.sync",
+    )
 
 
 class Spec(RunConfig):
     """What `orchestrator.sweep` and `orchestrator.train` read."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="names the sweep folder "
-                      "(NAME-DATE-TIME) and, by default, the MLflow experiment")
-    storage: Optional[str] = Field(None, description=f"sweeps, runs and the teacher cache: a folder every node reads, "
-                                   f"or s3://bucket/prefix; default ${STORAGE_ENV}, else ./{DEFAULT_STORAGE}")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="names the sweep folder (NAME-DATE-TIME) and, by default, the MLflow experiment",
+    )
+    storage: Optional[str] = Field(
+        None,
+        description=f"sweeps, runs and the teacher cache: a folder every node reads, "
+        f"or s3://bucket/prefix; default ${STORAGE_ENV}, else ./{DEFAULT_STORAGE}",
+    )
     resources: Resources = Field(default_factory=Resources, description="per trial")
     teacher_resources: Optional[Resources] = Field(None, description="for training the teacher; default: resources")
     tune: TuneSettings = Field(default_factory=TuneSettings, description="the search: objective, trials, scheduler")
-    search: dict[str, SearchParam] = Field(default_factory=dict, description="dotted key (e.g. loss.threshold) -> "
-                                           "{type: float|int|categorical, ...}: the keys Optuna searches")
-    compare: Optional[CompareSettings] = Field(None, description="set it to compare methods over seeds instead "
-                                               "of searching")
+    search: dict[str, SearchParam] = Field(
+        default_factory=dict,
+        description="dotted key (e.g. loss.threshold) -> {type: float|int|categorical, ...}: the keys Optuna searches",
+    )
+    compare: Optional[CompareSettings] = Field(
+        None, description="set it to compare methods over seeds instead of searching"
+    )
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="where runs are tracked")
 
     @model_validator(mode="after")
@@ -226,11 +263,15 @@ class Spec(RunConfig):
         if self.compare and isinstance(self.tune.metric, list):
             raise ValueError("tune.metric lists objectives, which a comparison does not search: give it one metric")
         if "seed" in self.search:
-            raise ValueError("search key 'seed' is not searched (a seed is no setting to tune): compare seeds with a "
-                             "compare section instead")
+            raise ValueError(
+                "search key 'seed' is not searched (a seed is no setting to tune): compare seeds with a "
+                "compare section instead"
+            )
         if self.students.sync_bn and self.resources.num_workers > 1 and not self.resources.use_gpu:
-            raise ValueError("students.sync_bn needs GPU workers (SyncBatchNorm has no CPU kernel): set "
-                             "resources.use_gpu: true or students.sync_bn: false")
+            raise ValueError(
+                "students.sync_bn needs GPU workers (SyncBatchNorm has no CPU kernel): set "
+                "resources.use_gpu: true or students.sync_bn: false"
+            )
         for method in self.compare.methods if self.compare else []:
             try:
                 resolve_method({**self.loss.settings(), "method": method})
@@ -262,7 +303,8 @@ class Spec(RunConfig):
             raw["teacher"][key] = _absolute(raw["teacher"][key], f"teacher.{key}")
         raw["students"]["init_weights"] = {
             arch: _absolute(path, f"students.init_weights.{arch}")
-            for arch, path in raw["students"]["init_weights"].items()}
+            for arch, path in raw["students"]["init_weights"].items()
+        }
         return RunConfig.model_validate(raw)
 
     @property
@@ -303,7 +345,10 @@ def _check_search_key(key: str, method: str) -> None:
         if depth < len(path) - 1 and fields is None:
             raise ValueError(f"search key {key!r} is not a training setting (e.g. loss.temperature, students.lr)")
     if getattr(annotation, "model_fields", None) is not None:
-        raise ValueError(f"search key {key!r} is a section, not a setting: search one of its keys, e.g. {key}.{next(iter(annotation.model_fields))}")
+        raise ValueError(
+            f"search key {key!r} is a section, not a setting: search one of its keys, "
+            f"e.g. {key}.{next(iter(annotation.model_fields))}"
+        )
     if path[0] == "loss" and path[-1] in PRESETS[method]:
         raise ValueError(f"search key {key!r} is fixed by method {method!r}: drop it from search or change the method")
 

@@ -94,8 +94,10 @@ def render() -> str:
         lines.append("| key | type | default | description |")
         lines.append("|---|---|---|---|")
         for name, field in model.model_fields.items():
-            lines.append(f"| `{prefix}{name}` | {type_name(field.annotation)} | {default_text(field)} | "
-                         f"{cell(field.description or '')} |")
+            lines.append(
+                f"| `{prefix}{name}` | {type_name(field.annotation)} | {default_text(field)} | "
+                f"{cell(field.description or '')} |"
+            )
     return "\n".join(lines) + "\n"
 
 

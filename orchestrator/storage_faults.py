@@ -15,8 +15,11 @@ from typing import Optional
 from trainables import storage
 from trainables.config import ConfigError
 
-STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EROFS: "read-only file system",
-                  errno.EDQUOT: "disk quota exceeded"}
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EROFS: "read-only file system",
+    errno.EDQUOT: "disk quota exceeded",
+}
 
 
 class StorageFailed(ConfigError):
@@ -24,8 +27,10 @@ class StorageFailed(ConfigError):
 
 
 def storage_failure(location: str, reason: str) -> StorageFailed:
-    return StorageFailed(f"storage {location} stopped taking writes ({reason}): what finished is kept; free space "
-                         "or make it writable, then start again (a sweep: the same command with --resume)")
+    return StorageFailed(
+        f"storage {location} stopped taking writes ({reason}): what finished is kept; free space "
+        "or make it writable, then start again (a sweep: the same command with --resume)"
+    )
 
 
 def is_storage_error(err: BaseException) -> bool:
@@ -51,8 +56,9 @@ def found_in(err: BaseException) -> Optional[StorageFailed]:
 def reason_in(text: str) -> Optional[str]:
     """A full or read-only disk named in an error's text (Python's or pyarrow's wording), else None."""
     text = text.lower()
-    return next((reason for code, reason in STORAGE_ERRNOS.items() if f"[errno {code}]" in text or reason in text),
-                None)
+    return next(
+        (reason for code, reason in STORAGE_ERRNOS.items() if f"[errno {code}]" in text or reason in text), None
+    )
 
 
 def probe(location: str) -> Optional[str]:

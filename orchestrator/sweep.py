@@ -21,10 +21,14 @@ from trainables import storage
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = spec_parser("python -m orchestrator.sweep", __doc__.splitlines()[0])
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted sweep of this spec")
-    p.add_argument("--from-sweep", metavar="NAME",
-                   help="comparison: take the best values of this earlier sweep (its folder or spec name) from MLflow")
-    p.add_argument("--dry-run", action="store_true",
-                   help="validate the spec, check its inputs and print the plan; start nothing")
+    p.add_argument(
+        "--from-sweep",
+        metavar="NAME",
+        help="comparison: take the best values of this earlier sweep (its folder or spec name) from MLflow",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="validate the spec, check its inputs and print the plan; start nothing"
+    )
     return p.parse_args(argv)
 
 
@@ -33,7 +37,8 @@ def sweeps_root(spec: Spec) -> str:
 
 
 def sweep_folder(spec: Spec, resume: bool, claim: bool = True) -> SweepFolder:
-    """A new folder under STORAGE/sweeps (created unless not `claim`), or with `resume` the newest one of this spec's name."""
+    """A new folder under STORAGE/sweeps (created unless not `claim`), or with `resume` the newest one of this
+    spec's name."""
     root = sweeps_root(spec)
     if not resume:
         return new_sweep_folder(root, spec.name, claim=claim)
@@ -51,12 +56,16 @@ def with_best_values(spec: Spec, sweep_name: str, uri: str) -> Spec:
 
     earlier = load_sweep(open_client(uri), sweep_name)
     if earlier.spec.tune.pareto:
-        raise SpecError(f"sweep {earlier.name!r} is a Pareto search with no one best trial: compare the values of "
-                        "one front trial (its pareto/tNN.yaml) instead of --from-sweep")
+        raise SpecError(
+            f"sweep {earlier.name!r} is a Pareto search with no one best trial: compare the values of "
+            "one front trial (its pareto/tNN.yaml) instead of --from-sweep"
+        )
     params = best_params(trials_table(earlier.trials, earlier.spec), earlier.spec)
     if not params:
-        raise SpecError(f"sweep {earlier.name!r} has no trial that measured {earlier.spec.tune.metric}: "
-                        "pick another sweep, or drop --from-sweep")
+        raise SpecError(
+            f"sweep {earlier.name!r} has no trial that measured {earlier.spec.tune.metric}: "
+            "pick another sweep, or drop --from-sweep"
+        )
     print(f"values from sweep {earlier.name}: " + ", ".join(f"{k}={v}" for k, v in params.items()))
     return with_values(spec, params)
 
@@ -64,44 +73,53 @@ def with_best_values(spec: Spec, sweep_name: str, uri: str) -> Spec:
 def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
     r, t = spec.resources, spec.tune
     per_trial = f"{r.num_workers} worker(s) x {r.cpus_per_worker} CPU" + (
-        f" + {r.gpus_per_worker} GPU" if r.use_gpu else "")
+        f" + {r.gpus_per_worker} GPU" if r.use_gpu else ""
+    )
     space = "\n".join(f"    {k}: {v.model_dump(exclude_none=True)}" for k, v in spec.search.items()) or "    (none)"
     if spec.compare:
         c = spec.compare
         trials = f"{len(spec.variants())} fixed: methods {', '.join(c.methods)} x seeds {c.seeds}"
         if c.sequential:
             q = c.sequential
-            trials += (f"; then one seed more at a time (every method) until {', '.join(q.methods)} against "
-                       f"{q.against} decide for every student, at most {q.max_seeds} seeds (sequential intervals)")
+            trials += (
+                f"; then one seed more at a time (every method) until {', '.join(q.methods)} against "
+                f"{q.against} decide for every student, at most {q.max_seeds} seeds (sequential intervals)"
+            )
         if c.budget_hours:
             trials += f"; no seed added past {c.budget_hours:g} resource-hours"
         scheduler = "FIFO (every trial runs all epochs)"
     else:
         objectives = " and ".join(f"{metric} ({mode})" for metric, mode in t.objectives)
-        trials = (f"{t.num_trials} (Optuna {'multi-objective ' if t.pareto else ''}TPE, seed {t.seed}) on "
-                  f"{objectives}")
+        trials = f"{t.num_trials} (Optuna {'multi-objective ' if t.pareto else ''}TPE, seed {t.seed}) on {objectives}"
         if t.budget_hours:
             trials += f"; none started past {t.budget_hours:g} resource-hours"
         metric, mode = t.rank_metric
-        scheduler = (f"ASHA on '{metric}' ({mode}), grace {t.grace_period} epochs, reduction {t.reduction_factor}"
-                     if t.scheduler == "asha" else "FIFO (every trial runs all epochs)")
+        scheduler = (
+            f"ASHA on '{metric}' ({mode}), grace {t.grace_period} epochs, reduction {t.reduction_factor}"
+            if t.scheduler == "asha"
+            else "FIFO (every trial runs all epochs)"
+        )
         if t.pareto and t.scheduler == "asha":
             scheduler += f"; early stopping follows {metric} alone, not the front"
         if t.scheduler == "asha" and t.grace_period >= spec.students.epochs:
             scheduler += f" (the grace period covers all {spec.students.epochs} epochs: no trial is stopped early)"
-    return "\n".join([
-        f"{'comparison' if spec.compare else 'sweep'} {spec.name}: method {spec.loss.method}, "
-        f"students {' + '.join(spec.students.archs)}, teacher {spec.teacher.arch}",
-        f"  data: {spec.data.name} at {spec.data.image_size} px" + (f" from {spec.data.root}" if spec.data.root else "")
-        + (f", {spec.data.label_noise:.0%} of training labels noisy" if spec.data.label_noise else ""),
-        f"  trials: {trials}, at most {t.max_concurrent_trials} at once, {spec.students.epochs} epochs each",
-        f"  scheduler: {scheduler}",
-        f"  per trial: {per_trial}",
-        "  search:", space,
-        f"  outputs: {folder}  (storage from {spec.storage_origin})",
-        f"  teacher cache: {storage.join(spec.storage_location, 'teachers')}",
-        f"  MLflow: {uri}, experiment '{spec.mlflow.experiment or spec.name}'",
-    ])
+    return "\n".join(
+        [
+            f"{'comparison' if spec.compare else 'sweep'} {spec.name}: method {spec.loss.method}, "
+            f"students {' + '.join(spec.students.archs)}, teacher {spec.teacher.arch}",
+            f"  data: {spec.data.name} at {spec.data.image_size} px"
+            + (f" from {spec.data.root}" if spec.data.root else "")
+            + (f", {spec.data.label_noise:.0%} of training labels noisy" if spec.data.label_noise else ""),
+            f"  trials: {trials}, at most {t.max_concurrent_trials} at once, {spec.students.epochs} epochs each",
+            f"  scheduler: {scheduler}",
+            f"  per trial: {per_trial}",
+            "  search:",
+            space,
+            f"  outputs: {folder}  (storage from {spec.storage_origin})",
+            f"  teacher cache: {storage.join(spec.storage_location, 'teachers')}",
+            f"  MLflow: {uri}, experiment '{spec.mlflow.experiment or spec.name}'",
+        ]
+    )
 
 
 def print_notes(notes: list[str]) -> None:
@@ -124,8 +142,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     spec = load_spec(args.spec, args.overrides)
     if not spec.search and not spec.compare:
-        raise SpecError(f"{args.spec}: neither search nor compare is set: add settings to search, "
-                        "or use python -m orchestrator.train for one run")
+        raise SpecError(
+            f"{args.spec}: neither search nor compare is set: add settings to search, "
+            "or use python -m orchestrator.train for one run"
+        )
     from orchestrator.tracking import absolute_uri, tracking_uri
 
     uri = tracking_uri(args.tracking_uri or spec.mlflow.tracking_uri)
@@ -147,8 +167,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(describe_plan(written, sweep_folder(spec, args.resume, claim=False), uri))
         print_gating_view(resolved)
         print_notes(notes)
-        print_notes(preflight(spec, sweeps_root(spec), create=False, skip_data_check=args.skip_data_check,
-                              tracking_uri=uri))
+        print_notes(
+            preflight(spec, sweeps_root(spec), create=False, skip_data_check=args.skip_data_check, tracking_uri=uri)
+        )
         return 0
     notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=args.skip_data_check, tracking_uri=uri)
     folder = sweep_folder(spec, args.resume)

@@ -19,8 +19,10 @@ def journal_files(folder: str) -> JournalFiles:
     for candidate in (path / JOURNAL_FOLDER, path):
         if JournalFiles(candidate).exists():
             return JournalFiles(candidate)
-    raise ConfigError(f"{folder} holds no MLflow journal ({JOURNAL_FOLDER}/): give a sweep folder "
-                      "(STORAGE/sweeps/NAME) or a run folder that the command printed")
+    raise ConfigError(
+        f"{folder} holds no MLflow journal ({JOURNAL_FOLDER}/): give a sweep folder "
+        "(STORAGE/sweeps/NAME) or a run folder that the command printed"
+    )
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -41,11 +43,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         sender.send_pending()
     except Exception as err:  # noqa: BLE001 - the server is still away: what is left stays kept
         left = files.unsent()
-        print(f"error: MLflow at {uri} does not answer ({short_error(err)}): sent {before - left} of {before} "
-              f"writes; the other {left} stay in {files.folder}: run this again when it answers", file=sys.stderr)
+        print(
+            f"error: MLflow at {uri} does not answer ({short_error(err)}): sent {before - left} of {before} "
+            f"writes; the other {left} stay in {files.folder}: run this again when it answers",
+            file=sys.stderr,
+        )
         return 1
-    print(f"sent {before} writes to MLflow at {uri}" + (f"; {sender.rejected} refused, kept in "
-                                                          f"{files.folder / 'rejected.jsonl'}" if sender.rejected else ""))
+    print(
+        f"sent {before} writes to MLflow at {uri}"
+        + (f"; {sender.rejected} refused, kept in {files.folder / 'rejected.jsonl'}" if sender.rejected else "")
+    )
     return 0
 
 

@@ -16,10 +16,10 @@ import matplotlib
 matplotlib.use("Agg")  # plots are files; a sweep often runs without a display
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from orchestrator.pareto import candidates, pareto_front, plot_front  # noqa: E402
 from orchestrator.spec import Spec, with_values  # noqa: E402
@@ -65,8 +65,15 @@ def trials_table(trials: list[dict], spec: Spec) -> pd.DataFrame:
     for trial in trials:
         reported = trial.get("metrics") or {}
         epochs = int(reported.get("epoch") or 0)
-        rows.append({"trial_id": trial["trial_id"], "state": _state(trial, epochs, spec), "epochs": epochs,
-                     **(trial.get("params") or {}), **{m: reported.get(m) for m in metrics}})
+        rows.append(
+            {
+                "trial_id": trial["trial_id"],
+                "state": _state(trial, epochs, spec),
+                "epochs": epochs,
+                **(trial.get("params") or {}),
+                **{m: reported.get(m) for m in metrics},
+            }
+        )
     df = pd.DataFrame(rows, columns=[*FIXED_COLUMNS, *params, *metrics])
     df[metrics] = df[metrics].astype(float)
     df["epochs"] = df["epochs"].astype(int)
@@ -111,8 +118,14 @@ def _plain(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def best_spec_yaml(spec: Spec, params: dict, trial_id: Optional[str] = None, figures: Optional[dict] = None,
-                   sweep_name: Optional[str] = None, label: str = "best") -> str:
+def best_spec_yaml(
+    spec: Spec,
+    params: dict,
+    trial_id: Optional[str] = None,
+    figures: Optional[dict] = None,
+    sweep_name: Optional[str] = None,
+    label: str = "best",
+) -> str:
     """The spec with `params` fixed and no search, so `python -m orchestrator.train` trains exactly them.
 
     `label` names the spec (`NAME-best`, or a front trial's `NAME-t03`) and the file it is written to.
@@ -125,15 +138,18 @@ def best_spec_yaml(spec: Spec, params: dict, trial_id: Optional[str] = None, fig
         source += " (" + ", ".join(f"{metric} = {value:.4f}" for metric, value in figures.items()) + ")"
     kind = "Best values" if label == "best" else "Values of a Pareto-front trial"
     file = "best.yaml" if label == "best" else f"{PARETO_DIR}/{label}.yaml"
-    header = (f"# {kind} of sweep {spec.name!r}, from {source}:\n"
-              + "".join(f"#   {key}: {value}\n" for key, value in values.items())
-              + f"# Train it: python -m orchestrator.train {file}\n")
+    header = (
+        f"# {kind} of sweep {spec.name!r}, from {source}:\n"
+        + "".join(f"#   {key}: {value}\n" for key, value in values.items())
+        + f"# Train it: python -m orchestrator.train {file}\n"
+    )
     raw = best.model_dump(mode="json")
     return header + yaml.safe_dump({"name": raw.pop("name"), **raw}, sort_keys=False)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
     """A GitHub Markdown table of `df`: floats as in `format_table`, gaps empty, numbers right-aligned."""
+
     def cell(value: Any) -> str:
         value = _plain(value)
         if value is None:
@@ -141,8 +157,9 @@ def markdown_table(df: pd.DataFrame) -> str:
         return _format_float(value) if isinstance(value, float) else str(value).replace("|", "\\|")
 
     # Cells go in as strings, so tabulate must not parse them back into numbers (it would reformat 1.000e-04).
-    shown = pd.DataFrame([[cell(v) for v in row] for row in df.itertuples(index=False)],
-                         columns=[cell(c) for c in df.columns])
+    shown = pd.DataFrame(
+        [[cell(v) for v in row] for row in df.itertuples(index=False)], columns=[cell(c) for c in df.columns]
+    )
     align = ["right" if pd.api.types.is_numeric_dtype(df[c]) else "left" for c in df.columns]
     return shown.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True) + "\n"
 
@@ -224,8 +241,9 @@ def _objective_figures(row: pd.Series, spec: Spec) -> dict[str, float]:
     return {metric: float(row[metric]) for metric, _ in spec.tune.objectives}
 
 
-def write_front(df: pd.DataFrame, spec: Spec, out: Path, sweep_name: Optional[str],
-                names: dict[str, str]) -> dict[str, Path]:
+def write_front(
+    df: pd.DataFrame, spec: Spec, out: Path, sweep_name: Optional[str], names: dict[str, str]
+) -> dict[str, Path]:
     """pareto.csv, pareto.md, pareto.png and pareto/tNN.yaml for each trial of a Pareto search's front."""
     front = pareto_front(df, spec)
     table = front.assign(trial=[names.get(t, t) for t in front["trial_id"]])
@@ -239,14 +257,28 @@ def write_front(df: pd.DataFrame, spec: Spec, out: Path, sweep_name: Optional[st
     for _, row in table.iterrows():
         params = {key: _plain(row[key]) for key in _param_columns(df, spec)}
         path = out / PARETO_DIR / f"{row['trial']}.yaml"
-        path.write_text(best_spec_yaml(spec, params, trial_id=row["trial_id"], figures=_objective_figures(row, spec),
-                                       sweep_name=sweep_name, label=row["trial"]))
+        path.write_text(
+            best_spec_yaml(
+                spec,
+                params,
+                trial_id=row["trial_id"],
+                figures=_objective_figures(row, spec),
+                sweep_name=sweep_name,
+                label=row["trial"],
+            )
+        )
         written[f"{PARETO_DIR}/{path.name}"] = path
     return written
 
 
-def write_results(df: pd.DataFrame, spec: Spec, out_dir: str | Path, sweep_name: Optional[str] = None,
-                  study: Optional[optuna.Study] = None, names: Optional[dict[str, str]] = None) -> dict[str, Path]:
+def write_results(
+    df: pd.DataFrame,
+    spec: Spec,
+    out_dir: str | Path,
+    sweep_name: Optional[str] = None,
+    study: Optional[optuna.Study] = None,
+    names: Optional[dict[str, str]] = None,
+) -> dict[str, Path]:
     """results.csv, results.md, the plots, and best.yaml (when a trial measured the metric) or, for a Pareto
     search, the front's files (`names`: trial id -> the name its MLflow run starts with); name -> path."""
     out = Path(out_dir)
@@ -260,7 +292,13 @@ def write_results(df: pd.DataFrame, spec: Spec, out_dir: str | Path, sweep_name:
     elif best is not None:
         written["best.yaml"] = out / "best.yaml"
         written["best.yaml"].write_text(
-            best_spec_yaml(spec, best_params(df, spec), trial_id=best["trial_id"],
-                           figures={spec.tune.rank_metric[0]: best[spec.tune.rank_metric[0]]}, sweep_name=sweep_name))
+            best_spec_yaml(
+                spec,
+                best_params(df, spec),
+                trial_id=best["trial_id"],
+                figures={spec.tune.rank_metric[0]: best[spec.tune.rank_metric[0]]},
+                sweep_name=sweep_name,
+            )
+        )
     written.update({path.name: path for path in make_plots(df, spec, out, study)})
     return written

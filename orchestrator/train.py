@@ -16,9 +16,8 @@ from typing import Optional
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray, working_in
 from orchestrator.preflight import preflight
 from orchestrator.spec import Spec, load_spec
+from orchestrator.tracking import EpochLogger, RunLog, TrackedRun, absolute_uri, git_commit, tracking_uri, where_to_look
 from orchestrator.trainer import build_trainer, fit, prepare_teacher
-from orchestrator.tracking import (EpochLogger, RunLog, TrackedRun, absolute_uri, git_commit, tracking_uri,
-                                   where_to_look)
 from trainables import storage
 
 
@@ -30,8 +29,10 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 def final_summary(spec: Spec, metrics: dict) -> str:
     lines = []
     for name in spec.students.names:
-        lines.append(f"  {name:<16} top-1 {metrics[f'{name}/val_top1']:.4f}  top-5 {metrics[f'{name}/val_top5']:.4f}"
-                     f"  ECE {metrics[f'{name}/val_ece']:.4f}")
+        lines.append(
+            f"  {name:<16} top-1 {metrics[f'{name}/val_top1']:.4f}  top-5 {metrics[f'{name}/val_top5']:.4f}"
+            f"  ECE {metrics[f'{name}/val_ece']:.4f}"
+        )
     if "teacher/val_top1" in metrics:
         lines.append(f"  {'teacher':<16} top-1 {metrics['teacher/val_top1']:.4f}  ({spec.teacher.arch})")
     return "\n".join(lines)
@@ -46,8 +47,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     spec_text = Path(args.spec).read_text()
     spec = spec.resolved()  # paths fixed before Ray starts
     outputs = storage.join(spec.storage_location, "single")
-    for note in preflight(spec, outputs, create=True, skip_data_check=args.skip_data_check, metric=False,
-                          tracking_uri=uri):
+    for note in preflight(
+        spec, outputs, create=True, skip_data_check=args.skip_data_check, metric=False, tracking_uri=uri
+    ):
         print(f"note: {note}")
     commit = git_commit()  # before Ray starts: a job's working folder may be re-unpacked when it connects
     run_name = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -56,8 +58,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         start_ray(args.address)
         started = time.time()
         run_cfg = prepare_teacher(spec)
-        tracked = TrackedRun(uri, spec.mlflow.experiment or spec.name, spec.data.model_dump(), folder,
-                             spec.mlflow.tags)
+        tracked = TrackedRun(uri, spec.mlflow.experiment or spec.name, spec.data.model_dump(), folder, spec.mlflow.tags)
         try:
             code = train_tracked(spec, tracked, run_cfg, run_name, outputs, spec_text, commit, started)
         except BaseException:
@@ -67,15 +68,30 @@ def main(argv: Optional[list[str]] = None) -> int:
         return code
 
 
-def train_tracked(spec: Spec, tracked: TrackedRun, run_cfg, run_name: str, outputs: str, spec_text: str,
-                  commit: Optional[str], started: float) -> int:
+def train_tracked(
+    spec: Spec,
+    tracked: TrackedRun,
+    run_cfg,
+    run_name: str,
+    outputs: str,
+    spec_text: str,
+    commit: Optional[str],
+    started: float,
+) -> int:
     """The run itself, once its MLflow run (journaled) exists."""
     tracked.create(run_name, {})
     tracked.log_spec(spec.model_dump(), spec_text, commit)
-    print(f"MLflow: run '{run_name}' in experiment '{spec.mlflow.experiment or spec.name}': "
-          f"{where_to_look(tracked.uri, tracked.experiment_id)}")
-    trainer = build_trainer(spec, run_cfg, name=run_name, storage_path=outputs,
-                            callbacks=[EpochLogger(tracked.uri, tracked.journal.folder, tracked.run_id)])
+    print(
+        f"MLflow: run '{run_name}' in experiment '{spec.mlflow.experiment or spec.name}': "
+        f"{where_to_look(tracked.uri, tracked.experiment_id)}"
+    )
+    trainer = build_trainer(
+        spec,
+        run_cfg,
+        name=run_name,
+        storage_path=outputs,
+        callbacks=[EpochLogger(tracked.uri, tracked.journal.folder, tracked.run_id)],
+    )
     try:
         result = fit(trainer)  # RunFailed: the workers' one line, exit 2
     except KeyboardInterrupt:
@@ -89,8 +105,10 @@ def train_tracked(spec: Spec, tracked: TrackedRun, run_cfg, run_name: str, outpu
         RunLog(tracked.journal, tracked.run_id).log_predictions(result.checkpoint.path, spec.storage_location)
     tracked.finish()
     metrics = result.metrics
-    print(f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"
-          f" ({result.path})")
+    print(
+        f"\n{spec.name}: method {spec.loss.method}, {metrics['epoch']} epochs in {time.time() - started:.0f} s"
+        f" ({result.path})"
+    )
     print(final_summary(spec, metrics))
     return 0
 

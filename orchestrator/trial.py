@@ -22,8 +22,13 @@ from orchestrator.trainer import build_trainer, failure_location, fit
 from trainables import failures
 
 
-def run_trial(config: dict[str, Any], spec: dict, teacher_dir: Optional[str], train_storage: str,
-              banks: Optional[dict[int, Optional[str]]] = None) -> None:
+def run_trial(
+    config: dict[str, Any],
+    spec: dict,
+    teacher_dir: Optional[str],
+    train_storage: str,
+    banks: Optional[dict[int, Optional[str]]] = None,
+) -> None:
     trial_spec = with_values(Spec.model_validate(spec), config)
     bank_dir = (banks or {}).get(trial_spec.seed)  # the bank of the trial's seed, built before any trial
     run_cfg = trial_spec.run_config().model_copy(update={"teacher_dir": teacher_dir, "bank_dir": bank_dir})
@@ -50,12 +55,14 @@ def hand_over_last_report(poll_s: float = 0.1) -> None:
         time.sleep(poll_s)
 
 
-def trial_trainable(spec: Spec, teacher_dir: Optional[str], train_storage: str,
-                    banks: Optional[dict[int, Optional[str]]] = None):
+def trial_trainable(
+    spec: Spec, teacher_dir: Optional[str], train_storage: str, banks: Optional[dict[int, Optional[str]]] = None
+):
     """`run_trial` bound to the spec, needing one TRAIN_DRIVER slot (its workers ask for their own CPUs).
 
     `banks`: the soft-label bank of each seed the trials train with (`trainer.prepare_teacher_and_banks`).
     """
-    bound = ray.tune.with_parameters(run_trial, spec=spec.model_dump(), teacher_dir=teacher_dir,
-                                     train_storage=train_storage, banks=banks)
+    bound = ray.tune.with_parameters(
+        run_trial, spec=spec.model_dump(), teacher_dir=teacher_dir, train_storage=train_storage, banks=banks
+    )
     return ray.tune.with_resources(bound, {"TRAIN_DRIVER": 1})

@@ -81,8 +81,12 @@ def repair_state(location: str) -> Optional[str]:
         return None
     kept = state_files(folder / KEPT)
     if not kept or not all(reads_whole(p) for p in kept):
-        return (f"Tune's saved state in {folder} is cut short ({', '.join(damaged)}) and no whole copy was kept: "
-                "Tune starts the unfinished trials again from their first epoch")
+        return (
+            f"Tune's saved state in {folder} is cut short ({', '.join(damaged)}) and no whole copy was kept: "
+            "Tune starts the unfinished trials again from their first epoch"
+        )
     for path in kept:
         shutil.copyfile(path, folder / path.name)
-    return f"Tune's saved state in {folder} was cut short ({', '.join(damaged)}): put back the whole copy kept beside it"
+    return (
+        f"Tune's saved state in {folder} was cut short ({', '.join(damaged)}): put back the whole copy kept beside it"
+    )

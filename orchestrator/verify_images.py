@@ -58,8 +58,11 @@ def verify(root: str | Path, workers: Optional[int] = None, out=sys.stdout) -> i
     bad = find_bad_images(paths, workers)
     for path, reason in bad:
         print(f"{path}: {reason}", file=out)
-    print(f"{len(paths)} images decoded under {root}: {len(bad)} unreadable"
-          + (" (replace or delete them, or set data.skip_bad_images: true)" if bad else ""), file=out)
+    print(
+        f"{len(paths)} images decoded under {root}: {len(bad)} unreadable"
+        + (" (replace or delete them, or set data.skip_bad_images: true)" if bad else ""),
+        file=out,
+    )
     return len(bad)
 
 

@@ -18,8 +18,9 @@ def ray_local():
     from orchestrator.cli import pin_state_api
 
     port = pin_state_api()
-    ray.init(num_cpus=2, resources={"TRAIN_DRIVER": 4}, include_dashboard=True, dashboard_port=port,
-             log_to_driver=False)
+    ray.init(
+        num_cpus=2, resources={"TRAIN_DRIVER": 4}, include_dashboard=True, dashboard_port=port, log_to_driver=False
+    )
     os.environ.pop("RAY_API_SERVER_ADDRESS")  # its processes have it; the sweeps and clusters tests start must not
     yield ray
     ray.shutdown()

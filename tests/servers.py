@@ -24,8 +24,17 @@ from typing import Optional
 
 VENV_BIN = str(Path(sys.executable).parent)
 # Settings of the machine that must not reach the servers or the clients the tests start.
-NOT_INHERITED = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS",
-                 "DUALKD_STORAGE", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+NOT_INHERITED = (
+    "RAY_ADDRESS",
+    "RAY_AUTH_MODE",
+    "RAY_AUTH_TOKEN",
+    "RAY_AUTH_TOKEN_PATH",
+    "RAY_API_SERVER_ADDRESS",
+    "DUALKD_STORAGE",
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
 
 
 def free_port() -> int:
@@ -48,7 +57,7 @@ def _stat(pid: int) -> Optional[tuple[int, int, str]]:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return int(fields[1]), int(fields[3]), fields[0]
 
 
@@ -83,8 +92,9 @@ class Process:
     def __init__(self, cmd: list[str], log: Path, env: dict[str, str], cwd: Optional[Path] = None):
         self.cmd, self.log = cmd, log
         self._out = open(log, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
         self.pid = self.proc.pid
         self.seen: set[int] = {self.pid}  # every process of its tree ever seen: stopped at the end
 
@@ -155,17 +165,38 @@ class MlflowServer:
         if auth:
             (root / "basic_auth.ini").write_text(
                 f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root / 'auth.db'}\n"
-                "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+                "admin_username = admin\nauthorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            )
         self.start()
 
     def start(self) -> None:
         """Start it (again: same port, same store) and wait for /health."""
-        cmd = [str(Path(VENV_BIN) / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-               "--artifacts-destination", str(self.artifacts), "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", "1", *(["--app-name", "basic-auth"] if self.auth else [])]
-        env = base_env(**({"MLFLOW_AUTH_CONFIG_PATH": str(self.root / "basic_auth.ini"),
-                           "MLFLOW_AUTH_ADMIN_PASSWORD": self.password,
-                           "MLFLOW_FLASK_SERVER_SECRET_KEY": self.password} if self.auth else {}))
+        cmd = [
+            str(Path(VENV_BIN) / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(self.artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            *(["--app-name", "basic-auth"] if self.auth else []),
+        ]
+        env = base_env(
+            **(
+                {
+                    "MLFLOW_AUTH_CONFIG_PATH": str(self.root / "basic_auth.ini"),
+                    "MLFLOW_AUTH_ADMIN_PASSWORD": self.password,
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": self.password,
+                }
+                if self.auth
+                else {}
+            )
+        )
         self.process = Process(cmd, self.root / "mlflow-server.log", env, cwd=self.root)
         wait_until(lambda: http_ok(f"{self.uri}/health"), 120, "mlflow server /health", self.process)
         self.process.watch()
@@ -195,23 +226,64 @@ class RayCluster:
         # PlacementGroupCleaner) would otherwise fail where another Ray runs on this machine.
         self.env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_ADDRESS=self.address)
         ray = str(Path(VENV_BIN) / "ray")
-        common = ["--block", "--object-store-memory", str(200 * 1024 ** 2), "--disable-usage-stats"]
+        common = ["--block", "--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"]
         self.head = Process(
-            [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
-             "--num-cpus", str(head_cpus), "--resources", json.dumps({"TRAIN_DRIVER": driver_slots}),
-             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-             "--dashboard-port", str(self.dashboard_port), "--dashboard-agent-listen-port", str(free_port()),
-             "--ray-client-server-port", str(free_port()), "--temp-dir", str(self.temp_dir), *common],
-            log_dir / "ray-head.log", self.env)
+            [
+                ray,
+                "start",
+                "--head",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--num-cpus",
+                str(head_cpus),
+                "--resources",
+                json.dumps({"TRAIN_DRIVER": driver_slots}),
+                "--include-dashboard",
+                "true",
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(self.dashboard_port),
+                "--dashboard-agent-listen-port",
+                str(free_port()),
+                "--ray-client-server-port",
+                str(free_port()),
+                "--temp-dir",
+                str(self.temp_dir),
+                *common,
+            ],
+            log_dir / "ray-head.log",
+            self.env,
+        )
         self.worker: Optional[Process] = None
         try:
-            wait_until(lambda: http_ok(f"{self.dashboard_url}/api/version", self.auth_headers()), 120,
-                       "Ray head dashboard", self.head)
+            wait_until(
+                lambda: http_ok(f"{self.dashboard_url}/api/version", self.auth_headers()),
+                120,
+                "Ray head dashboard",
+                self.head,
+            )
             self.worker = Process(
-                [ray, "start", "--address", self.address, "--node-ip-address", "127.0.0.1",
-                 "--num-cpus", str(worker_cpus), "--dashboard-agent-listen-port", str(free_port()),
-                 "--temp-dir", str(self.worker_temp_dir), *common],
-                log_dir / "ray-worker.log", self.env)
+                [
+                    ray,
+                    "start",
+                    "--address",
+                    self.address,
+                    "--node-ip-address",
+                    "127.0.0.1",
+                    "--num-cpus",
+                    str(worker_cpus),
+                    "--dashboard-agent-listen-port",
+                    str(free_port()),
+                    "--temp-dir",
+                    str(self.worker_temp_dir),
+                    *common,
+                ],
+                log_dir / "ray-worker.log",
+                self.env,
+            )
             wait_until(lambda: len(self.nodes()) == 2, 120, "Ray worker node", self.worker, every=2)
         except BaseException:
             self.stop()
@@ -224,11 +296,14 @@ class RayCluster:
 
     def state(self, what: str, **kwargs) -> list[dict]:
         """`ray.util.state.list_<what>` against the dashboard, in a client process with the token."""
-        code = ("import json, sys\nfrom ray.util import state\n"
-                f"rows = state.list_{what}(address={self.dashboard_url!r}, limit=10000, **json.loads(sys.argv[1]))\n"
-                "print(json.dumps([r.__dict__ if hasattr(r, '__dict__') else dict(r) for r in rows], default=str))")
-        out = subprocess.run([sys.executable, "-c", code, json.dumps(kwargs)], env=self.env, capture_output=True,
-                             text=True, timeout=120)
+        code = (
+            "import json, sys\nfrom ray.util import state\n"
+            f"rows = state.list_{what}(address={self.dashboard_url!r}, limit=10000, **json.loads(sys.argv[1]))\n"
+            "print(json.dumps([r.__dict__ if hasattr(r, '__dict__') else dict(r) for r in rows], default=str))"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, json.dumps(kwargs)], env=self.env, capture_output=True, text=True, timeout=120
+        )
         if out.returncode != 0:
             raise RuntimeError(f"list_{what}: {out.stderr[-2000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -258,8 +333,14 @@ def run_sweep_process(spec: Path, cwd: Path, timeout: float = 900, replace_cwd: 
     With `replace_cwd`, `cwd` is deleted and made again once the sweep has started, as a Ray job's working
     folder is when it is unpacked again: the sweep must not need the folder it was started in."""
     with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", str(spec)], cwd=cwd, env=base_env(),
-                                stdout=subprocess.PIPE, stderr=err, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.sweep", str(spec)],
+            cwd=cwd,
+            env=base_env(),
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
         watchdog = threading.Timer(timeout, proc.kill)
         watchdog.start()
         lines = []

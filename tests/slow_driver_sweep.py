@@ -38,9 +38,11 @@ class BusyDriver(ray.tune.Callback):
 
 if __name__ == "__main__":
     ray.init(num_cpus=2, resources={"TRAIN_DRIVER": 1}, include_dashboard=False)
-    tuner = ray.tune.Tuner(ray.tune.with_resources(trial, {"TRAIN_DRIVER": 1}), param_space={"mode": sys.argv[1]},
-                           run_config=ray.tune.RunConfig(storage_path=tempfile.mkdtemp(), callbacks=[BusyDriver()],
-                                                         verbose=0))
+    tuner = ray.tune.Tuner(
+        ray.tune.with_resources(trial, {"TRAIN_DRIVER": 1}),
+        param_space={"mode": sys.argv[1]},
+        run_config=ray.tune.RunConfig(storage_path=tempfile.mkdtemp(), callbacks=[BusyDriver()], verbose=0),
+    )
     grid = tuner.fit()
     epochs = [r.metrics.get("epoch") for r in grid]
     print(f"trials ended: {grid.num_terminated}, last epochs: {epochs}")

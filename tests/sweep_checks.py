@@ -22,10 +22,16 @@ EPOCHS = 3
 
 def write_spec(tmp_path: Path, storage: Path, name: str, uri: str, trials: int, **resources) -> Path:
     """A sweep of `trials` tiny trials of EPOCHS epochs, every one run to the end (FIFO)."""
-    raw = tiny_spec_dict(tmp_path, name=name, data={"train_subset": 480}, students={"epochs": EPOCHS},
-                         search={"loss.alpha": {"type": "float", "low": 0.2, "high": 0.8}},
-                         tune={"num_trials": trials, "max_concurrent_trials": 2, "scheduler": "fifo"},
-                         resources=resources, mlflow={"experiment": name, "tracking_uri": uri})
+    raw = tiny_spec_dict(
+        tmp_path,
+        name=name,
+        data={"train_subset": 480},
+        students={"epochs": EPOCHS},
+        search={"loss.alpha": {"type": "float", "low": 0.2, "high": 0.8}},
+        tune={"num_trials": trials, "max_concurrent_trials": 2, "scheduler": "fifo"},
+        resources=resources,
+        mlflow={"experiment": name, "tracking_uri": uri},
+    )
     raw["storage"] = str(storage)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -33,8 +39,9 @@ def write_spec(tmp_path: Path, storage: Path, name: str, uri: str, trials: int, 
 
 
 def start_sweep(spec: Path, tmp_path: Path) -> Process:
-    return Process([sys.executable, "-m", "orchestrator.sweep", str(spec)], tmp_path / f"{spec.stem}.log",
-                   base_env(), cwd=tmp_path)
+    return Process(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec)], tmp_path / f"{spec.stem}.log", base_env(), cwd=tmp_path
+    )
 
 
 def wait_for(sweep: Process, timeout: float = 600) -> None:
@@ -84,8 +91,7 @@ def check_every_trial_once(client: MlflowClient, experiment: str, storage: Path,
 
     study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'optuna.db'}")
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * trials
-    assert sorted(t.value for t in study.trials) == pytest.approx(
-        sorted(r.data.metrics["val_top1_mean"] for r in runs))
+    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(r.data.metrics["val_top1_mean"] for r in runs))
     return runs
 
 

@@ -57,8 +57,9 @@ def test_an_unreadable_image_is_one_line_naming_its_path(folder):
 
 def test_skip_bad_images_drops_the_file_from_its_batch(folder):
     root, bad = folder
-    train, val, _ = build_datasets(DataConfig(name="imagefolder", root=str(root), image_size=16,
-                                              skip_bad_images=True), seed=0)
+    train, val, _ = build_datasets(
+        DataConfig(name="imagefolder", root=str(root), image_size=16, skip_bad_images=True), seed=0
+    )
     items = [train[i] for i in range(len(train))]
     assert sum(item is None for item in items) == 1 and len(items) == 12
     images, labels, index = collate_skipping_none(items)
@@ -73,17 +74,26 @@ def test_verify_images_lists_the_bad_ones_and_exits_1(folder, tmp_path):
     assert len(image_files(root)) == 18
     found = find_bad_images(image_files(root), workers=2)
     assert [path for path, _ in found] == [str(bad)] and "truncated" in found[0][1].lower()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.verify_images", str(root), "--workers", "2"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.verify_images", str(root), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith(f"{bad}: ") and lines[-1].startswith("18 images decoded") and "1 unreadable" in lines[-1]
     bad.unlink()
-    clean = subprocess.run([sys.executable, "-m", "orchestrator.verify_images", str(root)],
-                           capture_output=True, text=True, timeout=120)
+    clean = subprocess.run(
+        [sys.executable, "-m", "orchestrator.verify_images", str(root)], capture_output=True, text=True, timeout=120
+    )
     assert clean.returncode == 0 and "17 images decoded" in clean.stdout and ": 0 unreadable" in clean.stdout
-    missing = subprocess.run([sys.executable, "-m", "orchestrator.verify_images", str(tmp_path / "nowhere")],
-                             capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, "-m", "orchestrator.verify_images", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
 
 
@@ -95,20 +105,30 @@ def test_prepare_imagenet100_verify_decodes_every_linked_image(tmp_path):
                 write_jpeg(source / split / wnid / f"{wnid}_{i}.JPEG", shade=i, size=(8, 8))
     bad = source / "val" / prep.read_classes()[3] / f"{prep.read_classes()[3]}_7.JPEG"
     truncate(bad)
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.prepare_imagenet100", str(source),
-                           str(tmp_path / "in100"), "--verify"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.prepare_imagenet100", str(source), str(tmp_path / "in100"), "--verify"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "100 classes, 100 train images, 5000 val images" in proc.stdout
-    listed = [line for line in proc.stdout.splitlines() if ": " in line and "images decoded" not in line
-              and "ready at" not in line]
+    listed = [
+        line
+        for line in proc.stdout.splitlines()
+        if ": " in line and "images decoded" not in line and "ready at" not in line
+    ]
     assert len(listed) == 1 and bad.name in listed[0]  # the path through OUT's link names the file
     assert "5100 images decoded" in proc.stdout and "1 unreadable" in proc.stdout
 
 
 def imagefolder_spec(tmp_path, root, **data):
-    return tiny_spec_dict(tmp_path, data={"name": "imagefolder", "root": str(root), "image_size": 16,
-                                          "train_subset": None, **data},
-                          loss={"method": "dml", "beta": 1.0}, students={"batch_size": 4})
+    return tiny_spec_dict(
+        tmp_path,
+        data={"name": "imagefolder", "root": str(root), "image_size": 16, "train_subset": None, **data},
+        loss={"method": "dml", "beta": 1.0},
+        students={"batch_size": 4},
+    )
 
 
 @pytest.mark.slow
@@ -124,8 +144,14 @@ def test_train_cli_ends_with_the_bad_image_line(folder, tmp_path):
     root, bad = folder
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(imagefolder_spec(tmp_path, root, loader_workers=1)))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.train", str(spec_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.train", str(spec_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "RAY_DEDUP_LOGS": "0"},
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: unreadable image {bad} ("), last

@@ -37,10 +37,14 @@ def bank_setup(tmp_path, bias):
     with torch.no_grad():
         model.fc.bias.copy_(torch.tensor(bias))
     torch.save(model.state_dict(), teacher_dir / WEIGHTS_FILE)
-    cfg = RunConfig.model_validate({
-        "data": {"name": "imagefolder", "root": str(root), "image_size": 16},
-        "teacher": {"arch": "resnet18", "bank_epochs": 1}, "students": {"epochs": 1, "batch_size": 4},
-        "teacher_dir": str(teacher_dir)})
+    cfg = RunConfig.model_validate(
+        {
+            "data": {"name": "imagefolder", "root": str(root), "image_size": 16},
+            "teacher": {"arch": "resnet18", "bank_epochs": 1},
+            "students": {"epochs": 1, "batch_size": 4},
+            "teacher_dir": str(teacher_dir),
+        }
+    )
     return cfg, str(tmp_path / "bank")
 
 
@@ -62,18 +66,23 @@ def test_a_bank_of_a_diverged_teacher_stops_with_one_line_naming_it(tmp_path, ba
     assert str(err.value) == (
         f"the teacher resnet18 ({cfg.teacher_dir}) gives non-finite logits on 8 of 8 training images: it "
         "diverged; train it again with a lower teacher.lr or more teacher.warmup_epochs, or give a working "
-        "teacher.checkpoint")
+        "teacher.checkpoint"
+    )
     assert not list((tmp_path / "bank").glob("epoch-*"))  # nothing that looks like a bank is left
 
 
 def test_cached_soft_labels_of_a_diverged_teacher_stop_before_the_entry_is_cached(tmp_path):
-    cfg = RunConfig.model_validate({"data": {"name": "digits", "image_size": 8, "train_subset": 240},
-                                    "teacher": {"arch": "resnet18"}})
+    cfg = RunConfig.model_validate(
+        {"data": {"name": "digits", "image_size": 8, "train_subset": 240}, "teacher": {"arch": "resnet18"}}
+    )
     state = build_model("resnet18", 10, 8).state_dict()
     state["fc.bias"][3] = float("inf")
     folder = str(tmp_path / "teachers" / "resnet18-x")
-    with pytest.raises(RunFailed, match=r"^the teacher resnet18 \(.*resnet18-x\) gives non-finite logits on 240 of "
-                                        r"240 training images: it diverged; .*teacher\.lr"):
+    with pytest.raises(
+        RunFailed,
+        match=r"^the teacher resnet18 \(.*resnet18-x\) gives non-finite logits on 240 of "
+        r"240 training images: it diverged; .*teacher\.lr",
+    ):
         write_teacher(folder, state, cfg, {"source": "test"}, cache_soft_labels=True)
     assert not is_cached(folder)  # the next run trains (or loads) it again instead of reusing it
 
@@ -83,8 +92,9 @@ def test_a_teacher_that_does_not_fit_the_data_is_one_line_in_the_worker(tmp_path
     with pytest.raises(RunFailed) as err:
         load_teacher(tmp_path, "resnet18", 2, 16)
     line = str(err.value)
-    assert "\n" not in line and line.startswith(f"the teacher at {tmp_path} does not fit a resnet18 with this "
-                                                "data's 2 classes at 16 px (")
+    assert "\n" not in line and line.startswith(
+        f"the teacher at {tmp_path} does not fit a resnet18 with this data's 2 classes at 16 px ("
+    )
     assert line.endswith("check teacher.arch and teacher.checkpoint")
 
 
@@ -97,8 +107,9 @@ def test_output_classes_reads_the_classifier_of_every_registered_model():
 
 def test_a_teacher_at_chance_says_so_with_the_figure_and_the_chance_level():
     line = chance_warning("resnet50", 0.0100, 100)
-    assert line.startswith("WARNING: the teacher resnet50 reaches val top-1 0.0100, not clearly above chance "
-                           "level 0.0100 (1/100 classes)")
+    assert line.startswith(
+        "WARNING: the teacher resnet50 reaches val top-1 0.0100, not clearly above chance level 0.0100 (1/100 classes)"
+    )
     assert "teacher.lr" in line and "\n" not in line
     assert chance_warning("resnet50", 0.0199, 100) is not None
     assert chance_warning("resnet50", 0.02, 100) is None and chance_warning("resnet18", 0.95, 10) is None
@@ -137,7 +148,8 @@ def test_the_summary_counts_each_distinct_cause_only_when_every_trial_failed():
     diverged = RuntimeError("Traceback ...\ntrainables.divergence.LossDiverged: loss diverged in epoch 1, step 1")
     oom = RuntimeError("Traceback ...\nMemoryError: out of memory")
     assert failure_summary([result(diverged), result(oom), result(diverged)]) == (
-        "every trial failed (3 of 3): 2 x loss diverged in epoch 1, step 1 | 1 x MemoryError: out of memory")
+        "every trial failed (3 of 3): 2 x loss diverged in epoch 1, step 1 | 1 x MemoryError: out of memory"
+    )
     assert failure_summary([result(diverged), result()]) is None  # one finished: the sweep measured something
     assert failure_summary([]) is None
 
@@ -159,8 +171,9 @@ def capture_fits(monkeypatch):
 
 def test_the_teacher_run_restarts_as_often_as_teacher_resources_allow(tmp_path, monkeypatch):
     trainers = capture_fits(monkeypatch)
-    spec = validate_spec(tiny_spec_dict(tmp_path, resources={"max_failures": 1},
-                                        teacher_resources={"num_workers": 2, "max_failures": 3}))
+    spec = validate_spec(
+        tiny_spec_dict(tmp_path, resources={"max_failures": 1}, teacher_resources={"num_workers": 2, "max_failures": 3})
+    )
     with pytest.raises(Captured):
         prepare_teacher(spec)
     (teacher_run,) = trainers
@@ -174,10 +187,15 @@ def test_the_bank_run_restarts_as_often_as_its_resources_allow(tmp_path, monkeyp
     trainers = capture_fits(monkeypatch)
     root = make_jpeg_tree(tmp_path / "images")
     torch.save(build_model("resnet18", 2, 16).state_dict(), tmp_path / "teacher.pt")  # no teacher run
-    spec = validate_spec(tiny_spec_dict(
-        tmp_path, data={"name": "imagefolder", "root": str(root), "image_size": 16, "train_subset": None},
-        teacher={"checkpoint": str(tmp_path / "teacher.pt")}, resources={"max_failures": 2},
-        teacher_resources={"max_failures": 5}))
+    spec = validate_spec(
+        tiny_spec_dict(
+            tmp_path,
+            data={"name": "imagefolder", "root": str(root), "image_size": 16, "train_subset": None},
+            teacher={"checkpoint": str(tmp_path / "teacher.pt")},
+            resources={"max_failures": 2},
+            teacher_resources={"max_failures": 5},
+        )
+    )
     with pytest.raises(Captured):
         prepare_teacher(spec)
     (bank_run,) = trainers
@@ -201,11 +219,23 @@ def test_a_sweep_with_a_diverged_teacher_ends_before_any_trial_with_one_line(tmp
     state = build_model("resnet18", 10, 8).state_dict()
     state["fc.bias"][0] = float("nan")
     torch.save(state, tmp_path / "teacher.pt")
-    spec_path = write_spec(tmp_path, tiny_spec_dict(
-        tmp_path, teacher={"checkpoint": str(tmp_path / "teacher.pt")},
-        search={"loss.alpha": {"type": "float", "low": 0.1, "high": 0.9}}, tune={"num_trials": 2}))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(spec_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, env=SWEEP_ENV)
+    spec_path = write_spec(
+        tmp_path,
+        tiny_spec_dict(
+            tmp_path,
+            teacher={"checkpoint": str(tmp_path / "teacher.pt")},
+            search={"loss.alpha": {"type": "float", "low": 0.1, "high": 0.9}},
+            tune={"num_trials": 2},
+        ),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=SWEEP_ENV,
+    )
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the teacher resnet18 (") and "gives non-finite logits on 240 of 240" in last, last
@@ -216,12 +246,26 @@ def test_a_sweep_with_a_diverged_teacher_ends_before_any_trial_with_one_line(tmp
 @pytest.mark.slow
 def test_a_sweep_whose_every_trial_fails_exits_non_zero_with_their_causes(tmp_path):
     # DML at lr 8 (no teacher to train): every trial's loss is nan within the first 15 steps.
-    spec_path = write_spec(tmp_path, tiny_spec_dict(
-        tmp_path, name="all-fail", loss={"method": "dml", "beta": 1.0}, students={"epochs": 1, "lr": 8.0},
-        data={"train_subset": 480}, search={"loss.temperature": {"type": "categorical", "choices": [3.0, 4.0]}},
-        tune={"num_trials": 2, "max_concurrent_trials": 2, "scheduler": "fifo"}))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(spec_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600, env=SWEEP_ENV)
+    spec_path = write_spec(
+        tmp_path,
+        tiny_spec_dict(
+            tmp_path,
+            name="all-fail",
+            loss={"method": "dml", "beta": 1.0},
+            students={"epochs": 1, "lr": 8.0},
+            data={"train_subset": 480},
+            search={"loss.temperature": {"type": "categorical", "choices": [3.0, 4.0]}},
+            tune={"num_trials": 2, "max_concurrent_trials": 2, "scheduler": "fifo"},
+        ),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=SWEEP_ENV,
+    )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: every trial failed (2 of 2): "), last
@@ -235,12 +279,26 @@ def test_a_sweep_whose_every_trial_fails_exits_non_zero_with_their_causes(tmp_pa
 @pytest.mark.slow
 def test_a_comparison_whose_every_trial_fails_exits_non_zero_with_their_causes(tmp_path):
     torch.save(build_model("resnet18", 10, 8).state_dict(), tmp_path / "teacher.pt")  # a comparison needs one
-    spec_path = write_spec(tmp_path, tiny_spec_dict(
-        tmp_path, name="all-fail-compare", loss={"method": "dml", "beta": 1.0}, students={"epochs": 1, "lr": 8.0},
-        data={"train_subset": 480}, teacher={"checkpoint": str(tmp_path / "teacher.pt")},
-        compare={"methods": ["dml"], "seeds": [0]}))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(spec_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600, env=SWEEP_ENV)
+    spec_path = write_spec(
+        tmp_path,
+        tiny_spec_dict(
+            tmp_path,
+            name="all-fail-compare",
+            loss={"method": "dml", "beta": 1.0},
+            students={"epochs": 1, "lr": 8.0},
+            data={"train_subset": 480},
+            teacher={"checkpoint": str(tmp_path / "teacher.pt")},
+            compare={"methods": ["dml"], "seeds": [0]},
+        ),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=SWEEP_ENV,
+    )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: every trial failed (1 of 1): 1 x loss diverged in epoch 1, step "), last
@@ -254,17 +312,31 @@ def test_a_bank_of_a_diverged_teacher_ends_the_run_with_one_line_and_its_restart
     with torch.no_grad():
         model.fc.bias.fill_(float("inf"))
     torch.save(model.state_dict(), tmp_path / "teacher.pt")
-    spec_path = write_spec(tmp_path, tiny_spec_dict(
-        tmp_path, data={"name": "imagefolder", "root": str(root), "image_size": 16, "train_subset": None},
-        teacher={"checkpoint": str(tmp_path / "teacher.pt")}, resources={"max_failures": 1}))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.train", str(spec_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600, env=SWEEP_ENV)
+    spec_path = write_spec(
+        tmp_path,
+        tiny_spec_dict(
+            tmp_path,
+            data={"name": "imagefolder", "root": str(root), "image_size": 16, "train_subset": None},
+            teacher={"checkpoint": str(tmp_path / "teacher.pt")},
+            resources={"max_failures": 1},
+        ),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.train", str(spec_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=SWEEP_ENV,
+    )
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     teacher = next((tmp_path / "runs" / "teachers").glob("resnet18-*"))
-    assert last == (f"error: building the soft-label bank: the teacher resnet18 ({teacher}) gives non-finite "
-                    "logits on 8 of 8 training images: it diverged; train it again with a lower teacher.lr or more "
-                    "teacher.warmup_epochs, or give a working teacher.checkpoint"), last
+    assert last == (
+        f"error: building the soft-label bank: the teacher resnet18 ({teacher}) gives non-finite "
+        "logits on 8 of 8 training images: it diverged; train it again with a lower teacher.lr or more "
+        "teacher.warmup_epochs, or give a working teacher.checkpoint"
+    ), last
     (recorded,) = (tmp_path / "runs" / "teachers" / "runs").glob("bank-*/failure-*.txt")
     assert recorded.read_text().strip() == last.removeprefix("error: building the soft-label bank: ")
     assert "MLflow: run" not in proc.stdout  # stopped before the students' run

@@ -40,7 +40,7 @@ def test_drawn_views_follow_random_resized_crop_and_depend_on_seed_and_epoch_onl
     top, left, h, w, flip = views.T
     assert (top >= 0).all() and (left >= 0).all()
     assert (top + h <= sizes[:, 0]).all() and (left + w <= sizes[:, 1]).all()
-    fitted = (h * w >= SCALE[0] * sizes.prod(1) * 0.98)
+    fitted = h * w >= SCALE[0] * sizes.prod(1) * 0.98
     assert fitted.mean() > 0.95 and set(flip) == {0, 1}
     aspect = w / h
     assert ((aspect > RATIO[0] * 0.9) & (aspect < RATIO[1] * 1.1)).mean() > 0.95
@@ -70,10 +70,14 @@ def test_a_bank_entry_equals_a_live_teacher_forward_on_the_replayed_view(tmp_pat
     teacher_dir.mkdir()
     torch.manual_seed(0)
     torch.save(build_model("resnet18", 2, 16).state_dict(), teacher_dir / WEIGHTS_FILE)
-    cfg = RunConfig.model_validate({
-        "data": {"name": "imagefolder", "root": str(root), "image_size": 16, "decode": decode},
-        "teacher": {"arch": "resnet18", "bank_epochs": 2}, "students": {"epochs": 1, "batch_size": 2},
-        "teacher_dir": str(teacher_dir)})
+    cfg = RunConfig.model_validate(
+        {
+            "data": {"name": "imagefolder", "root": str(root), "image_size": 16, "decode": decode},
+            "teacher": {"arch": "resnet18", "bank_epochs": 2},
+            "students": {"epochs": 1, "batch_size": 2},
+            "teacher_dir": str(teacher_dir),
+        }
+    )
     out = str(tmp_path / "bank")
     world = 2  # two workers' shares, written as two Ray Train workers would
     assert sum(build_shards(cfg, rank, world, torch.device("cpu"), out) for rank in range(world)) == 8
@@ -107,10 +111,14 @@ def test_a_bank_entry_equals_a_live_teacher_forward_on_the_replayed_view(tmp_pat
 def test_trials_reuse_one_bank_and_run_no_teacher_forward(ray_local, tmp_path, capsys):
     root = make_jpeg_tree(tmp_path / "images")
     torch.save(build_model("resnet18", 2, 16).state_dict(), tmp_path / "teacher.pt")  # no teacher to train
-    spec = validate_spec(tiny_spec_dict(
-        tmp_path, data={"name": "imagefolder", "root": str(root), "image_size": 16, "train_subset": None},
-        teacher={"bank_epochs": 1, "checkpoint": str(tmp_path / "teacher.pt")},
-        students={"epochs": 2, "batch_size": 4}))
+    spec = validate_spec(
+        tiny_spec_dict(
+            tmp_path,
+            data={"name": "imagefolder", "root": str(root), "image_size": 16, "train_subset": None},
+            teacher={"bank_epochs": 1, "checkpoint": str(tmp_path / "teacher.pt")},
+            students={"epochs": 2, "batch_size": 4},
+        )
+    )
     run_cfg = prepare_teacher(spec)
     out = capsys.readouterr().out
     assert "building a soft-label bank of 1 epochs" in out

@@ -56,5 +56,6 @@ def test_a_missing_input_the_user_named_stays_one_line_without_a_traceback(capsy
         raise MissingInput("weights file not found: w.pt (give a local state_dict file; nothing is downloaded)")
 
     code, lines = run(main, capsys)
-    assert code == 2 and lines == ["error: weights file not found: w.pt (give a local state_dict file; "
-                                   "nothing is downloaded)"]
+    assert code == 2 and lines == [
+        "error: weights file not found: w.pt (give a local state_dict file; nothing is downloaded)"
+    ]

@@ -35,9 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 # 2 CPUs can only run on the worker node, and two concurrent 1-CPU trials cannot both fit on the head.
 HEAD_CPUS, WORKER_CPUS = 1, 2
 TEACHER_RESOURCES = {"num_workers": 1, "cpus_per_worker": 2}
-TINY_OVERRIDES = ["data.train_subset=240", "data.image_size=8", "teacher.arch=resnet18", "teacher.epochs=1",
-                  "teacher.batch_size=32", "students.epochs=1", "students.batch_size=32", "tune.num_trials=2",
-                  "tune.grace_period=1", "tune.max_concurrent_trials=2"]
+TINY_OVERRIDES = [
+    "data.train_subset=240",
+    "data.image_size=8",
+    "teacher.arch=resnet18",
+    "teacher.epochs=1",
+    "teacher.batch_size=32",
+    "students.epochs=1",
+    "students.batch_size=32",
+    "tune.num_trials=2",
+    "tune.grace_period=1",
+    "tune.max_concurrent_trials=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +122,9 @@ def test_tiny_sweep_on_two_nodes(cluster, storage, tmp_path, capsys):
     spec_path.write_text(yaml.safe_dump(raw))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a sqlite store on the driver's machine, as docs/clusters.md says
 
-    code, out, seconds = run_client(sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", uri),
-                                    tmp_path, cluster.env, timeout=900)
+    code, out, seconds = run_client(
+        sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", uri), tmp_path, cluster.env, timeout=900
+    )
     assert code == 0, out[-5000:]
     tell(capsys, f"tiny sweep on the two-node cluster: {seconds:.0f} s wall")
 
@@ -132,7 +142,9 @@ def test_tiny_sweep_on_two_nodes(cluster, storage, tmp_path, capsys):
     assert set(placed) <= set(nodes)
     off_head = [n for n in placed if n != cluster.head_node_id]
     assert off_head, f"every TorchTrainer worker ran on the head node: {workers}"
-    tell(capsys, f"RayTrainWorker actors: {len(off_head)} on the worker node, {len(placed) - len(off_head)} on the head")
+    tell(
+        capsys, f"RayTrainWorker actors: {len(off_head)} on the worker node, {len(placed) - len(off_head)} on the head"
+    )
 
     # Every trial once in MLflow: one child run per trial, nested under the sweep's parent run.
     folder = next((storage / "sweeps").glob("tiny-*"))
@@ -152,16 +164,34 @@ def ray_cli(*args: str) -> list[str]:
 def test_job_submission_needs_the_token(cluster, tmp_path):
     home = tmp_path / "home"
     home.mkdir()  # no ~/.ray/auth_token to fall back on
-    clients = {"no token": base_env(HOME=str(home)),
-               "a wrong token": base_env(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)}
+    clients = {
+        "no token": base_env(HOME=str(home)),
+        "a wrong token": base_env(HOME=str(home), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64),
+    }
     for i, (what, env) in enumerate(clients.items()):
-        code, out, _ = run_client(ray_cli("job", "submit", "--address", cluster.dashboard_url, "--no-wait",
-                                          "--submission-id", f"refused-{i}", "--", "python", "-c", "print(1)"),
-                                  tmp_path, env, timeout=120)
+        code, out, _ = run_client(
+            ray_cli(
+                "job",
+                "submit",
+                "--address",
+                cluster.dashboard_url,
+                "--no-wait",
+                "--submission-id",
+                f"refused-{i}",
+                "--",
+                "python",
+                "-c",
+                "print(1)",
+            ),
+            tmp_path,
+            env,
+            timeout=120,
+        )
         assert code != 0, f"a submission with {what} was accepted:\n{out}"
         assert any(word in out for word in ("401", "403", "Unauthorized", "Forbidden", "token")), out
-    code, out, _ = run_client(ray_cli("job", "list", "--address", cluster.dashboard_url), tmp_path, cluster.env,
-                              timeout=120)
+    code, out, _ = run_client(
+        ray_cli("job", "list", "--address", cluster.dashboard_url), tmp_path, cluster.env, timeout=120
+    )
     assert code == 0, out
     assert "refused-" not in out  # nothing ran
     with pytest.raises(urllib.error.HTTPError) as err:  # the dashboard's REST API asks for the token too
@@ -172,23 +202,44 @@ def test_job_submission_needs_the_token(cluster, tmp_path):
 def submit_peer_sweep(cluster, submission_id: str, env_vars: dict, tmp_path) -> tuple[int, str, float]:
     """`ray job submit --working-dir <repo>` of the shipped peer.yaml, shrunk by --set, with the token."""
     overrides = [arg for value in TINY_OVERRIDES for arg in ("--set", value)]
-    return run_client(ray_cli("job", "submit", "--address", cluster.dashboard_url, "--working-dir", str(ROOT),
-                              "--submission-id", submission_id, "--runtime-env-json",
-                              json.dumps({"env_vars": env_vars}), "--", "python", "-m", "orchestrator.sweep",
-                              "search_spaces/peer.yaml", *overrides),
-                      tmp_path, cluster.env, timeout=900)
+    return run_client(
+        ray_cli(
+            "job",
+            "submit",
+            "--address",
+            cluster.dashboard_url,
+            "--working-dir",
+            str(ROOT),
+            "--submission-id",
+            submission_id,
+            "--runtime-env-json",
+            json.dumps({"env_vars": env_vars}),
+            "--",
+            "python",
+            "-m",
+            "orchestrator.sweep",
+            "search_spaces/peer.yaml",
+            *overrides,
+        ),
+        tmp_path,
+        cluster.env,
+        timeout=900,
+    )
 
 
 def job_info(cluster, submission_id: str) -> dict:
     """The job as the dashboard's REST API tells it (with the token): status, runtime env, ..."""
-    request = urllib.request.Request(f"{cluster.dashboard_url}/api/jobs/{submission_id}", headers=cluster.auth_headers())
+    request = urllib.request.Request(
+        f"{cluster.dashboard_url}/api/jobs/{submission_id}", headers=cluster.auth_headers()
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.load(response)
 
 
 def job_logs(cluster, submission_id: str, tmp_path) -> str:
-    code, out, _ = run_client(ray_cli("job", "logs", "--address", cluster.dashboard_url, submission_id),
-                              tmp_path, cluster.env, timeout=120)
+    code, out, _ = run_client(
+        ray_cli("job", "logs", "--address", cluster.dashboard_url, submission_id), tmp_path, cluster.env, timeout=120
+    )
     assert code == 0, out
     return out
 
@@ -204,14 +255,21 @@ def actor_lines(logs: str) -> list[str]:
 def unpacked(cluster, submission_id: str) -> list[Path]:
     """The job's working folder as Ray unpacked it on the nodes (each node has its own temporary folder)."""
     package = Path(job_info(cluster, submission_id)["runtime_env"]["working_dir"]).stem  # gcs://_ray_pkg_<hash>.zip
-    return sorted({p.resolve() for root in (cluster.temp_dir, cluster.worker_temp_dir)
-                   for p in root.glob(f"session_*/runtime_resources/working_dir_files/{package}") if p.is_dir()})
+    return sorted(
+        {
+            p.resolve()
+            for root in (cluster.temp_dir, cluster.worker_temp_dir)
+            for p in root.glob(f"session_*/runtime_resources/working_dir_files/{package}")
+            if p.is_dir()
+        }
+    )
 
 
 def test_job_without_storage_stops_at_once(cluster, mlflow_server, tmp_path, capsys):
     """peer.yaml sets no storage: with no DUALKD_STORAGE it would be ./runs in the job's temporary folder."""
-    code, out, seconds = submit_peer_sweep(cluster, "peer-no-storage", {"MLFLOW_TRACKING_URI": mlflow_server.uri},
-                                           tmp_path)
+    code, out, seconds = submit_peer_sweep(
+        cluster, "peer-no-storage", {"MLFLOW_TRACKING_URI": mlflow_server.uri}, tmp_path
+    )
     tell(capsys, f"job without DUALKD_STORAGE: ended after {seconds:.0f} s (submission included)")
     assert job_info(cluster, "peer-no-storage")["status"] == "FAILED"
     assert seconds < 300, out[-3000:]  # 15 s unloaded; the tiny sweep itself takes minutes (a loose bound)
@@ -225,14 +283,17 @@ def test_job_without_storage_stops_at_once(cluster, mlflow_server, tmp_path, cap
 
 def test_job_submit_of_the_shipped_spec(cluster, mlflow_server, storage, tmp_path, capsys):
     code, out, seconds = submit_peer_sweep(
-        cluster, "peer-tiny", {"DUALKD_STORAGE": str(storage), "MLFLOW_TRACKING_URI": mlflow_server.uri}, tmp_path)
+        cluster, "peer-tiny", {"DUALKD_STORAGE": str(storage), "MLFLOW_TRACKING_URI": mlflow_server.uri}, tmp_path
+    )
     assert code == 0, out[-5000:]
     tell(capsys, f"ray job submit of the tiny peer sweep: {seconds:.0f} s wall (upload included)")
     assert job_info(cluster, "peer-tiny")["status"] == "SUCCEEDED"
     logs = job_logs(cluster, "peer-tiny", tmp_path)
     (tmp_path / "job.log").write_text(logs)
     assert "Traceback" not in logs, logs[-5000:]  # nor from any trial, worker or Ray's own actors
-    epoch_lines = re.findall(r"\)(?:\x1b\[\d+m)? (\S+): epoch (\d+)/", logs)  # "(RayTrainWorker pid=..) <run>: epoch 1/1 ..."
+    epoch_lines = re.findall(
+        r"\)(?:\x1b\[\d+m)? (\S+): epoch (\d+)/", logs
+    )  # "(RayTrainWorker pid=..) <run>: epoch 1/1 ..."
     assert len({run for run, _ in epoch_lines}) == 2, logs[-5000:]  # one line per trial and epoch, each once
     assert len(epoch_lines) == len(set(epoch_lines)) == 2, epoch_lines
     # Its teacher (the tiny sweep's, by the --set values) is the module's one cache entry.
@@ -250,9 +311,12 @@ def test_job_submit_of_the_shipped_spec(cluster, mlflow_server, storage, tmp_pat
         assert (package / "orchestrator" / "sweep.py").is_file() and (package / "search_spaces" / "peer.yaml").is_file()
         size = sum(p.stat().st_size for p in files)
         node = "head" if cluster.temp_dir.resolve() in package.parents else "worker node"
-        tell(capsys, f"uploaded working folder on the {node}: {size / 1024:.0f} KiB in {len(files)} files: "
-                     + " ".join(sorted(p.name for p in package.iterdir())))
-        assert size < 2 * 1024 ** 2
+        tell(
+            capsys,
+            f"uploaded working folder on the {node}: {size / 1024:.0f} KiB in {len(files)} files: "
+            + " ".join(sorted(p.name for p in package.iterdir())),
+        )
+        assert size < 2 * 1024**2
 
     # The results are in the persistent storage the job was given, which the job printed.
     folders = sorted((storage / "sweeps").glob("peer-*"))
@@ -268,9 +332,15 @@ def test_job_submit_of_the_shipped_spec(cluster, mlflow_server, storage, tmp_pat
 def test_comparison_through_a_tracking_server(cluster, mlflow_server, storage, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     epochs = 2
-    raw = tiny_spec_dict(tmp_path, name="tiny-compare", compare={"methods": ["kd", "ua_dual"], "seeds": [0]},
-                         students={"epochs": epochs}, tune={"max_concurrent_trials": 2},
-                         teacher_resources=TEACHER_RESOURCES, mlflow={"experiment": "tiny-compare"})
+    raw = tiny_spec_dict(
+        tmp_path,
+        name="tiny-compare",
+        compare={"methods": ["kd", "ua_dual"], "seeds": [0]},
+        students={"epochs": epochs},
+        tune={"max_concurrent_trials": 2},
+        teacher_resources=TEACHER_RESOURCES,
+        mlflow={"experiment": "tiny-compare"},
+    )
     raw["storage"] = str(storage)
     spec_path = tmp_path / "compare.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
@@ -279,7 +349,10 @@ def test_comparison_through_a_tracking_server(cluster, mlflow_server, storage, t
 
     code, out, seconds = run_client(
         sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", mlflow_server.uri),
-        client_dir, cluster.env, timeout=900)
+        client_dir,
+        cluster.env,
+        timeout=900,
+    )
     assert code == 0, out[-5000:]
     tell(capsys, f"tiny comparison (2 trials x {epochs} epochs) on the two-node cluster: {seconds:.0f} s wall")
     assert not (client_dir / "mlruns").exists() and not (client_dir / "mlflow.db").exists()

@@ -12,9 +12,14 @@ from tests.conftest import tiny_spec_dict
 
 def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    raw = tiny_spec_dict(tmp_path, name="tiny-compare", compare={"methods": ["kd", "ua_dual"], "seeds": [0, 1]},
-                         tune={"max_concurrent_trials": 2}, mlflow={"experiment": "tiny-compare"},
-                         loss={"threshold": 0.8})
+    raw = tiny_spec_dict(
+        tmp_path,
+        name="tiny-compare",
+        compare={"methods": ["kd", "ua_dual"], "seeds": [0, 1]},
+        tune={"max_concurrent_trials": 2},
+        mlflow={"experiment": "tiny-compare"},
+        loss={"threshold": 0.8},
+    )
     spec_path = tmp_path / "compare.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
 
@@ -24,7 +29,11 @@ def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, ca
     folder = next((tmp_path / "runs" / "sweeps").glob("tiny-compare-*"))
     table = pd.read_csv(folder / "comparison.csv")
     assert list(zip(table["method"], table["student"])) == [
-        ("kd", "resnet18"), ("kd", "mobilenet_v2"), ("ua_dual", "resnet18"), ("ua_dual", "mobilenet_v2")]
+        ("kd", "resnet18"),
+        ("kd", "mobilenet_v2"),
+        ("ua_dual", "resnet18"),
+        ("ua_dual", "mobilenet_v2"),
+    ]
     assert (table["seeds"] == 2).all() and table["top1_mean_%"].between(0, 100).all()
     assert table.loc[table["method"] == "kd", "vs_kd_mean_%"].isna().all()
     assert (table.loc[table["method"] == "ua_dual", "vs_kd_pairs"] == 2).all()
@@ -37,10 +46,19 @@ def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, ca
     children = [r for r in runs if r.data.tags.get(PARENT_TAG) == parent.info.run_id]
     assert len(children) == 4
     assert sorted((c.data.params["loss.method"], c.data.params["seed"]) for c in children) == [
-        ("kd", "0"), ("kd", "1"), ("ua_dual", "0"), ("ua_dual", "1")]
+        ("kd", "0"),
+        ("kd", "1"),
+        ("ua_dual", "0"),
+        ("ua_dual", "1"),
+    ]
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/comparison.csv", "report/comparison.md", "report/comparison.tex",
-            "report/accuracy_by_certainty.png", "report/teacher_entropy.png"} <= logged
+    assert {
+        "report/comparison.csv",
+        "report/comparison.md",
+        "report/comparison.tex",
+        "report/accuracy_by_certainty.png",
+        "report/teacher_entropy.png",
+    } <= logged
     assert {a.path for a in client.list_artifacts(children[0].info.run_id)} >= {"val_predictions.pt"}
     assert sorted(c.info.run_name for c in children) == ["kd seed 0", "kd seed 1", "ua_dual seed 0", "ua_dual seed 1"]
     for method in ("kd", "ua_dual"):  # the parent row carries each method's mean, comparable across comparisons

@@ -8,15 +8,29 @@ import pytest
 import torch
 from scipy.special import ndtr, ndtri
 
-from orchestrator.comparison import (PAPER_COMPRESSION, PAPER_TOP1, comparison_latex, comparison_markdown,
-                                     comparison_table, format_comparison, write_comparison)
+from orchestrator.comparison import (
+    PAPER_COMPRESSION,
+    PAPER_TOP1,
+    comparison_latex,
+    comparison_markdown,
+    comparison_table,
+    format_comparison,
+    write_comparison,
+)
 from orchestrator.comparison_plots import analysis_plots
 
 STUDENTS = ["resnet18", "mobilenet_v2"]
 METHODS = ["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"]
-SIZES = {"teacher/params": 25_557_032, "teacher/params_1000": 25_557_032,
-         "resnet18/params": 11_689_512, "resnet18/params_1000": 11_689_512, "resnet18/flops": 3_600_000_000,
-         "mobilenet_v2/params": 3_504_872, "mobilenet_v2/params_1000": 3_504_872, "mobilenet_v2/flops": 600_000_000}
+SIZES = {
+    "teacher/params": 25_557_032,
+    "teacher/params_1000": 25_557_032,
+    "resnet18/params": 11_689_512,
+    "resnet18/params_1000": 11_689_512,
+    "resnet18/flops": 3_600_000_000,
+    "mobilenet_v2/params": 3_504_872,
+    "mobilenet_v2/params_1000": 3_504_872,
+    "mobilenet_v2/flops": 600_000_000,
+}
 NO_TEACHER = {k: v for k, v in SIZES.items() if not k.startswith("teacher/")}
 PNG = b"\x89PNG"
 
@@ -27,9 +41,15 @@ def md_cells(md: str) -> set[str]:
 
 
 def trial(tid, method, seed, r18, mnv2, error=None, teacher=True):
-    metrics = {"resnet18/val_top1": r18, "resnet18/val_top5": 0.99, "resnet18/val_ece": 0.05,
-               "mobilenet_v2/val_top1": mnv2, "mobilenet_v2/val_top5": 0.98, "mobilenet_v2/val_ece": 0.04,
-               **(SIZES if teacher else NO_TEACHER)}
+    metrics = {
+        "resnet18/val_top1": r18,
+        "resnet18/val_top5": 0.99,
+        "resnet18/val_ece": 0.05,
+        "mobilenet_v2/val_top1": mnv2,
+        "mobilenet_v2/val_top5": 0.98,
+        "mobilenet_v2/val_ece": 0.04,
+        **(SIZES if teacher else NO_TEACHER),
+    }
     if teacher:
         metrics["teacher/val_top1"] = 0.96
     return {"trial_id": tid, "params": {"loss.method": method, "seed": seed}, "metrics": metrics, "error": error}
@@ -53,14 +73,34 @@ def table():
 
 def test_rows_order_and_columns(table):
     assert list(zip(table["method"], table["student"])) == [
-        ("kd", "resnet18"), ("kd", "mobilenet_v2"), ("ua_dual", "resnet18"), ("ua_dual", "mobilenet_v2"),
-        ("dml", "resnet18"), ("dml", "mobilenet_v2")]
+        ("kd", "resnet18"),
+        ("kd", "mobilenet_v2"),
+        ("ua_dual", "resnet18"),
+        ("ua_dual", "mobilenet_v2"),
+        ("dml", "resnet18"),
+        ("dml", "mobilenet_v2"),
+    ]
     assert list(table.columns) == [
-        "method", "student", "seeds", "top1_mean_%", "top1_std_%", "top5_mean_%", "ece_mean_%", "params",
-        "flops_per_image", "compression", "compression_1000",
-        *(f"vs_{ref}_{part}" for ref in ("kd", "ce")
-          for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "pairs")),
-        "teacher_top1_%", "paper_top1_%_quoted", "paper_compression_quoted"]
+        "method",
+        "student",
+        "seeds",
+        "top1_mean_%",
+        "top1_std_%",
+        "top5_mean_%",
+        "ece_mean_%",
+        "params",
+        "flops_per_image",
+        "compression",
+        "compression_1000",
+        *(
+            f"vs_{ref}_{part}"
+            for ref in ("kd", "ce")
+            for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "pairs")
+        ),
+        "teacher_top1_%",
+        "paper_top1_%_quoted",
+        "paper_compression_quoted",
+    ]
 
 
 def test_seed_statistics_skip_errored_and_empty_trials(table):
@@ -137,14 +177,19 @@ def predictions_for(n, classes, teacher, seed):
 
 def test_analysis_plots_write_every_kind(tmp_path):
     trials = TRIALS[:5]
-    preds = {t["trial_id"]: predictions_for(40, 4, t["params"]["loss.method"] != "dml", i)
-             for i, t in enumerate(trials)}
+    preds = {
+        t["trial_id"]: predictions_for(40, 4, t["params"]["loss.method"] != "dml", i) for i, t in enumerate(trials)
+    }
     preds["kd1"]["labels"] = preds["kd1"]["labels"].flip(0)  # another order: left out of the certainty bins
     histories = {t["trial_id"]: {f"{s}/val_top1": [(1, 0.5), (2, 0.7), (3, 0.8)] for s in STUDENTS} for t in trials}
     paths = analysis_plots(tmp_path, STUDENTS, preds, trials, histories, teacher_train_logits=torch.randn(100, 4))
-    assert sorted(p.name for p in paths) == ["accuracy_by_certainty.png", "accuracy_vs_epoch.png",
-                                             "reliability_mobilenet_v2.png", "reliability_resnet18.png",
-                                             "teacher_entropy.png"]
+    assert sorted(p.name for p in paths) == [
+        "accuracy_by_certainty.png",
+        "accuracy_vs_epoch.png",
+        "reliability_mobilenet_v2.png",
+        "reliability_resnet18.png",
+        "teacher_entropy.png",
+    ]
     assert all(p.read_bytes().startswith(PNG) for p in paths)
 
 
@@ -153,12 +198,17 @@ def test_analysis_plots_skip_missing_data(tmp_path):
     assert analysis_plots(tmp_path, [], {}, TRIALS, {}) == []
     only_val_teacher = {"kd0": predictions_for(20, 3, True, 0)}
     paths = analysis_plots(tmp_path / "v", STUDENTS, only_val_teacher, TRIALS, {})
-    assert {p.name for p in paths} == {"teacher_entropy.png", "accuracy_by_certainty.png",
-                                       "reliability_resnet18.png", "reliability_mobilenet_v2.png"}
+    assert {p.name for p in paths} == {
+        "teacher_entropy.png",
+        "accuracy_by_certainty.png",
+        "reliability_resnet18.png",
+        "reliability_mobilenet_v2.png",
+    }
 
 
 def test_paired_difference_t_and_bootstrap():
     from scipy import stats
+
     from orchestrator.paired import paired_difference
 
     method = {0: 91.0, 1: 93.0, 2: 92.5, 3: 94.0, 4: 92.0, 9: 50.0}  # seed 9 has no pair: left out
@@ -189,9 +239,11 @@ def exact_bootstrap(diffs, level=0.95):
     z0 = ndtri(((means < diffs.mean()).mean() + (means <= diffs.mean()).mean()) / 2)
     u = (diffs.sum() - diffs) / (n - 1)
     u = u.mean() - u
-    a = (u ** 3).sum() / (6 * (u ** 2).sum() ** 1.5)
+    a = (u**3).sum() / (6 * (u**2).sum() ** 1.5)
     z = ndtri(np.array([0.5 - level / 2, 0.5 + level / 2]))
-    return np.quantile(means, [0.5 - level / 2, 0.5 + level / 2]), np.quantile(means, ndtr(z0 + (z0 + z) / (1 - a * (z0 + z))))
+    return np.quantile(means, [0.5 - level / 2, 0.5 + level / 2]), np.quantile(
+        means, ndtr(z0 + (z0 + z) / (1 - a * (z0 + z)))
+    )
 
 
 def test_bootstrap_is_bca_and_reaches_into_a_skewed_tail():
@@ -220,8 +272,11 @@ def test_intervals_of_equal_and_of_two_differences():
 
 
 def test_paired_columns_in_every_table(tmp_path):
-    trials = [trial(f"{m}{s}", m, s, r18, 0.8) for m, base in (("ce", 0.90), ("kd", 0.92))
-              for s, r18 in enumerate([base, base + 0.01, base - 0.005])]
+    trials = [
+        trial(f"{m}{s}", m, s, r18, 0.8)
+        for m, base in (("ce", 0.90), ("kd", 0.92))
+        for s, r18 in enumerate([base, base + 0.01, base - 0.005])
+    ]
     df = comparison_table(trials, STUDENTS, ["ce", "kd"])
     kd = df.set_index(["method", "student"]).loc[("kd", "resnet18")]
     assert kd["vs_ce_mean_%"] == pytest.approx(2.0) and kd["vs_ce_excludes_0"]  # the same +2 on every seed

@@ -25,8 +25,17 @@ def test_compiled_students_compute_as_the_eager_ones_and_keep_their_state_dict_k
         c.compile()  # what the loop does with students.compile: true
         assert list(c.state_dict()) == list(e.state_dict())  # checkpoints stay loadable either way
     images, labels, teacher = torch.randn(4, 3, 8, 8), torch.randint(0, 10, (4,)), torch.randn(4, 10)
-    settings = resolve_method({"method": "ua_dual", "temperature": 4.0, "alpha": 0.5, "beta": 1.0,
-                               "weighting": "entropy", "threshold": None, "peer_weighting": "uniform"})
+    settings = resolve_method(
+        {
+            "method": "ua_dual",
+            "temperature": 4.0,
+            "alpha": 0.5,
+            "beta": 1.0,
+            "weighting": "entropy",
+            "threshold": None,
+            "peer_weighting": "uniform",
+        }
+    )
     losses = []
     for models in (eager, compiled):  # training mode, as the loop runs them
         parts = students_loss([m(images) for m in models], labels, teacher, names=["a", "b"], **settings)

@@ -29,9 +29,16 @@ print("ok", tracker.experiment_id)
 def test_two_processes_create_a_fresh_sqlite_store_at_the_same_moment(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     start = time.time() + 12  # both have imported MLflow by then
-    procs = [subprocess.Popen([sys.executable, "-c", START_TOGETHER, uri, str(start), f"sweep-{i}",
-                               str(tmp_path / f"sweep-{i}")], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", START_TOGETHER, uri, str(start), f"sweep-{i}", str(tmp_path / f"sweep-{i}")],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outputs = [p.communicate(timeout=180) for p in procs]
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-2000:]

@@ -174,6 +174,7 @@ def test_label_noise_moves_the_stated_share_to_other_classes():
     again, _, _ = build_datasets(DataConfig(name="digits", image_size=8, label_noise=0.4), 0)
     assert torch.equal(again.labels, noisy.labels)  # fixed by the split seed
     from trainables.data import noisy_labels
+
     assert not torch.equal(noisy_labels(clean.labels, 0.4, 10, 1), noisy.labels)  # another seed, other noise
     with pytest.raises(ValueError, match="label_noise is for the embedded data"):
         DataConfig(name="imagefolder", root="x", label_noise=0.1)

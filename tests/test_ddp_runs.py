@@ -46,12 +46,15 @@ def images(tmp_path_factory):
 
 
 def two_worker_spec(tmp_path: Path, images: Path, live_teacher: bool = False, **data):
-    return validate_spec(tiny_spec_dict(
-        tmp_path, data={"name": "imagefolder", "root": str(images / "tree"), "image_size": 16, "train_subset": None,
-                        **data},
-        teacher={"checkpoint": str(images / "teacher.pt"), "cache_soft_labels": not live_teacher},
-        students={"epochs": EPOCHS, "batch_size": 4},
-        resources={"num_workers": 2, "max_failures": 1}))
+    return validate_spec(
+        tiny_spec_dict(
+            tmp_path,
+            data={"name": "imagefolder", "root": str(images / "tree"), "image_size": 16, "train_subset": None, **data},
+            teacher={"checkpoint": str(images / "teacher.pt"), "cache_soft_labels": not live_teacher},
+            students={"epochs": EPOCHS, "batch_size": 4},
+            resources={"num_workers": 2, "max_failures": 1},
+        )
+    )
 
 
 class KillAfterFirstEpoch(threading.Thread):
@@ -81,8 +84,9 @@ def epochs(spec, run_cfg, tmp_path: Path, name: str, kill: bool = False) -> pd.D
     if killer:
         killer.start()
     try:
-        build_trainer(spec, run_cfg, name=name, storage_path=str(tmp_path / "ddp-runs"),
-                      callbacks=[WriteReports(str(reports))]).fit()
+        build_trainer(
+            spec, run_cfg, name=name, storage_path=str(tmp_path / "ddp-runs"), callbacks=[WriteReports(str(reports))]
+        ).fit()
     finally:
         if killer:
             killer.done.set()
@@ -126,12 +130,24 @@ def test_a_rank_whose_whole_batch_is_unreadable_does_not_hang_its_peer(ray_local
     bad = sorted((tree / "train").rglob("*.jpg"))[::2]  # half the training images unreadable
     for path in bad:
         truncate(path)
-    spec = validate_spec(tiny_spec_dict(
-        tmp_path, data={"name": "imagefolder", "root": str(tree), "image_size": 16, "train_subset": None,
-                        "skip_bad_images": True},
-        loss={"method": "dml"}, students={"epochs": 1, "batch_size": 2}, resources={"num_workers": 2}))
+    spec = validate_spec(
+        tiny_spec_dict(
+            tmp_path,
+            data={
+                "name": "imagefolder",
+                "root": str(tree),
+                "image_size": 16,
+                "train_subset": None,
+                "skip_bad_images": True,
+            },
+            loss={"method": "dml"},
+            students={"epochs": 1, "batch_size": 2},
+            resources={"num_workers": 2},
+        )
+    )
     # The precondition, from the run's own order: in some step one rank's batch is all unreadable, the other's not.
     from torchvision.datasets import ImageFolder
+
     paths = [Path(p) for p, _ in ImageFolder(str(tree / "train")).samples]
     unreadable = {i for i, p in enumerate(paths) if p in set(bad)}
     batches = []
@@ -139,13 +155,17 @@ def test_a_rank_whose_whole_batch_is_unreadable_does_not_hang_its_peer(ray_local
         sampler = distributed.train_sampler(paths, spec.seed, rank, 2)
         sampler.set_epoch(0)
         order = list(sampler)
-        batches.append([set(order[i:i + 2]) <= unreadable for i in range(0, len(order) - 1, 2)])
+        batches.append([set(order[i : i + 2]) <= unreadable for i in range(0, len(order) - 1, 2)])
     assert any(a != b for a, b in zip(*batches)), "no step where only one rank's batch is unreadable"
 
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.setdefault(
-        "result", build_trainer(spec, prepare_teacher(spec), name="half-bad",
-                                storage_path=str(tmp_path / "bad-runs")).fit()), daemon=True)
+    thread = threading.Thread(
+        target=lambda: outcome.setdefault(
+            "result",
+            build_trainer(spec, prepare_teacher(spec), name="half-bad", storage_path=str(tmp_path / "bad-runs")).fit(),
+        ),
+        daemon=True,
+    )
     thread.start()
     thread.join(timeout=300)
     assert not thread.is_alive(), "the run hung: a rank skipped a step its peer took"

@@ -47,7 +47,9 @@ def test_loader_items_are_bytes_and_the_device_decodes_every_kind_or_names_the_b
     assert kept_labels.tolist() == [0, 0, 1, 1]
     gray = images[0]
     assert torch.allclose(gray[0] * 0.229 + 0.485, gray[1] * 0.224 + 0.456, atol=0.02)  # gray -> equal RGB
-    blue = images[2] * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    blue = images[2] * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(
+        3, 1, 1
+    )
     assert blue[2].mean() > 0.95 and blue[0].mean() < 0.05  # the PNG, decoded on the CPU fallback
 
 
@@ -61,8 +63,22 @@ def test_prepare_imagenet100_resize_writes_short_side_jpegs_and_lists_unreadable
             for i in range(count):  # hard links: 5,000 images for the price of one
                 os.link(tmp_path / "one.jpg", src / split / wnid / f"{wnid}_{i}.JPEG")
     (src / "train" / classes[3] / "bad.JPEG").write_bytes(b"\xff\xd8 truncated")
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.prepare_imagenet100", str(src), str(tmp_path / "out"),
-                           "--resize", "20", "--workers", "2"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.prepare_imagenet100",
+            str(src),
+            str(tmp_path / "out"),
+            "--resize",
+            "20",
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr  # one unreadable source image, listed and left out
     assert f"{classes[3]}/bad.JPEG: " in proc.stdout and "100 train images, 5000 val images" in proc.stdout
     out = tmp_path / "out" / "val" / classes[0]
@@ -71,5 +87,8 @@ def test_prepare_imagenet100_resize_writes_short_side_jpegs_and_lists_unreadable
         assert image.format == "JPEG" and image.size == (25, 20)
     again = prep.main([str(src), str(tmp_path / "out"), "--resize", "20", "--workers", "1"])
     assert again == 1  # a rerun keeps what was written and lists the same bad file
-    assert subprocess.run([sys.executable, "-m", "orchestrator.prepare_imagenet100", str(src), str(tmp_path / "o2"),
-                           "--resize", "3"], capture_output=True, text=True).stderr.startswith("error: --resize 3")
+    assert subprocess.run(
+        [sys.executable, "-m", "orchestrator.prepare_imagenet100", str(src), str(tmp_path / "o2"), "--resize", "3"],
+        capture_output=True,
+        text=True,
+    ).stderr.startswith("error: --resize 3")

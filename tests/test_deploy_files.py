@@ -30,8 +30,12 @@ RAYJOB = KUBERAY / "rayjob-imagenet100.yaml"
 RAYCLUSTER = KUBERAY / "raycluster.yaml"
 RAY_SERVICES = ("ray-head", "ray-worker", "ray-gpu-worker")
 # what a user puts in docker/.env
-COMPOSE_ENV = {"RAY_AUTH_TOKEN": "test-token", "POSTGRES_PASSWORD": "test-password",
-               "MLFLOW_ADMIN_PASSWORD": "test-admin-password", "MLFLOW_SECRET_KEY": "test-secret-key"}
+COMPOSE_ENV = {
+    "RAY_AUTH_TOKEN": "test-token",
+    "POSTGRES_PASSWORD": "test-password",
+    "MLFLOW_ADMIN_PASSWORD": "test-admin-password",
+    "MLFLOW_SECRET_KEY": "test-secret-key",
+}
 MLFLOW_MANIFEST = KUBERAY / "mlflow.yaml"
 AUTH_INI = DOCKER / "mlflow" / "basic_auth.ini"
 
@@ -88,16 +92,29 @@ def test_compose_config_validates(tmp_path):
     empty.write_text("")
     env = {k: v for k, v in os.environ.items() if k not in (*COMPOSE_ENV, "DATA_DIR")}
     base = [*cmd, "--env-file", str(empty), "-f", str(COMPOSE)]
-    ok = subprocess.run([*base, "config", "-q"], cwd=ROOT, env={**env, **COMPOSE_ENV},
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [*base, "config", "-q"], cwd=ROOT, env={**env, **COMPOSE_ENV}, capture_output=True, text=True, timeout=120
+    )
     assert ok.returncode == 0, ok.stderr
-    gpu = subprocess.run([*base, "--profile", "gpu", "config", "--services"], cwd=ROOT,
-                         env={**env, **COMPOSE_ENV}, capture_output=True, text=True, timeout=120)
+    gpu = subprocess.run(
+        [*base, "--profile", "gpu", "config", "--services"],
+        cwd=ROOT,
+        env={**env, **COMPOSE_ENV},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert gpu.returncode == 0, gpu.stderr
     assert set(gpu.stdout.split()) >= {*RAY_SERVICES, "mlflow", "postgres", "prometheus", "grafana"}
     # no token, no cluster: compose refuses to start without one
-    missing = subprocess.run([*base, "config", "-q"], cwd=ROOT, env={**env, "POSTGRES_PASSWORD": "x"},
-                             capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [*base, "config", "-q"],
+        cwd=ROOT,
+        env={**env, "POSTGRES_PASSWORD": "x"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode != 0 and "RAY_AUTH_TOKEN" in missing.stdout + missing.stderr
 
 
@@ -231,8 +248,12 @@ def test_prometheus_scrapes_rays_service_discovery_file(compose):
 def test_grafana_dashboard_shows_what_the_loop_exports():
     """Every series the training dashboard queries is a gauge of trainables/live_metrics.py."""
     dashboard = json.loads((DOCKER / "grafana" / "dashboards" / "dualkd_training.json").read_text())
-    queried = {m for panel in dashboard["panels"] for target in panel["targets"]
-               for m in re.findall(r"ray_(dualkd_\w+)", target["expr"])}
+    queried = {
+        m
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for m in re.findall(r"ray_(dualkd_\w+)", target["expr"])
+    }
     exported = set(re.findall(r'Gauge\("(dualkd_\w+)"', (ROOT / "trainables" / "live_metrics.py").read_text()))
     assert queried and queried <= exported
     assert {"dualkd_val_top1", "dualkd_images_per_second", "dualkd_train_loss", "dualkd_epoch"} <= queried
@@ -257,6 +278,7 @@ def test_compose_secrets_stay_out_of_git_and_images():
 
 
 # ---- KubeRay -------------------------------------------------------------------------------
+
 
 def _cluster_spec(doc: dict) -> dict:
     return doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
@@ -330,18 +352,25 @@ def test_gpu_workers_fit_the_trials(rayjob, job_spec):
         gpus = int(limits["nvidia.com/gpu"])
         assert gpus >= 1
         assert float(limits["cpu"]) >= gpus / res.get("gpus_per_worker", 1) * res["cpus_per_worker"]
-    total = sum(int(g["replicas"]) * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
-                for g in groups)
+    total = sum(
+        int(g["replicas"]) * int(g["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"])
+        for g in groups
+    )
     assert total >= res["num_workers"] * res.get("gpus_per_worker", 1)
 
 
 def _container_mounts(group: dict) -> dict[str, tuple[str, bool]]:
     """mount path -> (PVC claim, read-only) of the group's Ray container."""
     pod = group["template"]["spec"]
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+    }
     container = pod["containers"][0]
-    return {m["mountPath"]: (claims[m["name"]], m.get("readOnly", False))
-            for m in container["volumeMounts"] if m["name"] in claims}
+    return {
+        m["mountPath"]: (claims[m["name"]], m.get("readOnly", False))
+        for m in container["volumeMounts"]
+        if m["name"] in claims
+    }
 
 
 def test_storage_and_data_on_every_pod_at_the_same_path(rayjob, raycluster, job_env):
@@ -368,8 +397,12 @@ def test_rayjob_env_and_raycluster_env_agree(rayjob, raycluster, job_env):
         for c in b["template"]["spec"]["containers"]:
             c.pop("env")
         assert a == b
-    images = {c["image"] for doc in (rayjob, raycluster) for _, g in _pods(_cluster_spec(doc))
-              for c in g["template"]["spec"]["containers"]}
+    images = {
+        c["image"]
+        for doc in (rayjob, raycluster)
+        for _, g in _pods(_cluster_spec(doc))
+        for c in g["template"]["spec"]["containers"]
+    }
     assert len(images) == 1
 
 
@@ -384,8 +417,9 @@ def dry_run(entrypoint: str, cluster_env: dict, tmp_path) -> str:
         (data / split / "n01440764" / "n01440764_1.JPEG").touch()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "DUALKD_", "MLFLOW_"))}
     env.update({k: v for k, v in cluster_env.items() if not k.startswith("RAY_")}, IMAGENET100_ROOT=str(data))
-    run = subprocess.run([sys.executable, *args[1:], "--dry-run"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, *args[1:], "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Traceback" not in run.stdout + run.stderr
     assert "trials:" in run.stdout
@@ -404,6 +438,7 @@ def test_compose_cluster_plans_the_default_sweep_on_shared_storage(compose, tmp_
 
 
 # ---- Dockerfile ----------------------------------------------------------------------------
+
 
 def dockerfile_args() -> dict[str, str]:
     text = (DOCKER / "Dockerfile").read_text()
@@ -451,8 +486,10 @@ def test_dockerignore_keeps_outputs_and_environments_out():
     patterns = _dockerignore()
 
     def excluded(path: str) -> bool:
-        return any(fnmatch.fnmatch(path, p.rstrip("/")) or fnmatch.fnmatch(path, p.rstrip("/").removeprefix("**/"))
-                   for p in patterns)
+        return any(
+            fnmatch.fnmatch(path, p.rstrip("/")) or fnmatch.fnmatch(path, p.rstrip("/").removeprefix("**/"))
+            for p in patterns
+        )
 
     for path in ("runs", "mlflow.db", "mlruns", "reports", ".venv", ".venv-ci", ".git", "__pycache__"):
         assert excluded(path), path
@@ -467,10 +504,14 @@ def test_kuberay_pods_log_in_to_the_basic_auth_server_of_mlflow_yaml(rayjob, ray
     (server,) = docs["Deployment"]["spec"]["template"]["spec"]["containers"]
     assert "--app-name" in server["args"] and server["args"][server["args"].index("--app-name") + 1] == "basic-auth"
     secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"]}
-    assert secrets["MLFLOW_AUTH_ADMIN_USERNAME"] == {"name": "dualkd-mlflow-credentials",
-                                                     "key": "MLFLOW_TRACKING_USERNAME"}
-    assert secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] == {"name": "dualkd-mlflow-credentials",
-                                                     "key": "MLFLOW_TRACKING_PASSWORD"}
+    assert secrets["MLFLOW_AUTH_ADMIN_USERNAME"] == {
+        "name": "dualkd-mlflow-credentials",
+        "key": "MLFLOW_TRACKING_USERNAME",
+    }
+    assert secrets["MLFLOW_AUTH_ADMIN_PASSWORD"] == {
+        "name": "dualkd-mlflow-credentials",
+        "key": "MLFLOW_TRACKING_PASSWORD",
+    }
     mounts = {m["mountPath"] for m in server["volumeMounts"]}
     assert "/mlauth" in mounts  # basic_auth.ini keeps its users there
     for doc in (rayjob, raycluster):

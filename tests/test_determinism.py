@@ -41,8 +41,9 @@ def test_same_spec_and_seed_give_identical_epochs(ray_local, tmp_path):
 
     def epochs(name: str) -> pd.DataFrame:
         reports = tmp_path / f"{name}.jsonl"
-        build_trainer(spec, run_cfg, name=name, storage_path=str(tmp_path / "runs-det"),
-                      callbacks=[WriteReports(str(reports))]).fit()
+        build_trainer(
+            spec, run_cfg, name=name, storage_path=str(tmp_path / "runs-det"), callbacks=[WriteReports(str(reports))]
+        ).fit()
         return pd.read_json(reports, lines=True)[keys]
 
     first, second = epochs("first"), epochs("second")

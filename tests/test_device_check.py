@@ -65,8 +65,12 @@ def test_a_failing_part_is_one_line_and_the_exit_status_says_so(tmp_path):
 @pytest.mark.slow  # the sweep part starts Ray, trains a teacher, builds the bank and runs 2 trials: minutes
 def test_tiny_run_measures_every_part_on_the_cpu(tmp_path):
     out = tmp_path / "check"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--out", str(out)],
-                          capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = read_report(out)
     parts = report["parts"]

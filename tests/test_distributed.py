@@ -54,8 +54,9 @@ def test_sharded_evaluation_equals_one_process_to_the_last_sample(tmp_path):
 
     data = val_set()
     loader = torch.utils.data.DataLoader(data, batch_size=8)
-    metrics, predictions = evaluate({"net": model()}, loader, "cpu", torch.autocast("cpu", enabled=False),
-                                    teacher=model().eval())  # a frozen teacher is in eval mode
+    metrics, predictions = evaluate(
+        {"net": model()}, loader, "cpu", torch.autocast("cpu", enabled=False), teacher=model().eval()
+    )  # a frozen teacher is in eval mode
     for got in ranks:  # every rank holds the whole set's figures, in the set's order, no sample twice
         assert torch.equal(got["predictions"]["labels"], predictions["labels"])
         assert torch.equal(got["predictions"]["net"]["correct"], predictions["net"]["correct"])

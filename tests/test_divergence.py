@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 from torch import nn
 
 from orchestrator.spec import validate_spec
-from orchestrator.trainer import build_trainer, failure_location, prepare_teacher, worker_failure
 from orchestrator.tracking import PARENT_TAG, error_line
+from orchestrator.trainer import build_trainer, failure_location, prepare_teacher, worker_failure
 from tests.conftest import tiny_spec_dict
 from trainables import failures
 from trainables.divergence import FiniteGuard, LossDiverged, divergence_hint
@@ -44,8 +44,9 @@ def test_guard_names_the_first_bad_step_and_term():
     guard.update(3, parts(resnet18__ce=math.nan, mobilenet_v2__peer=math.nan))
     with pytest.raises(LossDiverged) as err:
         guard.update(4, parts(resnet18__ce=math.nan))  # the 4th step is a check
-    assert str(err.value) == ("loss diverged in epoch 2, step 2 of 7: mobilenet_v2's peer loss is inf; "
-                              "try a lower students.lr (now 8)")
+    assert str(err.value) == (
+        "loss diverged in epoch 2, step 2 of 7: mobilenet_v2's peer loss is inf; try a lower students.lr (now 8)"
+    )
     assert "\n" not in str(err.value)
 
 
@@ -53,8 +54,11 @@ def test_guard_lists_every_term_bad_at_that_step_and_checks_at_the_last_step():
     guard = FiniteGuard(epoch=1, steps=3, every=50, hint=HINT)
     guard.update(1, parts())
     guard.update(2, parts(resnet18__kd=math.nan, resnet18__total=math.nan, mobilenet_v2__ce=-math.inf))
-    with pytest.raises(LossDiverged, match=r"step 2 of 3: mobilenet_v2's ce loss is -inf "
-                                           r"\(also resnet18/kd, resnet18/total\)"):
+    with pytest.raises(
+        LossDiverged,
+        match=r"step 2 of 3: mobilenet_v2's ce loss is -inf "
+        r"\(also resnet18/kd, resnet18/total\)",
+    ):
         guard.update(3, parts())  # the epoch's last step is always checked
     quiet = FiniteGuard(epoch=1, steps=3, every=1, hint=HINT)
     for step in (1, 2, 3):
@@ -65,9 +69,11 @@ def test_guard_lists_every_term_bad_at_that_step_and_checks_at_the_last_step():
 def test_hint_names_only_the_settings_that_act():
     assert divergence_hint(8.0, {"alpha": 0.0, "beta": 0.0, "temperature": 4.0}) == "try a lower students.lr (now 8)"
     assert divergence_hint(0.5, {"alpha": 0.5, "beta": 0.0, "temperature": 4.0}) == (
-        "try a lower students.lr (now 0.5) or loss.temperature (now 4)")
+        "try a lower students.lr (now 0.5) or loss.temperature (now 4)"
+    )
     assert divergence_hint(0.5, {"alpha": 0.5, "beta": 1.5, "temperature": 2.0}) == (
-        "try a lower students.lr (now 0.5), loss.beta (now 1.5) or loss.temperature (now 2)")
+        "try a lower students.lr (now 0.5), loss.beta (now 1.5) or loss.temperature (now 2)"
+    )
 
 
 def test_averager_keeps_sums_on_the_device_until_the_epoch_ends():
@@ -85,8 +91,11 @@ class Broken(nn.Module):
 
 def test_evaluate_refuses_nan_outputs_before_any_metric():
     batches = [(torch.zeros(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]), torch.arange(4))]
-    with pytest.raises(LossDiverged, match=r"^loss diverged in epoch 3: broken gives NaN or inf outputs on the "
-                                           r"validation set \(its weights are not finite\); try a lower"):
+    with pytest.raises(
+        LossDiverged,
+        match=r"^loss diverged in epoch 3: broken gives NaN or inf outputs on the "
+        r"validation set \(its weights are not finite\); try a lower",
+    ):
         evaluate({"broken": Broken()}, batches, "cpu", torch.autocast("cpu", enabled=False), epoch=3, hint=HINT)
 
 
@@ -94,8 +103,10 @@ def test_failure_records_are_one_line_and_found_again(tmp_path):
     location = str(tmp_path / "run" / failures.FAILURE_FILE)
     assert failures.recorded(location) is None
     failures.raise_recorded(location)  # nothing recorded: nothing raised
-    wrapped = LossDiverged("Caught LossDiverged in DataLoader worker process 0.\nOriginal Traceback:\n  File x\n"
-                           "trainables.divergence.LossDiverged: loss diverged in epoch 1")
+    wrapped = LossDiverged(
+        "Caught LossDiverged in DataLoader worker process 0.\nOriginal Traceback:\n  File x\n"
+        "trainables.divergence.LossDiverged: loss diverged in epoch 1"
+    )
     assert failures.one_line(wrapped) == "loss diverged in epoch 1"
     failures.record(location, "loss diverged in epoch 1")
     with pytest.raises(failures.RunFailed, match="^loss diverged in epoch 1$"):
@@ -105,16 +116,21 @@ def test_failure_records_are_one_line_and_found_again(tmp_path):
 
 
 def test_error_tag_is_the_message_of_our_errors_and_the_last_line_of_others():
-    text = ("Failure # 1\nTraceback (most recent call last):\n  File \"x\", line 1\n"
-            "trainables.failures.RunFailed: loss diverged in epoch 2, step 3 of 7: ...\n")
+    text = (
+        'Failure # 1\nTraceback (most recent call last):\n  File "x", line 1\n'
+        "trainables.failures.RunFailed: loss diverged in epoch 2, step 3 of 7: ...\n"
+    )
     assert error_line(text) == "loss diverged in epoch 2, step 3 of 7: ..."
     assert error_line("Traceback\nValueError: bad\n") == "ValueError: bad"
     assert error_line("") == "failed"
 
 
 # DML (no teacher to train) at lr 8: the loss grows to NaN within the first 15 steps.
-DIVERGING = {"loss": {"method": "dml", "beta": 1.0}, "students": {"epochs": 1, "lr": 8.0},
-             "data": {"train_subset": 480}}
+DIVERGING = {
+    "loss": {"method": "dml", "beta": 1.0},
+    "students": {"epochs": 1, "lr": 8.0},
+    "data": {"train_subset": 480},
+}
 
 
 def test_a_diverging_run_fails_with_one_line_and_its_restart_fails_at_once(ray_local, tmp_path):
@@ -141,20 +157,31 @@ def test_a_diverging_run_fails_with_one_line_and_its_restart_fails_at_once(ray_l
 
 @pytest.mark.slow
 def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path):
-    raw = tiny_spec_dict(tmp_path, name="diverge-sweep", **DIVERGING,
-                         search={"students.lr": {"type": "categorical", "choices": [0.02, 8.0]}},
-                         tune={"num_trials": 2, "max_concurrent_trials": 1, "scheduler": "fifo", "seed": 0},
-                         mlflow={"experiment": "diverge-sweep", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    raw = tiny_spec_dict(
+        tmp_path,
+        name="diverge-sweep",
+        **DIVERGING,
+        search={"students.lr": {"type": "categorical", "choices": [0.02, 8.0]}},
+        tune={"num_trials": 2, "max_concurrent_trials": 1, "scheduler": "fifo", "seed": 0},
+        mlflow={"experiment": "diverge-sweep", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(spec_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "RAY_DEDUP_LOGS": "0"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     client = MlflowClient(tracking_uri=raw["mlflow"]["tracking_uri"])
     exp = client.get_experiment_by_name("diverge-sweep")
-    children = {r.data.params["students.lr"]: r for r in client.search_runs([exp.experiment_id])
-                if r.data.tags.get(PARENT_TAG)}
+    children = {
+        r.data.params["students.lr"]: r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(PARENT_TAG)
+    }
     assert set(children) == {"0.02", "8.0"}, "the seed must draw both learning rates"
     failed, good = children["8.0"], children["0.02"]
     assert failed.info.status == "FAILED" and good.info.status == "FINISHED"
@@ -174,8 +201,13 @@ def test_train_cli_ends_with_the_divergence_line(tmp_path):
     raw = tiny_spec_dict(tmp_path, **DIVERGING)
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.train", str(spec_path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.train", str(spec_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: loss diverged in epoch 1, step ") and "students.lr (now 8)" in last, last

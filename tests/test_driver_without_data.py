@@ -16,8 +16,8 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.trainer import ensure_teacher, scaling_config, teacher_cache
 from orchestrator.spec import validate_spec
+from orchestrator.trainer import ensure_teacher, scaling_config, teacher_cache
 from tests.conftest import tiny_spec_dict
 from tests.driver_without_data import REFUSAL, refuse
 from tests.test_bank import make_jpeg_tree
@@ -31,18 +31,29 @@ def test_the_wrapper_really_keeps_the_driver_from_the_data(tmp_path):
     root = make_jpeg_tree(tmp_path / "images")
     (tmp_path / "opens_data.py").write_text(
         "from trainables.config import DataConfig\nfrom trainables.data import build_datasets\n"
-        f"build_datasets(DataConfig(name='imagefolder', root={str(root)!r}), 0)\n")
-    proc = subprocess.run([sys.executable, str(WRAPPER), "opens_data"], capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+        f"build_datasets(DataConfig(name='imagefolder', root={str(root)!r}), 0)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(WRAPPER), "opens_data"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
     assert proc.returncode != 0 and REFUSAL in proc.stderr, proc.stderr[-2000:]
 
 
 def test_a_given_checkpoint_is_sized_from_its_last_layer_without_the_data(tmp_path, monkeypatch):
     monkeypatch.setattr("trainables.data._imagefolder", refuse)
     torch.save(build_model("resnet18", 5, 16).state_dict(), tmp_path / "teacher.pt")
-    spec = validate_spec(tiny_spec_dict(tmp_path, data={"name": "imagefolder", "root": str(tmp_path / "nowhere"),
-                                                        "image_size": 16, "train_subset": None},
-                                        teacher={"checkpoint": str(tmp_path / "teacher.pt")}))
+    spec = validate_spec(
+        tiny_spec_dict(
+            tmp_path,
+            data={"name": "imagefolder", "root": str(tmp_path / "nowhere"), "image_size": 16, "train_subset": None},
+            teacher={"checkpoint": str(tmp_path / "teacher.pt")},
+        )
+    )
     folder = ensure_teacher(spec.run_config(), teacher_cache(spec), scaling_config(spec.resources))
     assert read_meta(folder)["num_classes"] == 5
 
@@ -50,14 +61,23 @@ def test_a_given_checkpoint_is_sized_from_its_last_layer_without_the_data(tmp_pa
 @pytest.mark.slow
 def test_train_with_a_driver_that_cannot_open_the_data_trains_the_teacher_and_uses_the_bank(tmp_path):
     root = make_jpeg_tree(tmp_path / "images", per_class=6, classes=("a", "b", "c", "d"))
-    raw = tiny_spec_dict(tmp_path, name="no-data-driver",
-                         data={"name": "imagefolder", "root": str(root), "image_size": 16, "train_subset": None},
-                         teacher={"epochs": 1, "batch_size": 8}, students={"epochs": 1, "batch_size": 8},
-                         mlflow={"experiment": "no-data-driver", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    raw = tiny_spec_dict(
+        tmp_path,
+        name="no-data-driver",
+        data={"name": "imagefolder", "root": str(root), "image_size": 16, "train_subset": None},
+        teacher={"epochs": 1, "batch_size": 8},
+        students={"epochs": 1, "batch_size": 8},
+        mlflow={"experiment": "no-data-driver", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, str(WRAPPER), "orchestrator.train", str(spec_path), "--skip-data-check"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, str(WRAPPER), "orchestrator.train", str(spec_path), "--skip-data-check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert REFUSAL not in proc.stderr
     out = proc.stdout

@@ -20,8 +20,16 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.servers import Process, base_env, tree
-from tests.sweep_checks import (EPOCHS, check_every_trial_once, logged_epoch, start_sweep, trials_wall, wait_for,
-                                wait_for_epoch, write_spec)
+from tests.sweep_checks import (
+    EPOCHS,
+    check_every_trial_once,
+    logged_epoch,
+    start_sweep,
+    trials_wall,
+    wait_for,
+    wait_for_epoch,
+    write_spec,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -127,10 +135,12 @@ def test_chaos_random_worker_kills_during_a_sweep(tmp_path, storage):
     assert final_by_alpha(runs) == final_by_alpha(calm_runs)
     log = sweep.log.read_text(errors="replace")
     resumed = sum(RESUMED in line for line in log.splitlines())
-    print(f"\nchaos: {len(killed)} train workers SIGKILLed in a sweep of {trials} trials x {EPOCHS} epochs; "
-          f"{resumed} restarts continued from a checkpoint, {len(killed) - resumed} from epoch 1; each kill re-runs "
-          f"the epoch it interrupted. Trials' wall {chaos_wall:.0f} s against {calm_wall:.0f} s without faults "
-          f"({chaos_wall / calm_wall:.2f}x, +{chaos_wall - calm_wall:.0f} s)")
+    print(
+        f"\nchaos: {len(killed)} train workers SIGKILLed in a sweep of {trials} trials x {EPOCHS} epochs; "
+        f"{resumed} restarts continued from a checkpoint, {len(killed) - resumed} from epoch 1; each kill re-runs "
+        f"the epoch it interrupted. Trials' wall {chaos_wall:.0f} s against {calm_wall:.0f} s without faults "
+        f"({chaos_wall / calm_wall:.2f}x, +{chaos_wall - calm_wall:.0f} s)"
+    )
 
 
 def test_trial_ends_while_the_driver_is_busy(tmp_path):

@@ -48,12 +48,15 @@ def spec_of(tmp_path, **sections) -> Spec:
 # --------------------------------------------------------------------------- the curve
 
 
-@pytest.mark.parametrize("weighting,shares,means", [
-    ("entropy+threshold", [0.75, 0.5, 0.0], [0.25, 0.375, 0.375]),  # w = 1 - u = 1, 0.5, 0, 0 where not gated
-    ("threshold", [0.75, 0.5, 0.0], [0.25, 0.5, 1.0]),
-    ("entropy", [0.0, 0.0, 0.0], [0.375, 0.375, 0.375]),  # does not gate
-    ("none", [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),
-])
+@pytest.mark.parametrize(
+    "weighting,shares,means",
+    [
+        ("entropy+threshold", [0.75, 0.5, 0.0], [0.25, 0.375, 0.375]),  # w = 1 - u = 1, 0.5, 0, 0 where not gated
+        ("threshold", [0.75, 0.5, 0.0], [0.25, 0.5, 1.0]),
+        ("entropy", [0.0, 0.0, 0.0], [0.375, 0.375, 0.375]),  # does not gate
+        ("none", [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]),
+    ],
+)
 def test_curve_on_known_entropies(weighting, shares, means):
     curve = gating_curve(known_logits(), weighting, [0.25, 0.75, 1.0])
     assert list(curve.columns) == ["threshold", "share_gated", "mean_weight"]
@@ -153,20 +156,32 @@ def test_log_gating_curve_on_a_real_mlflow_store(tmp_path):
     metrics = log_gating_curve(client, run_id, spec, known_logits(), tmp_path / "out")
 
     logged = client.get_run(run_id).data.metrics
-    assert logged == metrics and logged == pytest.approx({
-        "teacher_gate/share_gated_at_low": 0.75, "teacher_gate/mean_w_at_low": 0.25,
-        "teacher_gate/share_gated_at_mid": 0.5, "teacher_gate/mean_w_at_mid": 0.375,
-        "teacher_gate/share_gated_at_high": 0.5, "teacher_gate/mean_w_at_high": 0.375}, abs=1e-6)
+    assert logged == metrics and logged == pytest.approx(
+        {
+            "teacher_gate/share_gated_at_low": 0.75,
+            "teacher_gate/mean_w_at_low": 0.25,
+            "teacher_gate/share_gated_at_mid": 0.5,
+            "teacher_gate/mean_w_at_mid": 0.375,
+            "teacher_gate/share_gated_at_high": 0.5,
+            "teacher_gate/mean_w_at_high": 0.375,
+        },
+        abs=1e-6,
+    )
     assert {a.path for a in client.list_artifacts(run_id)} == {PLOT_FILE, CSV_FILE}
     csv = Path(client.download_artifacts(run_id, CSV_FILE, str(tmp_path / "back")))
     assert csv.read_text().splitlines()[0] == "threshold,share_gated,mean_weight"
     assert len(csv.read_text().splitlines()) == 1 + len(GRID)
 
-    fixed = spec_of(tmp_path, loss={"weighting": "threshold", "threshold": 0.6},
-                    search={"loss.alpha": {"type": "float", "low": 0.1, "high": 1}})
+    fixed = spec_of(
+        tmp_path,
+        loss={"weighting": "threshold", "threshold": 0.6},
+        search={"loss.alpha": {"type": "float", "low": 0.1, "high": 1}},
+    )
     second = client.create_run(experiment).info.run_id
     assert set(log_gating_curve(client, second, fixed, known_logits(), tmp_path / "out2")) == {
-        "teacher_gate/share_gated_at_threshold", "teacher_gate/mean_w_at_threshold"}
+        "teacher_gate/share_gated_at_threshold",
+        "teacher_gate/mean_w_at_threshold",
+    }
     nothing = client.create_run(experiment).info.run_id
     assert log_gating_curve(client, nothing, spec_of(tmp_path), known_logits(), tmp_path / "out3") == {}
     assert client.list_artifacts(nothing) == [] and client.get_run(nothing).data.metrics == {}
@@ -189,11 +204,13 @@ def write_bank(folder: Path, logits: torch.Tensor, world: int = 2) -> None:
     n, classes = logits.shape
     for rank in range(world):
         index = torch.arange(rank, n, world)
-        shard = {"index": index, "views": torch.zeros(len(index), 5, dtype=torch.int32),
-                 "logits": logits[index].to(bank.LOGITS_DTYPE)}
+        shard = {
+            "index": index,
+            "views": torch.zeros(len(index), 5, dtype=torch.int32),
+            "logits": logits[index].to(bank.LOGITS_DTYPE),
+        }
         torch.save(shard, folder / bank.shard_name(0, rank, world))
-    (folder / bank.META_FILE).write_text(json.dumps({"epochs": 3, "world": world, "images": n,
-                                                     "num_classes": classes}))
+    (folder / bank.META_FILE).write_text(json.dumps({"epochs": 3, "world": world, "images": n, "num_classes": classes}))
 
 
 def test_train_logits_of_a_bank_when_there_are_no_soft_labels(tmp_path):
@@ -217,13 +234,16 @@ def test_train_logits_of_a_bucket_download_only_what_they_read(tmp_path, monkeyp
 def test_cached_plan_lines_without_a_cached_teacher_or_with_a_corrupt_one(tmp_path):
     spec = spec_of(tmp_path, loss={"weighting": "entropy+threshold"}, search=RANGE).resolved()
     assert cached_plan_lines(spec) == [
-        "teacher weight by loss.threshold: shown here once the teacher is trained (not cached yet)"]
+        "teacher weight by loss.threshold: shown here once the teacher is trained (not cached yet)"
+    ]
     folder = fake_teacher(spec, b"not a tensor file")
     [line] = cached_plan_lines(spec)
     assert line.startswith(f"teacher weight by loss.threshold: cannot read the cached teacher at {folder}: ")
     (Path(folder) / SOFT_LABELS_FILE).unlink()
-    assert cached_plan_lines(spec) == ["teacher weight by loss.threshold: the cached teacher has no training-set "
-                                       "logits (teacher.cache_soft_labels is off)"]
+    assert cached_plan_lines(spec) == [
+        "teacher weight by loss.threshold: the cached teacher has no training-set "
+        "logits (teacher.cache_soft_labels is off)"
+    ]
 
 
 def fake_teacher(spec: Spec, soft_labels: torch.Tensor | bytes) -> str:
@@ -240,19 +260,29 @@ def fake_teacher(spec: Spec, soft_labels: torch.Tensor | bytes) -> str:
 
 
 def test_dry_run_prints_the_teacher_weight_of_a_cached_teacher(tmp_path):
-    raw = tiny_spec_dict(tmp_path, loss={"weighting": "entropy+threshold"},
-                         search={"loss.threshold": {"type": "float", "low": 0.2, "high": 0.8}})
+    raw = tiny_spec_dict(
+        tmp_path,
+        loss={"weighting": "entropy+threshold"},
+        search={"loss.threshold": {"type": "float", "low": 0.2, "high": 0.8}},
+    )
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     fake_teacher(Spec.model_validate(raw).resolved(), known_logits())
     before = sorted(tmp_path.rglob("*"))
 
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(spec_path), "--dry-run"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec_path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
 
     assert proc.returncode == 0, proc.stderr
     assert "  teacher weight w by loss.threshold on its 4 training samples, weighting entropy+threshold:" in proc.stdout
-    assert ("  teacher weight at loss.threshold 0.200 (low): 75.0 % of training samples gated out, mean w 0.250"
-            in proc.stdout)
+    assert (
+        "  teacher weight at loss.threshold 0.200 (low): 75.0 % of training samples gated out, mean w 0.250"
+        in proc.stdout
+    )
     assert "loss.threshold 0.500 (mid)" in proc.stdout and "loss.threshold 0.800 (high)" in proc.stdout
     assert sorted(tmp_path.rglob("*")) == before  # a dry run creates nothing

@@ -26,8 +26,13 @@ def write_sweep(journal: Journal, experiment_id: str, artifact: Path) -> tuple[s
     child = journal.create_run(experiment_id, "t01 a=0.5", {PARENT_TAG: parent, "dualkd.trial_id": "x"})
     journal.log_batch(child, params=[Param("loss.alpha", "0.5")])
     for epoch in (1, 2, 3):
-        journal.log_batch(child, metrics=[Metric("epoch", epoch, 1000 + epoch, epoch),
-                                          Metric("resnet18/val_top1", 0.1 * epoch, 1000 + epoch, epoch)])
+        journal.log_batch(
+            child,
+            metrics=[
+                Metric("epoch", epoch, 1000 + epoch, epoch),
+                Metric("resnet18/val_top1", 0.1 * epoch, 1000 + epoch, epoch),
+            ],
+        )
     journal.log_artifact(child, str(artifact))
     journal.log_text(parent, "name: x\n", "spec.yaml")
     journal.set_tag(parent, "error", "disk full")
@@ -41,12 +46,17 @@ def server_state(client: MlflowClient, experiment_id: str) -> dict:
     runs = client.search_runs([experiment_id])
     state = {}
     for run in runs:
-        history = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
-                   for key in run.data.metrics}
-        state[run.info.run_name] = (run.info.status, dict(run.data.params), history,
-                                    {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")
-                                     or k == PARENT_TAG},
-                                    sorted(a.path for a in client.list_artifacts(run.info.run_id)))
+        history = {
+            key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+            for key in run.data.metrics
+        }
+        state[run.info.run_name] = (
+            run.info.status,
+            dict(run.data.params),
+            history,
+            {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") or k == PARENT_TAG},
+            sorted(a.path for a in client.list_artifacts(run.info.run_id)),
+        )
     return state
 
 

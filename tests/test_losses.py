@@ -201,8 +201,9 @@ def test_teacher_gets_no_gradient():
     t.requires_grad_(True)
     for weighting in L.WEIGHTINGS:
         t.grad = None
-        out = L.dual_student_loss(a, b, y, t, **{**BASE, "weighting": weighting, "threshold": 0.9,
-                                                 "peer_weighting": "inverse"})
+        out = L.dual_student_loss(
+            a, b, y, t, **{**BASE, "weighting": weighting, "threshold": 0.9, "peer_weighting": "inverse"}
+        )
         out["total"].backward()
         assert t.grad is None or torch.count_nonzero(t.grad) == 0
 
@@ -212,8 +213,9 @@ def test_teacher_gets_no_gradient():
 
 def test_inverse_peer_weighting_uses_one_minus_w():
     a, b, t, y = _batch(seed=11)
-    got = L.student_loss(a, y, t, b, temperature=3.0, alpha=0.0, beta=1.0, weighting="entropy",
-                         peer_weighting="inverse")
+    got = L.student_loss(
+        a, y, t, b, temperature=3.0, alpha=0.0, beta=1.0, weighting="entropy", peer_weighting="inverse"
+    )
     v = _entropy_by_hand(t)  # 1 - w = 1 - (1 - u) = u
     expected = 9.0 * (v * _kl_per_sample(a, b, 3.0)).mean()
     assert torch.allclose(got["peer"], expected, rtol=1e-5)
@@ -224,8 +226,9 @@ def test_inverse_peer_weighting_uses_one_minus_w():
 def test_inverse_peer_weighting_without_teacher_raises():
     a, b, _, y = _batch(seed=12)
     with pytest.raises(ValueError, match="inverse"):
-        L.student_loss(a, y, None, b, temperature=2.0, alpha=0.0, beta=1.0, weighting="entropy",
-                       peer_weighting="inverse")
+        L.student_loss(
+            a, y, None, b, temperature=2.0, alpha=0.0, beta=1.0, weighting="entropy", peer_weighting="inverse"
+        )
 
 
 def test_missing_logits_for_active_terms_raise():
@@ -324,8 +327,9 @@ def test_needs_two_students_and_teacher():
 
 def test_dual_total_is_sum_of_student_totals_and_keys_present():
     a, b, t, y = _batch(seed=16)
-    out = L.dual_student_loss(a, b, y, t, names=("resnet18", "mobilenet_v2"), **{**BASE, "threshold": 0.8,
-                                                                                    "weighting": "entropy+threshold"})
+    out = L.dual_student_loss(
+        a, b, y, t, names=("resnet18", "mobilenet_v2"), **{**BASE, "threshold": 0.8, "weighting": "entropy+threshold"}
+    )
     expected_keys = {f"{n}/{k}" for n in ("resnet18", "mobilenet_v2") for k in ("ce", "kd", "peer", "total")}
     assert expected_keys | {"total", "teacher_weight", "gated"} == set(out)
     assert torch.allclose(out["total"], out["resnet18/total"] + out["mobilenet_v2/total"])

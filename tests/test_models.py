@@ -106,8 +106,9 @@ def test_missing_weights_file(tmp_path):
         build_model("resnet18", 10, 16, weights_path=tmp_path / "nope.pt")
 
 
-@pytest.mark.parametrize("name, problem", [("vgg16", "has no small-input adaptation"),
-                                           ("resnet180", "is not a torchvision model")])
+@pytest.mark.parametrize(
+    "name, problem", [("vgg16", "has no small-input adaptation"), ("resnet180", "is not a torchvision model")]
+)
 def test_unknown_name_lists_the_available_ones(name, problem):
     with pytest.raises(ValueError) as err:
         build_model(name, 10, 16)

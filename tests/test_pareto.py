@@ -24,22 +24,34 @@ SEARCH = {"loss.alpha": {"type": "float", "low": 0.1, "high": 0.9}}
 
 
 def pareto_spec(**tune):
-    return validate_spec({"name": "p", "students": {"epochs": 4}, "search": SEARCH,
-                          "tune": {**OBJECTIVES, "scheduler": "fifo", **tune}})
+    return validate_spec(
+        {"name": "p", "students": {"epochs": 4}, "search": SEARCH, "tune": {**OBJECTIVES, "scheduler": "fifo", **tune}}
+    )
 
 
 def trial(trial_id, r18, mnv2, epoch=4, alpha=0.5, error=None):
-    return {"trial_id": trial_id, "params": {"loss.alpha": alpha}, "error": error,
-            "metrics": {"epoch": epoch, "resnet18/val_top1": r18, "mobilenet_v2/val_top1": mnv2,
-                        "val_top1_mean": (r18 + mnv2) / 2}}
+    return {
+        "trial_id": trial_id,
+        "params": {"loss.alpha": alpha},
+        "error": error,
+        "metrics": {
+            "epoch": epoch,
+            "resnet18/val_top1": r18,
+            "mobilenet_v2/val_top1": mnv2,
+            "val_top1_mean": (r18 + mnv2) / 2,
+        },
+    }
 
 
-@pytest.mark.parametrize("tune, message", [
-    ({"mode": "max"}, "one mode (max or min) per metric"),
-    ({"mode": ["max"]}, "one mode (max or min) per metric"),
-    ({"metric": ["val_top1_mean", "val_top1_mean"], "mode": ["max", "max"]}, "list each metric once"),
-    ({"scheduler": "asha"}, "set tune.scheduler_metric"),
-])
+@pytest.mark.parametrize(
+    "tune, message",
+    [
+        ({"mode": "max"}, "one mode (max or min) per metric"),
+        ({"mode": ["max"]}, "one mode (max or min) per metric"),
+        ({"metric": ["val_top1_mean", "val_top1_mean"], "mode": ["max", "max"]}, "list each metric once"),
+        ({"scheduler": "asha"}, "set tune.scheduler_metric"),
+    ],
+)
 def test_objectives_that_do_not_fit_are_one_line_naming_the_fix(tune, message):
     with pytest.raises(SpecError) as err:
         pareto_spec(**tune)
@@ -63,8 +75,10 @@ def test_the_front_holds_no_dominated_row_and_dominates_every_other_completed_on
     spec = pareto_spec()
     df = trials_table(trials, spec)
     front = pareto_front(df, spec)
-    points = {row.trial_id: np.array([row[1], row[2]]) for row in
-              df[["trial_id", "resnet18/val_top1", "mobilenet_v2/val_top1"]].itertuples(index=False)}
+    points = {
+        row.trial_id: np.array([row[1], row[2]])
+        for row in df[["trial_id", "resnet18/val_top1", "mobilenet_v2/val_top1"]].itertuples(index=False)
+    }
     inside = set(front["trial_id"])
     assert len(inside) >= 2 and not inside & {"pruned", "failed"}  # their figures are no final ones
     for a, b in itertools.permutations(inside, 2):
@@ -97,8 +111,14 @@ def test_the_front_files_load_back_as_the_trials_values(tmp_path):
 def test_the_searcher_tells_every_objective_and_prunes_a_stopped_trial(tmp_path):
     folder = SweepFolder(str(tmp_path), "p")
     folder.local.mkdir()
-    search = SweepSearch(folder, 4, space={"loss.alpha": optuna.distributions.FloatDistribution(0.1, 0.9)},
-                         metric=OBJECTIVES["metric"], mode=OBJECTIVES["mode"], seed=0)
+    search = SweepSearch(
+        folder,
+        4,
+        space={"loss.alpha": optuna.distributions.FloatDistribution(0.1, 0.9)},
+        metric=OBJECTIVES["metric"],
+        mode=OBJECTIVES["mode"],
+        seed=0,
+    )
     for trial_id, epoch in (("done", 4), ("stopped", 2)):
         search.suggest(trial_id)
         result = {"epoch": epoch, "resnet18/val_top1": 0.7, "mobilenet_v2/val_top1": 0.6}
@@ -111,10 +131,14 @@ def test_the_searcher_tells_every_objective_and_prunes_a_stopped_trial(tmp_path)
 
 @pytest.mark.slow
 def test_a_tiny_pareto_sweep_writes_its_front_and_tags_the_parent(tmp_path):
-    raw = tiny_spec_dict(tmp_path, name="tiny-pareto", loss={"method": "dml"},  # no teacher to train
-                         search={"loss.beta": {"type": "float", "low": 0.0, "high": 2.0}},
-                         tune={**OBJECTIVES, "scheduler": "fifo", "num_trials": 3, "max_concurrent_trials": 2},
-                         mlflow={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    raw = tiny_spec_dict(
+        tmp_path,
+        name="tiny-pareto",
+        loss={"method": "dml"},  # no teacher to train
+        search={"loss.beta": {"type": "float", "low": 0.0, "high": 2.0}},
+        tune={**OBJECTIVES, "scheduler": "fifo", "num_trials": 3, "max_concurrent_trials": 2},
+        mlflow={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
     path = tmp_path / "pareto.yaml"
     path.write_text(yaml.safe_dump(raw))
     (tmp_path / "job").mkdir()
@@ -126,8 +150,9 @@ def test_a_tiny_pareto_sweep_writes_its_front_and_tags_the_parent(tmp_path):
     front = pd.read_csv(folder / "pareto.csv")
     assert {f"{name}.yaml" for name in front["trial"]} == {p.name for p in (folder / "pareto").iterdir()}
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (parent,) = client.search_runs([client.get_experiment_by_name("tiny-pareto").experiment_id],
-                                   f"tags.`{TRIAL_TAG}` = 'parent'")
+    (parent,) = client.search_runs(
+        [client.get_experiment_by_name("tiny-pareto").experiment_id], f"tags.`{TRIAL_TAG}` = 'parent'"
+    )
     assert parent.data.tags["pareto_front"] == " ".join(front["trial"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto.csv", "pareto.png", "pareto"} <= artifacts

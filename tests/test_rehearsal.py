@@ -44,10 +44,21 @@ def write_tree(root: Path) -> Path:
 
 
 def run(spec: str, tree: Path, storage: Path, uri: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    overrides = [f"data.root={tree}", "data.image_size=32", "data.loader_workers=0", "students.epochs=1",
-                 "teacher.epochs=1", "students.batch_size=16", "teacher.batch_size=16", "resources.use_gpu=false",
-                 "resources.gpus_per_worker=0", "resources.num_workers=2", "resources.cpus_per_worker=1",
-                 f"storage={storage}", *extra]
+    overrides = [
+        f"data.root={tree}",
+        "data.image_size=32",
+        "data.loader_workers=0",
+        "students.epochs=1",
+        "teacher.epochs=1",
+        "students.batch_size=16",
+        "teacher.batch_size=16",
+        "resources.use_gpu=false",
+        "resources.gpus_per_worker=0",
+        "resources.num_workers=2",
+        "resources.cpus_per_worker=1",
+        f"storage={storage}",
+        *extra,
+    ]
     cmd = [sys.executable, "-m", "orchestrator.sweep", str(SPECS / spec), "--tracking-uri", uri]
     for item in overrides:
         cmd += ["--set", item]
@@ -86,8 +97,7 @@ def test_the_papers_sweep_and_comparison_rehearsed_on_cpu(tmp_path):
     assert sweep.stdout.count("building a soft-label bank") == 1  # seed 0
     check_trials(client, "imagenet100-peer", trials=1)
 
-    compare = run("compare.yaml", tree, storage, uri, tmp_path, "compare.seeds=[0,1]",
-                  "compare.methods=[kd,ua_dual]")
+    compare = run("compare.yaml", tree, storage, uri, tmp_path, "compare.seeds=[0,1]", "compare.methods=[kd,ua_dual]")
     assert "teacher: cache hit" in compare.stdout  # the sweep's teacher, same settings
     assert compare.stdout.count("building a soft-label bank") == 1  # seed 1; seed 0's is the sweep's
     assert compare.stdout.count("bank cache hit") == 1

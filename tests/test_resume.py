@@ -40,18 +40,28 @@ def sweep_cmd(spec_path, *extra):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig):
     name = f"resume-{sig.name.lower()}"
-    raw = tiny_spec_dict(tmp_path, name=name, students={"epochs": 2},
-                         search={"loss.alpha": {"type": "float", "low": 0.2, "high": 0.8}},
-                         tune={"num_trials": NUM_TRIALS, "max_concurrent_trials": 1, "scheduler": "fifo"},
-                         mlflow={"experiment": name, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    raw = tiny_spec_dict(
+        tmp_path,
+        name=name,
+        students={"epochs": 2},
+        search={"loss.alpha": {"type": "float", "low": 0.2, "high": 0.8}},
+        tune={"num_trials": NUM_TRIALS, "max_concurrent_trials": 1, "scheduler": "fifo"},
+        mlflow={"experiment": name, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
     raw["storage"] = str(storage)
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     client = MlflowClient(tracking_uri=raw["mlflow"]["tracking_uri"])
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
 
-    first = subprocess.Popen(sweep_cmd(spec_path), cwd=tmp_path, env=env, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        sweep_cmd(spec_path),
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 400
     while time.time() < deadline and first.poll() is None and not finished_children(client, name):
         time.sleep(2)
@@ -67,8 +77,9 @@ def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig)
     if sig == signal.SIGKILL:  # the driver's Ray processes share its session: clear them out
         subprocess.run(["pkill", "-9", "-s", str(first.pid)], check=False)
 
-    resumed = subprocess.run(sweep_cmd(spec_path, "--resume"), cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        sweep_cmd(spec_path, "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
     folder = next((storage / "sweeps").glob(f"{name}-*"))
@@ -92,6 +103,7 @@ def test_restored_searcher_keeps_the_studys_first_ending(tmp_path):
     """A killed driver's Tune state can predate the study: trial a ended and trial b was asked for after
     the searcher was saved. The restored searcher ignores a's re-run and fails the orphaned b."""
     from optuna.distributions import FloatDistribution
+
     from orchestrator.run_sweep import SweepSearch
     from orchestrator.sweep_folder import SweepFolder
 

@@ -17,8 +17,8 @@ import yaml
 
 from orchestrator.spec import (
     FloatParam,
-    SpecError,
     Spec,
+    SpecError,
     apply_overrides,
     load_spec,
     optuna_space,
@@ -94,19 +94,25 @@ def test_peer_yaml_optuna_space():
     space = optuna_space(load_spec(PEER))
     assert set(space) == {"loss.threshold", "loss.temperature", "loss.alpha", "loss.beta"}
     assert all(isinstance(v, d.FloatDistribution) for v in space.values())
-    assert space["loss.temperature"].log and (space["loss.temperature"].low, space["loss.temperature"].high) == (1.0, 6.0)
+    assert space["loss.temperature"].log and (space["loss.temperature"].low, space["loss.temperature"].high) == (
+        1.0,
+        6.0,
+    )
     assert not space["loss.alpha"].log
 
 
 def test_optuna_space_int_and_categorical(peer_raw):
     import optuna.distributions as d
 
-    raw = _raw(peer_raw, search={
-        "students.epochs": {"type": "int", "low": 2, "high": 8, "step": 2},
-        "students.batch_size": {"type": "int", "low": 16, "high": 128, "log": True},
-        "loss.weighting": {"type": "categorical", "choices": ["entropy", "threshold", "entropy+threshold"]},
-        "students.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
-    })
+    raw = _raw(
+        peer_raw,
+        search={
+            "students.epochs": {"type": "int", "low": 2, "high": 8, "step": 2},
+            "students.batch_size": {"type": "int", "low": 16, "high": 128, "log": True},
+            "loss.weighting": {"type": "categorical", "choices": ["entropy", "threshold", "entropy+threshold"]},
+            "students.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
+        },
+    )
     space = optuna_space(validate_spec(raw))
     assert space["students.epochs"] == d.IntDistribution(2, 8, step=2)
     assert space["students.batch_size"] == d.IntDistribution(16, 128, log=True)
@@ -130,14 +136,21 @@ def test_run_config_of_peer_yaml():
 def test_run_config_makes_paths_absolute(peer_raw, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SPEC_TEST_WEIGHTS", str(tmp_path / "w"))
-    raw = _raw(peer_raw,
-               data={"name": "imagefolder", "root": "images"},
-               teacher={"checkpoint": "~/teacher.pt", "init_weights": "$SPEC_TEST_WEIGHTS/t.pt"},
-               students={"init_weights": {"resnet18": "r18.pt"}})
+    raw = _raw(
+        peer_raw,
+        data={"name": "imagefolder", "root": "images"},
+        teacher={"checkpoint": "~/teacher.pt", "init_weights": "$SPEC_TEST_WEIGHTS/t.pt"},
+        students={"init_weights": {"resnet18": "r18.pt"}},
+    )
     spec = validate_spec(raw)
     assert spec.data.root == "images"  # the spec itself keeps what the user wrote
     cfg = spec.run_config()
-    for path in (cfg.data.root, cfg.teacher.checkpoint, cfg.teacher.init_weights, cfg.students.init_weights["resnet18"]):
+    for path in (
+        cfg.data.root,
+        cfg.teacher.checkpoint,
+        cfg.teacher.init_weights,
+        cfg.students.init_weights["resnet18"],
+    ):
         assert path is not None and os.path.isabs(path), path
     assert cfg.data.root == str((tmp_path / "images").resolve())
     assert cfg.teacher.checkpoint == str((Path.home() / "teacher.pt").resolve())
@@ -165,18 +178,21 @@ def test_run_config_unset_variable_in_student_weights(peer_raw, monkeypatch):
 
 
 def test_overrides_parse_values_as_yaml():
-    spec = load_spec(PEER, [
-        "loss.alpha=0.25",                   # float
-        "students.epochs=3",                 # int
-        "students.amp=false",                # bool
-        "data.augment=true",
-        "students.archs=[resnet34, resnet18]",  # list
-        "loss.threshold=null",               # null
-        "tune.num_trials=3",                 # nested sections the driver alone reads
-        "resources.use_gpu=yes",
-        "mlflow.experiment=other",
-        "name=peer-2",
-    ])
+    spec = load_spec(
+        PEER,
+        [
+            "loss.alpha=0.25",  # float
+            "students.epochs=3",  # int
+            "students.amp=false",  # bool
+            "data.augment=true",
+            "students.archs=[resnet34, resnet18]",  # list
+            "loss.threshold=null",  # null
+            "tune.num_trials=3",  # nested sections the driver alone reads
+            "resources.use_gpu=yes",
+            "mlflow.experiment=other",
+            "name=peer-2",
+        ],
+    )
     assert spec.loss.alpha == 0.25
     assert spec.students.epochs == 3 and type(spec.students.epochs) is int
     assert spec.students.amp is False
@@ -295,20 +311,23 @@ def test_wrong_type_section_is_not_a_mapping(peer_raw):
     spec_error(_raw(peer_raw, loss=3), "loss")
 
 
-@pytest.mark.parametrize("section,key,value", [
-    ("loss", "alpha", 2),
-    ("loss", "alpha", -0.1),
-    ("loss", "threshold", 0),
-    ("loss", "threshold", 1.5),
-    ("loss", "temperature", 0),
-    ("data", "image_size", 4),
-    ("data", "val_fraction", 1.0),
-    ("students", "lr", 0),
-    ("students", "momentum", 1.0),
-    ("teacher", "epochs", 0),
-    ("resources", "num_workers", 0),
-    ("tune", "reduction_factor", 1),
-])
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("loss", "alpha", 2),
+        ("loss", "alpha", -0.1),
+        ("loss", "threshold", 0),
+        ("loss", "threshold", 1.5),
+        ("loss", "temperature", 0),
+        ("data", "image_size", 4),
+        ("data", "val_fraction", 1.0),
+        ("students", "lr", 0),
+        ("students", "momentum", 1.0),
+        ("teacher", "epochs", 0),
+        ("resources", "num_workers", 0),
+        ("tune", "reduction_factor", 1),
+    ],
+)
 def test_out_of_range(peer_raw, section, key, value):
     spec_error(_raw(peer_raw, **{section: {key: value}}), f"{section}.{key}")
 
@@ -370,8 +389,17 @@ def test_data_imagefolder_needs_root(peer_raw):
 # --------------------------------------------------------------------------- the search section
 
 
-@pytest.mark.parametrize("key", ["loss.nope", "resources.num_workers", "tune.num_trials", "nope",
-                                 "students.lr.x", "students.init_weights.resnet18"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "loss.nope",
+        "resources.num_workers",
+        "tune.num_trials",
+        "nope",
+        "students.lr.x",
+        "students.init_weights.resnet18",
+    ],
+)
 def test_search_key_not_a_setting(peer_raw, key):
     raw = _raw(peer_raw, search={key: {"type": "float", "low": 0.1, "high": 0.9}})
     msg = spec_error(raw, key)
@@ -395,13 +423,20 @@ def test_seed_is_compared_not_searched(peer_raw):
 
 
 def test_sync_bn_needs_gpu_workers_when_there_are_several(peer_raw):
-    spec_error(_raw(peer_raw, students={"sync_bn": True}, resources={"num_workers": 2}), "students.sync_bn",
-               "use_gpu")
+    spec_error(_raw(peer_raw, students={"sync_bn": True}, resources={"num_workers": 2}), "students.sync_bn", "use_gpu")
     assert validate_spec(_raw(peer_raw, students={"sync_bn": True}, resources={"num_workers": 2, "use_gpu": True}))
 
 
-@pytest.mark.parametrize("method,key", [("kd", "loss.beta"), ("kd", "loss.weighting"), ("ce", "loss.alpha"),
-                                        ("dml", "loss.alpha"), ("ua_kd", "loss.beta")])
+@pytest.mark.parametrize(
+    "method,key",
+    [
+        ("kd", "loss.beta"),
+        ("kd", "loss.weighting"),
+        ("ce", "loss.alpha"),
+        ("dml", "loss.alpha"),
+        ("ua_kd", "loss.beta"),
+    ],
+)
 def test_search_key_fixed_by_method(peer_raw, method, key):
     students = {"archs": ["resnet18", "mobilenet_v2"]}
     loss = {"method": method, "weighting": "none" if method in ("kd", "ce", "dml") else "entropy"}
@@ -410,16 +445,22 @@ def test_search_key_fixed_by_method(peer_raw, method, key):
 
 
 def test_search_key_not_fixed_by_method(peer_raw):
-    raw = _raw(peer_raw, loss={"method": "kd", "weighting": "none"},
-               search={"loss.alpha": {"type": "float", "low": 0.1, "high": 0.9}})
+    raw = _raw(
+        peer_raw,
+        loss={"method": "kd", "weighting": "none"},
+        search={"loss.alpha": {"type": "float", "low": 0.1, "high": 0.9}},
+    )
     assert "loss.alpha" in validate_spec(raw).search
 
 
-@pytest.mark.parametrize("param", [
-    {"type": "float", "low": 0.9, "high": 0.1},
-    {"type": "float", "low": 0.5, "high": 0.5},
-    {"type": "int", "low": 4, "high": 2},
-])
+@pytest.mark.parametrize(
+    "param",
+    [
+        {"type": "float", "low": 0.9, "high": 0.1},
+        {"type": "float", "low": 0.5, "high": 0.5},
+        {"type": "int", "low": 4, "high": 2},
+    ],
+)
 def test_search_low_not_below_high(peer_raw, param):
     key = "students.epochs" if param["type"] == "int" else "loss.alpha"
     msg = spec_error(_raw(peer_raw, search={key: param}), f"search.{key}")
@@ -555,11 +596,16 @@ def test_with_values_every_search_point_validates():
             assert with_values(spec, {key: value}).run_config() is not None
 
 
-@pytest.mark.parametrize("values,key", [({"loss.threshold": 5}, "loss.threshold"),
-                                        ({"loss.threshold": 0.0}, "loss.threshold"),
-                                        ({"students.epochs": "many"}, "students.epochs"),
-                                        ({"loss.thresh": 0.5}, "loss.thresh"),
-                                        ({"loss.weighting": "none"}, "loss.weighting")])
+@pytest.mark.parametrize(
+    "values,key",
+    [
+        ({"loss.threshold": 5}, "loss.threshold"),
+        ({"loss.threshold": 0.0}, "loss.threshold"),
+        ({"students.epochs": "many"}, "students.epochs"),
+        ({"loss.thresh": 0.5}, "loss.thresh"),
+        ({"loss.weighting": "none"}, "loss.weighting"),
+    ],
+)
 def test_with_values_invalid(values, key):
     with pytest.raises(SpecError) as info:
         with_values(load_spec(PEER), values)
@@ -571,8 +617,9 @@ def test_with_values_invalid(values, key):
 
 def test_cli_bad_spec_one_line_exit_2(peer_raw, tmp_path):
     path = _write(tmp_path, _raw(peer_raw, loss={"alpah": 0.3}), "bad.yaml")
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.train", str(path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.train", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()

@@ -33,10 +33,19 @@ def free_port() -> int:
 def s3_env():
     """A moto S3 server on 127.0.0.1, and the environment that points pyarrow (and boto3) at it."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     try:
         deadline = time.time() + 30
         while True:
@@ -90,8 +99,10 @@ def test_a_missing_bucket_is_not_writable(s3_env):
 def test_a_ray_job_refuses_outputs_in_its_temporary_folder(monkeypatch):
     check_outputs_persist("runs", "sqlite:///mlflow.db")  # outside a job: fine
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
-    for storage_setting, uri, named in [("runs", None, "DUALKD_STORAGE"),
-                                        ("/shared/runs", "sqlite:///mlflow.db", "MLFLOW_TRACKING_URI")]:
+    for storage_setting, uri, named in [
+        ("runs", None, "DUALKD_STORAGE"),
+        ("/shared/runs", "sqlite:///mlflow.db", "MLFLOW_TRACKING_URI"),
+    ]:
         with pytest.raises(ConfigError) as err:
             check_outputs_persist(storage_setting, uri)
         assert named in str(err.value) and "\n" not in str(err.value)
@@ -107,7 +118,9 @@ def finished_children(client, experiment):
 
 def list_keys(bucket: str) -> list[str]:
     pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return [o["Key"] for page in pages for o in page.get("Contents", []) if not o["Key"].endswith("/")]  # no folder markers
+    return [
+        o["Key"] for page in pages for o in page.get("Contents", []) if not o["Key"].endswith("/")
+    ]  # no folder markers
 
 
 @pytest.mark.slow
@@ -116,10 +129,14 @@ def test_sweep_in_a_bucket_is_interrupted_and_resumed_on_another_machine(s3_env,
     working folder and another scratch cache) and still finds the teacher, the study and the trials."""
     root = new_bucket("sweeps") + "/dualkd"
     name = "s3-sweep"
-    raw = tiny_spec_dict(tmp_path, name=name, students={"epochs": 2},
-                         search={"loss.alpha": {"type": "float", "low": 0.2, "high": 0.8}},
-                         tune={"num_trials": 2, "max_concurrent_trials": 1, "scheduler": "fifo"},
-                         mlflow={"experiment": name, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    raw = tiny_spec_dict(
+        tmp_path,
+        name=name,
+        students={"epochs": 2},
+        search={"loss.alpha": {"type": "float", "low": 0.2, "high": 0.8}},
+        tune={"num_trials": 2, "max_concurrent_trials": 1, "scheduler": "fifo"},
+        mlflow={"experiment": name, "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+    )
     raw["storage"] = root
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
@@ -131,9 +148,15 @@ def test_sweep_in_a_bucket_is_interrupted_and_resumed_on_another_machine(s3_env,
         return folder, {**os.environ, **s3_env, "XDG_CACHE_HOME": str(folder / "cache"), "RAY_DEDUP_LOGS": "0"}
 
     first_dir, first_env = machine("first")
-    first = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", str(spec_path)], cwd=first_dir,
-                             env=first_env, start_new_session=True, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec_path)],
+        cwd=first_dir,
+        env=first_env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 400
     while time.time() < deadline and first.poll() is None and not finished_children(client, name):
         time.sleep(2)
@@ -147,8 +170,14 @@ def test_sweep_in_a_bucket_is_interrupted_and_resumed_on_another_machine(s3_env,
     assert first.returncode != 0 and "teacher: cache miss" in out
 
     second_dir, second_env = machine("second")
-    resumed = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(spec_path), "--resume"],
-                             cwd=second_dir, env=second_env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec_path), "--resume"],
+        cwd=second_dir,
+        env=second_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "teacher: cache hit" in resumed.stdout
 

@@ -1,6 +1,7 @@
 """Storage that fills up, for real: a small tmpfs mounted here (mounting needs root or CAP_SYS_ADMIN, which
 CI has; these tests are marked `root`). The run stops with one line, keeps what finished, and `--resume` goes
-on; the teacher cache never holds a half-written entry. A read-only storage fails the same way (its errno, tested below)."""
+on; the teacher cache never holds a half-written entry. A read-only storage fails the same way (its errno,
+tested below)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tests.servers import Process, base_env
 from tests.sweep_checks import EPOCHS, check_every_trial_once, logged_epoch, start_sweep, write_spec
 from trainables.models import build_model
 from trainables.teacher import is_cached
+
 
 def mount(*args: str) -> None:
     done = subprocess.run(["mount", *args], capture_output=True, text=True)
@@ -71,14 +73,16 @@ def test_full_disk_while_caching_the_teacher_keeps_no_half_entry(tmp_path, disk)
     small = disk("24m")
     weights = tmp_path / "teacher.pt"
     torch.save(build_model("resnet18", 10, 8).state_dict(), weights)  # the tiny spec's teacher
-    raw = tiny_spec_dict(tmp_path, teacher={"checkpoint": str(weights)},
-                         mlflow={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"})
+    raw = tiny_spec_dict(
+        tmp_path, teacher={"checkpoint": str(weights)}, mlflow={"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    )
     raw["storage"] = str(small.path)
     spec = tmp_path / "full.yaml"
     spec.write_text(yaml.safe_dump(raw))
 
-    run = Process([sys.executable, "-m", "orchestrator.train", str(spec)], tmp_path / "full.log", base_env(),
-                  cwd=tmp_path)
+    run = Process(
+        [sys.executable, "-m", "orchestrator.train", str(spec)], tmp_path / "full.log", base_env(), cwd=tmp_path
+    )
     try:
         run.proc.wait(timeout=300)
     finally:
@@ -119,13 +123,19 @@ def test_storage_filling_mid_sweep_stops_and_resumes(tmp_path, disk):
     assert 1 <= logged_epoch(client, "storage") < EPOCHS
 
     store.grow("1g")
-    resumed = Process([sys.executable, "-m", "orchestrator.sweep", str(spec), "--resume"], tmp_path / "resumed.log",
-                      base_env(), cwd=tmp_path)
+    resumed = Process(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec), "--resume"],
+        tmp_path / "resumed.log",
+        base_env(),
+        cwd=tmp_path,
+    )
     try:
         resumed.proc.wait(timeout=600)
     finally:
         resumed.stop(grace=5)
-    restored = [line for line in resumed.log.read_text(errors="replace").splitlines() if "esum" in line or "Restor" in line]
+    restored = [
+        line for line in resumed.log.read_text(errors="replace").splitlines() if "esum" in line or "Restor" in line
+    ]
     kept = sorted(p.name for p in (store.path / "sweeps").glob("*/*"))
     assert resumed.proc.returncode == 0, f"{resumed.tail()}\nrestore lines: {restored}\nsweep folder: {kept}"
     check_every_trial_once(client, "storage", store.path, trials=trials)
@@ -142,6 +152,7 @@ def test_storage_reasons_in_error_texts_and_chains():
     assert str(from_os_error(full)).startswith("storage /s/teachers stopped taking writes (no space left on device)")
 
     from ray.tune.error import TuneError
+
     try:
         try:
             raise from_os_error(full)

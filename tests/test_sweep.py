@@ -18,14 +18,20 @@ from orchestrator.tracking import PARENT_TAG, TRIAL_TAG, is_constant, where_to_l
 from tests.conftest import tiny_spec_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-SEARCH = {"loss.threshold": {"type": "float", "low": 0.5, "high": 1.0},
-          "loss.temperature": {"type": "float", "low": 1.0, "high": 4.0, "log": True}}
+SEARCH = {
+    "loss.threshold": {"type": "float", "low": 0.5, "high": 1.0},
+    "loss.temperature": {"type": "float", "low": 1.0, "high": 4.0, "log": True},
+}
 
 
 def write_tiny_sweep(tmp_path, storage, **tune):
-    raw = tiny_spec_dict(tmp_path, students={"epochs": 2}, search=SEARCH,
-                         tune={"num_trials": 2, "max_concurrent_trials": 2, "grace_period": 1, **tune},
-                         mlflow={"experiment": "tiny-sweep"})
+    raw = tiny_spec_dict(
+        tmp_path,
+        students={"epochs": 2},
+        search=SEARCH,
+        tune={"num_trials": 2, "max_concurrent_trials": 2, "grace_period": 1, **tune},
+        mlflow={"experiment": "tiny-sweep"},
+    )
     raw["storage"] = str(storage)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -88,11 +94,17 @@ def test_sweep_end_to_end(ray_local, tmp_path, monkeypatch, capsys):
 
     # The best configuration, trained as one run as a user would (a process of its own): tracked in the
     # same experiment, tagged with its sweep.
-    single_run = subprocess.run([sys.executable, "-m", "orchestrator.train", str(folder / "best.yaml")],
-                                cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    single_run = subprocess.run(
+        [sys.executable, "-m", "orchestrator.train", str(folder / "best.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert single_run.returncode == 0, single_run.stderr[-3000:]
-    single = [r for r in client.search_runs([experiment.experiment_id])
-              if r.data.tags.get(FROM_SWEEP_TAG) == folder.name]
+    single = [
+        r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get(FROM_SWEEP_TAG) == folder.name
+    ]
     assert len(single) == 1 and single[0].info.status == "FINISHED"
     run = single[0]
     assert run.data.params["loss.threshold"] == best.data.params["loss.threshold"]
@@ -115,9 +127,14 @@ SPECS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "search_spaces").rglob(
 
 @pytest.mark.parametrize("spec_path", SPECS)
 def test_dry_run_of_every_shipped_spec_exits_0(spec_path, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.sweep", str(ROOT / spec_path), "--dry-run"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={k: v for k, v in os.environ.items() if k != "IMAGENET100_ROOT"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(ROOT / spec_path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if k != "IMAGENET100_ROOT"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert "trials:" in proc.stdout and "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists()  # a dry run starts nothing and writes nothing
@@ -126,7 +143,8 @@ def test_dry_run_of_every_shipped_spec_exits_0(spec_path, tmp_path):
 def test_the_printed_mlflow_link_opens_the_runs_table():
     """MLflow 3.17's UI opens a fresh browser on its GenAI overview: the link names the runs table."""
     assert where_to_look("http://mlflow:5000/", "7") == (
-        "http://mlflow:5000/#/experiments/7/runs?workflowType=machine_learning")
+        "http://mlflow:5000/#/experiments/7/runs?workflowType=machine_learning"
+    )
     local = where_to_look("sqlite:////data/mlflow.db", "7")
     assert local.startswith("mlflow ui --backend-store-uri sqlite:////data/mlflow.db, then http://127.0.0.1:5000/")
     assert local.endswith("#/experiments/7/runs?workflowType=machine_learning")

@@ -11,11 +11,20 @@ import pytest
 from optuna.distributions import FloatDistribution
 
 from orchestrator.spec import load_spec, validate_spec, with_values
-from orchestrator.tables import (best_spec_yaml, best_trial, format_table, make_plots, markdown_table,
-                                 trials_table, write_results)
+from orchestrator.tables import (
+    best_spec_yaml,
+    best_trial,
+    format_table,
+    make_plots,
+    markdown_table,
+    trials_table,
+    write_results,
+)
 
-SEARCH = {"loss.threshold": {"type": "float", "low": 0.3, "high": 1.0},
-          "loss.temperature": {"type": "float", "low": 1, "high": 6, "log": True}}
+SEARCH = {
+    "loss.threshold": {"type": "float", "low": 0.3, "high": 1.0},
+    "loss.temperature": {"type": "float", "low": 1, "high": 6, "log": True},
+}
 PNG = b"\x89PNG"
 
 
@@ -24,36 +33,67 @@ def make_spec(**sections):
 
 
 def metrics(epoch, r18, mnv2, **extra):
-    return {"epoch": epoch, "resnet18/val_top1": r18, "mobilenet_v2/val_top1": mnv2,
-            "val_top1_mean": (r18 + mnv2) / 2, **extra}
+    return {
+        "epoch": epoch,
+        "resnet18/val_top1": r18,
+        "mobilenet_v2/val_top1": mnv2,
+        "val_top1_mean": (r18 + mnv2) / 2,
+        **extra,
+    }
 
 
 TRIALS = [
-    {"trial_id": "stopped", "params": {"loss.threshold": 0.9, "loss.temperature": 5.0},
-     "metrics": metrics(2, 0.6, 0.5), "error": None},
+    {
+        "trial_id": "stopped",
+        "params": {"loss.threshold": 0.9, "loss.temperature": 5.0},
+        "metrics": metrics(2, 0.6, 0.5),
+        "error": None,
+    },
     {"trial_id": "nores", "params": {"loss.threshold": 0.4}, "metrics": {}, "error": None},
-    {"trial_id": "done", "params": {"loss.threshold": 0.5, "loss.temperature": 2.0},
-     "metrics": metrics(4, 0.9, 0.8, teacher_weight=0.7), "error": None},
-    {"trial_id": "failed", "params": {"loss.threshold": 0.7, "loss.temperature": 3.0},
-     "metrics": metrics(3, 0.99, 0.99), "error": "RuntimeError: worker died"},
+    {
+        "trial_id": "done",
+        "params": {"loss.threshold": 0.5, "loss.temperature": 2.0},
+        "metrics": metrics(4, 0.9, 0.8, teacher_weight=0.7),
+        "error": None,
+    },
+    {
+        "trial_id": "failed",
+        "params": {"loss.threshold": 0.7, "loss.temperature": 3.0},
+        "metrics": metrics(3, 0.99, 0.99),
+        "error": "RuntimeError: worker died",
+    },
 ]
 
 
 def make_study(values):
     study = optuna.create_study(direction="maximize")
     for i, value in enumerate(values):
-        study.add_trial(optuna.trial.create_trial(
-            params={"loss.threshold": 0.3 + 0.1 * i, "loss.temperature": 1.0 + i},
-            distributions={"loss.threshold": FloatDistribution(0.3, 1.0),
-                           "loss.temperature": FloatDistribution(1.0, 6.0, log=True)},
-            value=value))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"loss.threshold": 0.3 + 0.1 * i, "loss.temperature": 1.0 + i},
+                distributions={
+                    "loss.threshold": FloatDistribution(0.3, 1.0),
+                    "loss.temperature": FloatDistribution(1.0, 6.0, log=True),
+                },
+                value=value,
+            )
+        )
     return study
 
 
 def test_rows_states_and_order():
     df = trials_table(TRIALS, make_spec())
-    assert list(df.columns) == ["trial_id", "state", "epochs", "loss.threshold", "loss.temperature",
-                                "resnet18/val_top1", "mobilenet_v2/val_top1", "val_top1_mean", "teacher_weight"]
+    assert list(df.columns) == [
+        "trial_id",
+        "state",
+        "epochs",
+        "loss.threshold",
+        "loss.temperature",
+        "resnet18/val_top1",
+        "mobilenet_v2/val_top1",
+        "val_top1_mean",
+        "teacher_weight",
+    ]
     assert list(df["trial_id"]) == ["failed", "done", "stopped", "nores"]
     assert list(df["state"]) == ["error", "completed", "pruned", "no result"]
     assert list(df["epochs"]) == [3, 4, 2, 0]
@@ -93,8 +133,9 @@ def test_format_table_is_fixed_width_with_4_decimals():
 
 def test_best_spec_yaml_loads_back_to_the_best_values(tmp_path):
     spec = make_spec()
-    text = best_spec_yaml(spec, {"loss.threshold": 0.5, "loss.temperature": 2.0}, trial_id="done",
-                          figures={"val_top1_mean": 0.85})
+    text = best_spec_yaml(
+        spec, {"loss.threshold": 0.5, "loss.temperature": 2.0}, trial_id="done", figures={"val_top1_mean": 0.85}
+    )
     assert text.startswith("#") and "trial done" in text and "val_top1_mean = 0.8500" in text
     path = tmp_path / "best.yaml"
     path.write_text(text)
@@ -107,9 +148,15 @@ def test_write_results_writes_every_file(tmp_path):
     spec = make_spec()
     df = trials_table(TRIALS, spec)
     written = write_results(df, spec, tmp_path / "out", study=make_study([0.5, 0.8, 0.6]))
-    assert set(written) == {"results.csv", "results.md", "best.yaml", "optimization_history.png",
-                            "param_importances.png", "val_top1_vs_loss_threshold.png",
-                            "val_top1_vs_loss_temperature.png"}
+    assert set(written) == {
+        "results.csv",
+        "results.md",
+        "best.yaml",
+        "optimization_history.png",
+        "param_importances.png",
+        "val_top1_vs_loss_threshold.png",
+        "val_top1_vs_loss_temperature.png",
+    }
     assert all(p.is_file() and p.stat().st_size > 0 for p in written.values())
     md = written["results.md"].read_text().splitlines()
     assert md_cells(md[0])[:2] == ["trial_id", "state"] and len(md) == 2 + len(TRIALS)
@@ -129,7 +176,8 @@ def test_markdown_table_formats_aligns_and_escapes():
     assert [md_cells(line) for line in lines[:1] + lines[2:]] == [
         ["name", "lr", "top1", "n"],
         ["a\\|b", "1.000e-04", "0.9123", "3"],  # small values keep their digits; tabulate must not re-parse them
-        ["", "0.5000", "", "4"]]  # gaps are empty
+        ["", "0.5000", "", "4"],
+    ]  # gaps are empty
     align = md_cells(lines[1])  # text left-aligned, numbers right-aligned
     assert align[0].startswith(":-") and align[0].endswith("-")
     assert all(a.startswith("-") and a.endswith("-:") for a in align[1:])
@@ -142,11 +190,14 @@ def test_no_best_yaml_without_a_ranked_trial(tmp_path):
     assert set(written) == {"results.csv", "results.md"}
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([], set()),
-    ([0.5], {"optimization_history.png"}),
-    ([0.5, 0.8, 0.6, 0.7], {"optimization_history.png", "param_importances.png"}),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([], set()),
+        ([0.5], {"optimization_history.png"}),
+        ([0.5, 0.8, 0.6, 0.7], {"optimization_history.png", "param_importances.png"}),
+    ],
+)
 def test_study_plots_are_pngs_without_experimental_warnings_or_style_leaks(tmp_path, values, expected):
     facecolor = matplotlib.rcParams["axes.facecolor"]
     with warnings.catch_warnings(record=True) as caught:
@@ -161,11 +212,16 @@ def test_study_plots_are_pngs_without_experimental_warnings_or_style_leaks(tmp_p
 def test_importances_skipped_when_no_parameter_varies(tmp_path):
     study = optuna.create_study()
     for value in (0.1, 0.2):
-        study.add_trial(optuna.trial.create_trial(params={"loss.threshold": 0.5},
-                                                  distributions={"loss.threshold": FloatDistribution(0.3, 1.0)},
-                                                  value=value))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"loss.threshold": 0.5},
+                distributions={"loss.threshold": FloatDistribution(0.3, 1.0)},
+                value=value,
+            )
+        )
     assert [p.name for p in make_plots(trials_table([], make_spec()), make_spec(), tmp_path, study)] == [
-        "optimization_history.png"]
+        "optimization_history.png"
+    ]
 
 
 def test_scatter_plots_need_the_parameter_and_a_measured_trial(tmp_path):

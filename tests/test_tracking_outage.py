@@ -20,8 +20,16 @@ import yaml
 from mlflow import MlflowClient
 
 from tests.servers import MlflowServer, Process, base_env
-from tests.sweep_checks import (EPOCHS, check_every_trial_once, start_sweep, trial_runs, trials_wall, wait_for,
-                                wait_for_epoch, write_spec)
+from tests.sweep_checks import (
+    EPOCHS,
+    check_every_trial_once,
+    start_sweep,
+    trial_runs,
+    trials_wall,
+    wait_for,
+    wait_for_epoch,
+    write_spec,
+)
 
 pytestmark = pytest.mark.slow
 # The sender's calls give up after about 35 s each (1 retry, 30 s timeout): 90 s is far past that; MLflow's
@@ -68,12 +76,18 @@ def test_a_long_outage_mid_sweep_costs_nothing(tmp_path, storage, server):
     wait_for(sweep)
     wall = time.time() - started
     runs = check_every_trial_once(client, "outage", storage, trials=2)
-    during = [m for r in runs for m in client.get_metric_history(r.info.run_id, "epoch")
-              if down * 1000 <= m.timestamp <= up * 1000]
+    during = [
+        m
+        for r in runs
+        for m in client.get_metric_history(r.info.run_id, "epoch")
+        if down * 1000 <= m.timestamp <= up * 1000
+    ]
     assert during, "no epoch ended while the server was away: training waited for it"
-    print(f"\nMLflow server away {up - down:.0f} s mid-sweep; {len(during)} epochs ended meanwhile and reached it "
-          f"later; trials' wall {trials_wall(runs):.0f} s; the sweep took {wall:.0f} s (it waits at its end for the "
-          "server to take every write, mlflow.send_timeout_s) and exited 0")
+    print(
+        f"\nMLflow server away {up - down:.0f} s mid-sweep; {len(during)} epochs ended meanwhile and reached it "
+        f"later; trials' wall {trials_wall(runs):.0f} s; the sweep took {wall:.0f} s (it waits at its end for the "
+        "server to take every write, mlflow.send_timeout_s) and exited 0"
+    )
 
 
 def test_writes_left_at_the_end_are_sent_by_sync_once(tmp_path, storage, server):
@@ -118,7 +132,11 @@ def test_a_driver_killed_while_the_server_is_away_resumes_with_every_epoch_once(
     finally:
         sweep.stop(grace=5)
     server.start()
-    resumed = Process([sys.executable, "-m", "orchestrator.sweep", str(spec), "--resume"], tmp_path / "resumed.log",
-                      base_env(), cwd=tmp_path)
+    resumed = Process(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec), "--resume"],
+        tmp_path / "resumed.log",
+        base_env(),
+        cwd=tmp_path,
+    )
     wait_for(resumed)
     check_every_trial_once(client, "killed", storage, trials=2)

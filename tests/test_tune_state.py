@@ -50,10 +50,12 @@ def test_a_running_experiment_keeps_a_whole_copy_of_every_state_file(ray_local, 
             time.sleep(0.5)
             tune.report({"x": config["a"] * step})
 
-    tuner = tune.Tuner(trainable, param_space={"a": tune.uniform(0, 1)},
-                       tune_config=tune.TuneConfig(num_samples=2, search_alg=OptunaSearch(metric="x", mode="max")),
-                       run_config=tune.RunConfig(name="kept", storage_path=str(tmp_path), callbacks=[KeepTuneState()],
-                                                 verbose=0))
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"a": tune.uniform(0, 1)},
+        tune_config=tune.TuneConfig(num_samples=2, search_alg=OptunaSearch(metric="x", mode="max")),
+        run_config=tune.RunConfig(name="kept", storage_path=str(tmp_path), callbacks=[KeepTuneState()], verbose=0),
+    )
     tuner.fit()
     written = {p.name for p in state_files(tmp_path / "kept")}
     kept = state_files(tmp_path / "kept" / KEPT)

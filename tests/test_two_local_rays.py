@@ -31,7 +31,8 @@ print("nodes", ray.get(ask_state_api.remote()))
 def test_the_state_api_answers_inside_a_local_ray_beside_another(ray_local, tmp_path):
     assert ray_local.is_initialized()  # the other instance: this test session's own Ray
     env = {k: v for k, v in base_env().items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
-    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "nodes 1" in proc.stdout

@@ -54,9 +54,15 @@ def views_seed(cfg: RunConfig) -> int:
 
 def bank_identity(cfg: RunConfig, teacher_dir: str, on_gpu: bool) -> dict:
     """What defines a bank: the teacher entry (data, teacher), the views, and how the logits were computed."""
-    return {"teacher": storage.basename(teacher_dir), "epochs": bank_epochs(cfg), "seed": views_seed(cfg),
-            "views": VERSION, "decode": resolve_decode(cfg.data.decode, on_gpu), "logits": "bf16",
-            "precision": "bf16" if on_gpu and cfg.students.amp else "fp32"}
+    return {
+        "teacher": storage.basename(teacher_dir),
+        "epochs": bank_epochs(cfg),
+        "seed": views_seed(cfg),
+        "views": VERSION,
+        "decode": resolve_decode(cfg.data.decode, on_gpu),
+        "logits": "bf16",
+        "precision": "bf16" if on_gpu and cfg.students.amp else "fp32",
+    }
 
 
 def bank_location(cfg: RunConfig, teacher_dir: str, on_gpu: bool) -> str:
@@ -89,16 +95,29 @@ def image_sizes(dataset, positions: list[int]) -> np.ndarray:
 
 
 @torch.no_grad()
-def shard_logits(teacher, dataset, views: torch.Tensor, positions: list[int], device, batch_size: int,
-                 loader_workers: int = 0, autocast=None, memory_format=torch.contiguous_format) -> torch.Tensor:
+def shard_logits(
+    teacher,
+    dataset,
+    views: torch.Tensor,
+    positions: list[int],
+    device,
+    batch_size: int,
+    loader_workers: int = 0,
+    autocast=None,
+    memory_format=torch.contiguous_format,
+) -> torch.Tensor:
     """The teacher's logits (bf16) on `views` (one row per image of `dataset`) of the images at `positions`.
 
     Goes through the run's own input path (PIL items, or file bytes decoded on `device`), so the logits
     are those a live teacher computes on the replayed view. Rows of skipped unreadable images are 0.
     """
     dataset.replay(views)
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, positions), batch_size=batch_size,
-                                         num_workers=loader_workers, collate_fn=collate_skipping_none)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, positions),
+        batch_size=batch_size,
+        num_workers=loader_workers,
+        collate_fn=collate_skipping_none,
+    )
     num_classes = None
     rows, parts = [], []
     for batch in loader:
@@ -143,8 +162,17 @@ def build_shards(cfg: RunConfig, rank: int, world: int, device, out_dir: str) ->
         drawn = torch.from_numpy(draw_views(sizes, epoch_uniforms(views_seed(cfg), epoch, n)[positions]))
         drawn[torch.from_numpy(sizes[:, 0] == 0)] = -1  # unreadable, skipped: never replayed
         views[positions] = drawn
-        logits = shard_logits(teacher, train_ds, views, positions, device, cfg.students.batch_size * 2,
-                              cfg.data.loader_workers, autocast, memory_format)
+        logits = shard_logits(
+            teacher,
+            train_ds,
+            views,
+            positions,
+            device,
+            cfg.students.batch_size * 2,
+            cfg.data.loader_workers,
+            autocast,
+            memory_format,
+        )
         check_logits(logits, cfg.teacher.arch, cfg.teacher_dir)
         shard = {"index": torch.tensor(positions, dtype=torch.int64), "views": drawn.to(torch.int32), "logits": logits}
         name = shard_name(epoch, rank, world)
@@ -183,10 +211,16 @@ def write_meta(folder: str, cfg: RunConfig, world: int, identity: dict) -> None:
     """
     sizes = json.loads(storage.read_text(storage.join(folder, DATA_FILE)) or "{}")
     if not sizes:
-        raise MissingInput(f"the soft-label bank at {folder} has no {DATA_FILE}: its build did not finish; "
-                           "run again to rebuild it")
-    meta = {"epochs": bank_epochs(cfg), "world": world, "images": sizes["images"], "num_classes": sizes["num_classes"],
-            "identity": identity}
+        raise MissingInput(
+            f"the soft-label bank at {folder} has no {DATA_FILE}: its build did not finish; run again to rebuild it"
+        )
+    meta = {
+        "epochs": bank_epochs(cfg),
+        "world": world,
+        "images": sizes["images"],
+        "num_classes": sizes["num_classes"],
+        "identity": identity,
+    }
     storage.write_text(storage.join(folder, META_FILE), json.dumps(meta, indent=2, sort_keys=True))
 
 
@@ -200,9 +234,11 @@ class Bank:
 
     def check(self, images: int, num_classes: int) -> None:
         if (images, num_classes) != (self.meta["images"], self.meta["num_classes"]):
-            raise ValueError(f"the soft-label bank at {self.local} holds {self.meta['images']} images of "
-                             f"{self.meta['num_classes']} classes, this run has {images} of {num_classes}: "
-                             "the bank belongs to other data")
+            raise ValueError(
+                f"the soft-label bank at {self.local} holds {self.meta['images']} images of "
+                f"{self.meta['num_classes']} classes, this run has {images} of {num_classes}: "
+                "the bank belongs to other data"
+            )
 
     def epoch(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Views [N, 5] (int64) and teacher logits [N, C] (bf16) of bank epoch `epoch % epochs`."""

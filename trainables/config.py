@@ -33,27 +33,39 @@ class DataConfig(Strict):
     """Where the images come from and how they are shaped."""
 
     name: Literal["digits", "imagefolder", "synthetic"] = Field(
-        "digits", description="digits: the 8x8 handwritten digits that ship with scikit-learn, upscaled; "
+        "digits",
+        description="digits: the 8x8 handwritten digits that ship with scikit-learn, upscaled; "
         "imagefolder: train/ and val/ folders of class folders (ImageNet-100); "
-        "synthetic: Gaussian-noise images with random labels (no files)")
+        "synthetic: Gaussian-noise images with random labels (no files)",
+    )
     root: Optional[str] = Field(None, description="imagefolder: folder holding train/ and val/")
     image_size: int = Field(16, ge=8, le=1024, description="side in pixels of the images the models see")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="digits: share held out for validation")
     train_subset: Optional[int] = Field(None, ge=10, description="use only this many training images")
     augment: bool = Field(False, description="digits/synthetic: random shifts; imagefolder always augments")
-    label_noise: float = Field(0.0, ge=0.0, lt=1.0, description="digits/synthetic: share of training labels "
-                               "replaced by another class, fixed by split_seed (validation stays clean)")
+    label_noise: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="digits/synthetic: share of training labels "
+        "replaced by another class, fixed by split_seed (validation stays clean)",
+    )
     num_classes: int = Field(10, ge=2, description="synthetic only; the others read it from the data")
     synthetic_train_size: int = Field(512, ge=10, description="synthetic only: training images")
     synthetic_val_size: int = Field(128, ge=10, description="synthetic only: validation images")
-    loader_workers: int = Field(0, ge=0, le=64, description="DataLoader processes per training worker "
-                                "(0: load in the worker itself)")
+    loader_workers: int = Field(
+        0, ge=0, le=64, description="DataLoader processes per training worker (0: load in the worker itself)"
+    )
     split_seed: int = Field(0, ge=0, description="fixes the train/val split (and synthetic data) across run seeds")
-    skip_bad_images: bool = Field(False, description="imagefolder: skip unreadable images (counted as bad_images) "
-                                  "instead of stopping the run")
-    decode: Literal["cpu", "gpu", "auto"] = Field("cpu", description="imagefolder training images: decoded and "
-                                                  "augmented by PIL in the loader workers (cpu), or on the worker's "
-                                                  "device (gpu; auto: gpu when the worker has one)")
+    skip_bad_images: bool = Field(
+        False, description="imagefolder: skip unreadable images (counted as bad_images) instead of stopping the run"
+    )
+    decode: Literal["cpu", "gpu", "auto"] = Field(
+        "cpu",
+        description="imagefolder training images: decoded and "
+        "augmented by PIL in the loader workers (cpu), or on the worker's "
+        "device (gpu; auto: gpu when the worker has one)",
+    )
 
     @model_validator(mode="after")
     def _root_needed(self) -> "DataConfig":
@@ -74,7 +86,8 @@ class OptimConfig(Strict):
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
     weight_decay: float = Field(5e-4, ge=0.0, le=1.0, description="L2 penalty (decoupled for adamw)")
     schedule: Literal["cosine", "step", "constant"] = Field(
-        "cosine", description="after warm-up: cosine to 0, step (x0.1 at 50 % and 75 % of the steps) or constant")
+        "cosine", description="after warm-up: cosine to 0, step (x0.1 at 50 % and 75 % of the steps) or constant"
+    )
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up of the learning rate over this many epochs")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="on the cross-entropy with the labels")
 
@@ -86,25 +99,43 @@ class TeacherConfig(OptimConfig):
     checkpoint: Optional[str] = Field(None, description="a state_dict file to load instead of training")
     init_weights: Optional[str] = Field(None, description="local weights file to start training from")
     seed: int = Field(0, ge=0, description="the teacher's own seed: student seeds share one teacher")
-    cache_soft_labels: bool = Field(True, description="store its train-split logits when the data are deterministic, "
-                                    "else (imagefolder) a soft-label bank of recorded augmented views")
-    bank_epochs: Optional[int] = Field(None, ge=1, le=1000, description="epochs of views in the bank (default: "
-                                       "students.epochs); longer runs reuse them cyclically")
-    bank_seed: Optional[int] = Field(None, ge=0, description="the seed of the bank's augmentation draws (default: "
-                                     "the run's seed, one bank per seed; set it to share one bank across seeds)")
+    cache_soft_labels: bool = Field(
+        True,
+        description="store its train-split logits when the data are deterministic, "
+        "else (imagefolder) a soft-label bank of recorded augmented views",
+    )
+    bank_epochs: Optional[int] = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="epochs of views in the bank (default: students.epochs); longer runs reuse them cyclically",
+    )
+    bank_seed: Optional[int] = Field(
+        None,
+        ge=0,
+        description="the seed of the bank's augmentation draws (default: "
+        "the run's seed, one bank per seed; set it to share one bank across seeds)",
+    )
 
 
 class StudentsConfig(OptimConfig):
     """The students and their shared schedule."""
 
-    archs: list[str] = Field(default_factory=lambda: ["resnet18", "mobilenet_v2"], min_length=1, max_length=2,
-                             description="one student (ce, kd, ua_kd) or two (dml, dual_kd, ua_dual)")
+    archs: list[str] = Field(
+        default_factory=lambda: ["resnet18", "mobilenet_v2"],
+        min_length=1,
+        max_length=2,
+        description="one student (ce, kd, ua_kd) or two (dml, dual_kd, ua_dual)",
+    )
     init_weights: dict[str, str] = Field(default_factory=dict, description="arch -> local weights file")
     channels_last: bool = Field(True, description="channels-last memory format on GPU (ignored on CPU)")
     amp: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile both students (after the DDP wrap)")
-    sync_bn: bool = Field(False, description="BatchNorm statistics over all workers of a run (SyncBatchNorm; "
-                          "GPU workers only); the paper does not say, so off")
+    sync_bn: bool = Field(
+        False,
+        description="BatchNorm statistics over all workers of a run (SyncBatchNorm; "
+        "GPU workers only); the paper does not say, so off",
+    )
 
     @property
     def names(self) -> list[str]:
@@ -117,20 +148,33 @@ class StudentsConfig(OptimConfig):
 class LossConfig(Strict):
     """The one loss every method is a setting of (see trainables.losses)."""
 
-    method: Method = Field("ua_dual", description="a preset of the terms below: ce, kd, dml, dual_kd, ua_kd, "
-                           "ua_dual (see trainables.losses)")
+    method: Method = Field(
+        "ua_dual",
+        description="a preset of the terms below: ce, kd, dml, dual_kd, ua_kd, ua_dual (see trainables.losses)",
+    )
     temperature: float = Field(4.0, gt=0.0, le=100.0, description="softens teacher and peer distributions")
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the teacher term; 1 - alpha on CE")
     beta: float = Field(1.0, ge=0.0, le=100.0, description="weight of the peer term")
-    weighting: Weighting = Field("entropy", description="the teacher's weight per sample: none (1), entropy "
-                                 "(1 - u, u = H/log C), threshold (1 where u <= threshold, else 0) or "
-                                 "entropy+threshold")
+    weighting: Weighting = Field(
+        "entropy",
+        description="the teacher's weight per sample: none (1), entropy "
+        "(1 - u, u = H/log C), threshold (1 where u <= threshold, else 0) or "
+        "entropy+threshold",
+    )
     threshold: Optional[float] = Field(None, gt=0.0, le=1.0, description="ignore the teacher where H/logC > it")
-    peer_weighting: PeerWeighting = Field("uniform", description="the peer term's weight per sample: uniform (1) "
-                                          "or inverse (1 - the teacher's weight: peers teach where the teacher "
-                                          "is unsure)")
-    peer_warmup_epochs: float = Field(0.0, ge=0.0, le=1000.0, description="ramp beta linearly from 0 over this "
-                                      "many epochs (0: off), so the peer term cannot dominate untrained students")
+    peer_weighting: PeerWeighting = Field(
+        "uniform",
+        description="the peer term's weight per sample: uniform (1) "
+        "or inverse (1 - the teacher's weight: peers teach where the teacher "
+        "is unsure)",
+    )
+    peer_warmup_epochs: float = Field(
+        0.0,
+        ge=0.0,
+        le=1000.0,
+        description="ramp beta linearly from 0 over this "
+        "many epochs (0: off), so the peer term cannot dominate untrained students",
+    )
 
     def settings(self) -> dict:
         """What `trainables.losses.resolve_method` takes: the loss itself, without its schedule."""
@@ -141,13 +185,17 @@ class RunConfig(Strict):
     """Everything one training run needs: what the driver sends to every worker."""
 
     seed: int = Field(0, ge=0, description="the run's seed: initial weights, data order, augmentation")
-    deterministic: bool = Field(False, description="torch's deterministic algorithms (GPU: slower; the CPU loop "
-                                "is deterministic without it)")
+    deterministic: bool = Field(
+        False, description="torch's deterministic algorithms (GPU: slower; the CPU loop is deterministic without it)"
+    )
     data: DataConfig = Field(default_factory=DataConfig, description="the dataset")
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="the frozen teacher")
     students: StudentsConfig = Field(default_factory=StudentsConfig, description="the students")
     loss: LossConfig = Field(default_factory=LossConfig, description="the distillation loss")
     teacher_dir: Optional[str] = Field(None, description="set by the driver: the prepared teacher's cache folder")
     bank_dir: Optional[str] = Field(None, description="set by the driver: the teacher's soft-label bank, if any")
-    failure_file: Optional[str] = Field(None, description="set by the driver: where a worker records a failure that "
-                                        "a restart cannot fix, so that restarts stop at once")
+    failure_file: Optional[str] = Field(
+        None,
+        description="set by the driver: where a worker records a failure that "
+        "a restart cannot fix, so that restarts stop at once",
+    )

@@ -86,9 +86,11 @@ def load_image(path: str):
 
 
 def bad_image(path: str, reason: str) -> BadImageError:
-    bad = BadImageError(f"unreadable image {path} ({reason}): replace or delete it, or set "
-                        "data.skip_bad_images: true; python -m orchestrator.verify_images ROOT lists "
-                        "every unreadable image")
+    bad = BadImageError(
+        f"unreadable image {path} ({reason}): replace or delete it, or set "
+        "data.skip_bad_images: true; python -m orchestrator.verify_images ROOT lists "
+        "every unreadable image"
+    )
     bad.path, bad.reason = str(path), reason
     return bad
 
@@ -173,7 +175,11 @@ def collate_skipping_none(batch: list):
     if not items:
         return None
     if items[0][0].dtype == torch.uint8 and items[0][0].dim() == 1:
-        return [item[0] for item in items], torch.tensor([item[1] for item in items]), torch.tensor([item[2] for item in items])
+        return (
+            [item[0] for item in items],
+            torch.tensor([item[1] for item in items]),
+            torch.tensor([item[2] for item in items]),
+        )
     return torch.utils.data.default_collate(items)
 
 
@@ -204,7 +210,9 @@ def _digits(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
     )
     if cfg.train_subset is not None and cfg.train_subset != len(train_idx):
         if cfg.train_subset > len(train_idx):
-            raise ValueError(f"data.train_subset={cfg.train_subset} exceeds the {len(train_idx)} digits training images")
+            raise ValueError(
+                f"data.train_subset={cfg.train_subset} exceeds the {len(train_idx)} digits training images"
+            )
         train_idx, _ = train_test_split(
             train_idx, train_size=cfg.train_subset, stratify=labels[train_idx], random_state=seed
         )
@@ -237,24 +245,35 @@ def _imagefolder(cfg: DataConfig, seed: int, raw_bytes: bool = False) -> tuple[D
 
     root = Path(cfg.root)
     if not (root / "train").is_dir() or not (root / "val").is_dir():
-        raise MissingInput(f"imagefolder root {root} not found or incomplete: it must hold train/ and val/ (one folder per class)")
+        raise MissingInput(
+            f"imagefolder root {root} not found or incomplete: it must hold train/ and val/ (one folder per class)"
+        )
     size = cfg.image_size
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     train = datasets.ImageFolder(str(root / "train"), loader=load_image)  # items are views (ViewedImages)
     val = datasets.ImageFolder(
         str(root / "val"),
-        transforms.Compose([transforms.Resize(round(size / 0.875)), transforms.CenterCrop(size), transforms.ToTensor(), normalize]),
+        transforms.Compose(
+            [transforms.Resize(round(size / 0.875)), transforms.CenterCrop(size), transforms.ToTensor(), normalize]
+        ),
         loader=load_image,
     )
     if train.classes != val.classes:
         only = sorted(set(train.classes) ^ set(val.classes))
-        raise ValueError(f"{root}: train/ and val/ hold different classes (e.g. {only[:3]}); both need the same class folders")
+        raise ValueError(
+            f"{root}: train/ and val/ hold different classes (e.g. {only[:3]}); both need the same class folders"
+        )
     train_idx = list(range(len(train)))
     if cfg.train_subset is not None:
-        train_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: cfg.train_subset].tolist()
+        train_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[
+            : cfg.train_subset
+        ].tolist()
     skip = cfg.skip_bad_images
-    return (ViewedImages(train, train_idx, size, skip, raw_bytes), Indexed(val, list(range(len(val))), skip),
-            len(train.classes))
+    return (
+        ViewedImages(train, train_idx, size, skip, raw_bytes),
+        Indexed(val, list(range(len(val))), skip),
+        len(train.classes),
+    )
 
 
 _BUILDERS = {"digits": _digits, "synthetic": _synthetic, "imagefolder": _imagefolder}

@@ -36,8 +36,9 @@ def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor:
         return decode_image(data, mode=ImageReadMode.RGB).to(device)
 
 
-def decode_batch(datas: Sequence[torch.Tensor], device: torch.device, path_of: Callable[[int], str],
-                 skip_bad: bool = False) -> tuple[list[torch.Tensor], list[int]]:
+def decode_batch(
+    datas: Sequence[torch.Tensor], device: torch.device, path_of: Callable[[int], str], skip_bad: bool = False
+) -> tuple[list[torch.Tensor], list[int]]:
     """Decoded uint8 RGB images [3, H, W] on `device`, and the positions in `datas` they came from.
 
     `path_of(position)` names a file that cannot be decoded.
@@ -62,8 +63,9 @@ def decode_batch(datas: Sequence[torch.Tensor], device: torch.device, path_of: C
     return images, kept
 
 
-def device_batch(batch, dataset, device: torch.device, size: int,
-                 views: Optional[torch.Tensor] = None) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def device_batch(
+    batch, dataset, device: torch.device, size: int, views: Optional[torch.Tensor] = None
+) -> Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """A batch of file bytes from `dataset` (a `ViewedImages` with raw bytes) as (images, labels, index) on `device`.
 
     `views`: every image's view for this epoch (a bank's); None draws them now from torch's RNG.

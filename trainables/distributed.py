@@ -45,8 +45,9 @@ def train_sampler(dataset, seed: int, rank: int, world: int) -> torch.utils.data
     The tail that does not divide among ranks is left out (no padding duplicates); with one worker it is
     a plain shuffle.
     """
-    return torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                               seed=mixed_seed(seed), drop_last=True)
+    return torch.utils.data.DistributedSampler(
+        dataset, num_replicas=world, rank=rank, shuffle=True, seed=mixed_seed(seed), drop_last=True
+    )
 
 
 def shard(n: int, rank: int, world: int) -> list[int]:
@@ -58,8 +59,9 @@ def sum_over_ranks(values: dict[str, Any], device) -> dict[str, float]:
     """Named numbers (floats or 0-d tensors) summed over ranks in one all-reduce (float64)."""
     if not values:
         return {}
-    stacked = torch.stack([torch.as_tensor(v, device=device).detach().to(torch.float64).reshape(())
-                           for v in values.values()])
+    stacked = torch.stack(
+        [torch.as_tensor(v, device=device).detach().to(torch.float64).reshape(()) for v in values.values()]
+    )
     if world_size() > 1:
         dist.all_reduce(stacked)
     return dict(zip(values, stacked.tolist()))

@@ -75,8 +75,9 @@ class FiniteGuard:
         step = int(min(first[i] for i in bad))
         at_step = [i for i in bad if first[i] == step]
         values = self.value.tolist()
-        raise LossDiverged(divergence_message(self.epoch, step, self.steps,
-                                              {self.terms[i]: values[i] for i in at_step}, self.hint))
+        raise LossDiverged(
+            divergence_message(self.epoch, step, self.steps, {self.terms[i]: values[i] for i in at_step}, self.hint)
+        )
 
 
 def _describe(value: float) -> str:
@@ -88,5 +89,7 @@ def divergence_message(epoch: int, step: int, steps: int, bad: Mapping[str, floa
     first, *others = bad
     student, term = first.split("/", 1)
     also = f" (also {', '.join(others)})" if others else ""
-    return (f"loss diverged in epoch {epoch}, step {step} of {steps}: {student}'s {term} loss is "
-            f"{_describe(bad[first])}{also}; {hint}")
+    return (
+        f"loss diverged in epoch {epoch}, step {step} of {steps}: {student}'s {term} loss is "
+        f"{_describe(bad[first])}{also}; {hint}"
+    )

@@ -18,10 +18,12 @@ class LiveMetrics:
         self.epoch = Gauge("dualkd_epoch", "epochs finished", tag_keys=("run",))
         self.images = Gauge("dualkd_images_per_second", "training images per second, all workers", tag_keys=("run",))
         self.top1 = Gauge("dualkd_val_top1", "validation top-1 after the last epoch", tag_keys=("run", "student"))
-        self.loss = Gauge("dualkd_train_loss", "mean training loss term over the last epoch",
-                          tag_keys=("run", "student", "term"))
-        self.teacher_weight = Gauge("dualkd_teacher_weight", "mean certainty weight w of the teacher",
-                                    tag_keys=("run",))
+        self.loss = Gauge(
+            "dualkd_train_loss", "mean training loss term over the last epoch", tag_keys=("run", "student", "term")
+        )
+        self.teacher_weight = Gauge(
+            "dualkd_teacher_weight", "mean certainty weight w of the teacher", tag_keys=("run",)
+        )
 
     def throughput(self, images_per_second: float) -> None:
         self.images.set(images_per_second, tags=self.tags)

@@ -66,9 +66,7 @@ def normalized_entropy(teacher_logits: Tensor) -> Tensor:
     return (entropy / math.log(teacher_logits.shape[1])).clamp(0.0, 1.0)
 
 
-def teacher_certainty(
-    teacher_logits: Tensor, weighting: str = "entropy", threshold: Optional[float] = None
-) -> Tensor:
+def teacher_certainty(teacher_logits: Tensor, weighting: str = "entropy", threshold: Optional[float] = None) -> Tensor:
     """w(x) per sample: how much the teacher is trusted on each sample.
 
     `none` -> 1; `entropy` -> 1 - u; `threshold` -> 1 where u <= tau else 0;

@@ -13,7 +13,8 @@ import torch
 from trainables.config import RunConfig
 from trainables.losses import needs_teacher, resolve_method, students_loss
 
-TEACHER_FORWARDS_KEY = "teacher_forwards"  # teacher forwards in the epoch's training steps (this worker): 0 with cached soft labels or a bank
+# teacher forwards in the epoch's training steps (this worker): 0 with cached soft labels or a bank
+TEACHER_FORWARDS_KEY = "teacher_forwards"
 EPOCH_KEYS = ("epoch", "lr", "images_per_s", "epoch_seconds", TEACHER_FORWARDS_KEY)
 VAL_KEYS = ("val_top1", "val_top5", "val_ece")  # per student, and per teacher when there is one
 MEAN_KEY = "val_top1_mean"  # the mean of the students' val_top1

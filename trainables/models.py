@@ -60,7 +60,11 @@ def build_model(name: str, num_classes: int, image_size: int, weights_path: Opti
         report = load_matching_weights(model, weights_path)
         log.info(
             "%s: loaded %d tensors from %s, skipped %d (%s)",
-            name, report["loaded"], weights_path, len(report["skipped"]), ", ".join(report["skipped"]) or "none",
+            name,
+            report["loaded"],
+            weights_path,
+            len(report["skipped"]),
+            ", ".join(report["skipped"]) or "none",
         )
     return model
 

@@ -72,8 +72,9 @@ def upload(local: str | os.PathLike, location: str) -> None:
         fs.create_dir(path, recursive=True)
     else:
         fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pafs.copy_files(str(Path(local).resolve()), path, source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=fs)
+    pafs.copy_files(
+        str(Path(local).resolve()), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+    )
 
 
 def download(location: str, local: str | os.PathLike) -> None:
@@ -83,8 +84,9 @@ def download(location: str, local: str | os.PathLike) -> None:
         Path(local).mkdir(parents=True, exist_ok=True)
     else:
         Path(local).parent.mkdir(parents=True, exist_ok=True)
-    pafs.copy_files(path, str(Path(local).resolve()), source_filesystem=fs,
-                    destination_filesystem=pafs.LocalFileSystem())
+    pafs.copy_files(
+        path, str(Path(local).resolve()), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+    )
 
 
 def write_text(location: str, text: str) -> None:

@@ -39,8 +39,12 @@ def teacher_identity(cfg: RunConfig) -> dict:
         src = Path(teacher["checkpoint"])
         stat = src.stat()
         # A given checkpoint replaces the training schedule; its content is named by size and mtime.
-        teacher = {"arch": teacher["arch"], "checkpoint": str(src.resolve()), "size": stat.st_size,
-                   "mtime_ns": stat.st_mtime_ns}
+        teacher = {
+            "arch": teacher["arch"],
+            "checkpoint": str(src.resolve()),
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+        }
     return {"data": data, "teacher": teacher}
 
 
@@ -66,20 +70,32 @@ def read_meta(folder: str) -> dict:
 def teacher_training_config(cfg: RunConfig) -> RunConfig:
     """The run that trains the teacher: the student loop with one CE student of the teacher's arch."""
     t = cfg.teacher
-    optim = t.model_dump(exclude={"arch", "checkpoint", "init_weights", "seed", "cache_soft_labels", "bank_epochs",
-                                  "bank_seed"})
+    optim = t.model_dump(
+        exclude={"arch", "checkpoint", "init_weights", "seed", "cache_soft_labels", "bank_epochs", "bank_seed"}
+    )
     students = {**optim, "archs": [t.arch], "init_weights": {t.arch: t.init_weights} if t.init_weights else {}}
-    return cfg.model_copy(update={
-        "students": type(cfg.students).model_validate({**cfg.students.model_dump(), **students}),
-        "loss": type(cfg.loss).model_validate({**cfg.loss.model_dump(), "method": "ce", "alpha": 0.0,
-                                               "beta": 0.0, "weighting": "none", "peer_weighting": "uniform"}),
-        "teacher_dir": None,
-        "seed": t.seed,
-    })
+    return cfg.model_copy(
+        update={
+            "students": type(cfg.students).model_validate({**cfg.students.model_dump(), **students}),
+            "loss": type(cfg.loss).model_validate(
+                {
+                    **cfg.loss.model_dump(),
+                    "method": "ce",
+                    "alpha": 0.0,
+                    "beta": 0.0,
+                    "weighting": "none",
+                    "peer_weighting": "uniform",
+                }
+            ),
+            "teacher_dir": None,
+            "seed": t.seed,
+        }
+    )
 
 
-def load_teacher(folder: str | os.PathLike, arch: str, num_classes: int, image_size: int,
-                 device: torch.device | str = "cpu") -> nn.Module:
+def load_teacher(
+    folder: str | os.PathLike, arch: str, num_classes: int, image_size: int, device: torch.device | str = "cpu"
+) -> nn.Module:
     """The teacher in eval mode with gradients off: it is never trained by a student run.
 
     Weights that do not fit this data are one line: the driver leaves that check to the workers when
@@ -90,8 +106,10 @@ def load_teacher(folder: str | os.PathLike, arch: str, num_classes: int, image_s
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise RunFailed(f"the teacher at {folder} does not fit a {arch} with this data's {num_classes} classes at "
-                        f"{image_size} px ({one_line(err)}): check teacher.arch and teacher.checkpoint") from None
+        raise RunFailed(
+            f"the teacher at {folder} does not fit a {arch} with this data's {num_classes} classes at "
+            f"{image_size} px ({one_line(err)}): check teacher.arch and teacher.checkpoint"
+        ) from None
     model.eval().requires_grad_(False)
     return model.to(device)
 
@@ -116,9 +134,11 @@ def check_logits(logits: torch.Tensor, arch: str, folder: str) -> None:
     first step, blamed on the students' settings."""
     bad = int((~torch.isfinite(logits)).flatten(1).any(dim=1).sum()) if logits.numel() else 0
     if bad:
-        raise RunFailed(f"the teacher {arch} ({folder}) gives non-finite logits on {bad} of {len(logits)} training "
-                        "images: it diverged; train it again with a lower teacher.lr or more teacher.warmup_epochs, "
-                        "or give a working teacher.checkpoint")
+        raise RunFailed(
+            f"the teacher {arch} ({folder}) gives non-finite logits on {bad} of {len(logits)} training "
+            "images: it diverged; train it again with a lower teacher.lr or more teacher.warmup_epochs, "
+            "or give a working teacher.checkpoint"
+        )
 
 
 def load_soft_labels(folder: Optional[str | os.PathLike]) -> Optional[torch.Tensor]:
@@ -151,8 +171,7 @@ def write_teacher(folder: str, state_dict: dict, cfg: RunConfig, meta: dict, cac
             logits = compute_logits(model, train_ds)
             check_logits(logits, cfg.teacher.arch, folder)
             torch.save(logits, tmp / SOFT_LABELS_FILE)
-        full_meta = {**meta, "arch": cfg.teacher.arch, "num_classes": num_classes,
-                     "identity": teacher_identity(cfg)}
+        full_meta = {**meta, "arch": cfg.teacher.arch, "num_classes": num_classes, "identity": teacher_identity(cfg)}
         (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
         _publish(tmp, folder)
     except (OSError, RuntimeError) as err:  # torch.save tells a full disk as "unexpected pos ..."

@@ -40,9 +40,9 @@ def draw_views(sizes: np.ndarray, u: np.ndarray) -> np.ndarray:
     sizes = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
     u = np.asarray(u, dtype=np.float64).reshape(-1, UNIFORMS)
     height, width = sizes[:, :1], sizes[:, 1:]
-    area = height * width * (SCALE[0] + (SCALE[1] - SCALE[0]) * u[:, 0:2 * TRIES:2])
+    area = height * width * (SCALE[0] + (SCALE[1] - SCALE[0]) * u[:, 0 : 2 * TRIES : 2])
     log_lo, log_hi = math.log(RATIO[0]), math.log(RATIO[1])
-    aspect = np.exp(log_lo + (log_hi - log_lo) * u[:, 1:2 * TRIES:2])
+    aspect = np.exp(log_lo + (log_hi - log_lo) * u[:, 1 : 2 * TRIES : 2])
     w = np.round(np.sqrt(area * aspect))
     h = np.round(np.sqrt(area / aspect))
     fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
@@ -51,7 +51,9 @@ def draw_views(sizes: np.ndarray, u: np.ndarray) -> np.ndarray:
     crop_h, crop_w = h[rows, first], w[rows, first]
     # No try fits: the central crop at the aspect ratio clamped to RATIO (torchvision's fallback).
     ratio = width[:, 0] / height[:, 0]
-    fb_w = np.where(ratio < RATIO[0], width[:, 0], np.where(ratio > RATIO[1], np.round(height[:, 0] * RATIO[1]), width[:, 0]))
+    fb_w = np.where(
+        ratio < RATIO[0], width[:, 0], np.where(ratio > RATIO[1], np.round(height[:, 0] * RATIO[1]), width[:, 0])
+    )
     fb_h = np.where(ratio < RATIO[0], np.round(width[:, 0] / RATIO[0]), height[:, 0])
     none = ~fits.any(axis=1)
     crop_h, crop_w = np.where(none, fb_h, crop_h), np.where(none, fb_w, crop_w)
@@ -105,8 +107,10 @@ def apply_batch(images: Sequence[torch.Tensor], views: torch.Tensor, size: int) 
         for k, image in enumerate(images[start:stop]):
             chunk[k, :, : image.shape[1], : image.shape[2]] = image
         v = views[start:stop]
-        boxes = torch.stack([torch.arange(stop - start, dtype=torch.float32), v[:, 1], v[:, 0],
-                             v[:, 1] + v[:, 3], v[:, 0] + v[:, 2]], dim=1).to(chunk.device)
+        boxes = torch.stack(
+            [torch.arange(stop - start, dtype=torch.float32), v[:, 1], v[:, 0], v[:, 1] + v[:, 3], v[:, 0] + v[:, 2]],
+            dim=1,
+        ).to(chunk.device)
         outputs.append(roi_align(chunk, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True))
         start = stop
     out = torch.cat(outputs).div_(255.0)
