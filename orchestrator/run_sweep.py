@@ -19,14 +19,13 @@ import yaml
 from ray.tune import Callback, CLIReporter
 from ray.tune.error import TuneError
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator import storage_faults
 from orchestrator.cli import start_ray, stop_own_ray
 from orchestrator.comparison import teacher_uncertainty
 from orchestrator.gating import log_gating_curve, train_logits_of
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
+from orchestrator.searcher import OPTUNA_DB, SweepSearch, optuna_storage
 from orchestrator.sequential import STOP_TAG, stop_reason
 from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator.sweep_folder import SweepFolder
@@ -38,112 +37,11 @@ from orchestrator.tune_state import KeepTuneState, repair_state
 from trainables import failures, storage
 from trainables.teacher import SOFT_LABELS_FILE
 
-OPTUNA_DB = "optuna.db"
 ALL_FAILED = 1  # the exit status of a sweep in which every trial failed
 # Tune saves its experiment state at least this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 # Tune's classic progress table, whose columns we choose (the newer one lists every metric).
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-
-
-def optuna_storage(folder: SweepFolder) -> optuna.storages.RDBStorage:
-    return optuna.storages.RDBStorage(f"sqlite:///{folder.local / OPTUNA_DB}")
-
-
-class SweepSearch(OptunaSearch):
-    """OptunaSearch whose study is the sweep folder's sqlite on the machine that runs the driver.
-
-    Tune pickles the searcher with its study's database path; a sweep in a bucket may be resumed on
-    another machine, so a restored searcher re-opens the study at this machine's copy of the file.
-    Tune's saved state can be seconds older than the study (a killed driver): a trial the study already
-    holds as finished is re-run by Tune, but the study keeps its first ending and ignores the re-run; a
-    trial asked for after that state was saved is marked failed, as Tune will ask for another. When no Tune
-    state reached the storage at all (it filled up first), the resumed sweep starts Tune afresh: the study's
-    trials that were running then are marked failed before the first new one is asked for.
-
-    Pruned is pruned: a trial that ends (without error) before `epochs` was stopped by ASHA, and Optuna
-    is told PRUNED, with its per-epoch values as intermediate values at their epochs (Tune's own searcher
-    tells COMPLETE with the value of the epoch it stopped at, so TPE would model an epoch-1 accuracy as a
-    final one). Intermediate values are keyed by epoch, not by Tune's iteration, which counts on after a
-    restart from a checkpoint; an epoch reported twice keeps its first value.
-
-    A budget (`tune.budget_hours`): each trial's wall time so far (Tune's `time_total_s`) times its
-    `units` (GPUs, else CPUs); once they add up to the budget no trial is proposed, and Tune lets the
-    running ones finish. The clock is saved with the searcher, so a resumed sweep keeps it.
-    """
-
-    def __init__(
-        self, folder: SweepFolder, epochs: int, units: float = 1.0, budget_hours: Optional[float] = None, **kwargs
-    ):
-        super().__init__(study_name=folder.name, storage=optuna_storage(folder), **kwargs)
-        self.folder = folder
-        self.epochs = epochs
-        self.units, self.budget_hours = units, budget_hours
-        self.seconds: dict[str, float] = {}
-        self.orphans_failed = False
-
-    @property
-    def hours_used(self) -> float:
-        return sum(self.seconds.values()) * self.units / 3600
-
-    def suggest(self, trial_id: str):
-        if self.budget_hours is not None and self.hours_used >= self.budget_hours:
-            return Searcher.FINISHED
-        if not self.orphans_failed:
-            self._fail_orphans()
-        return super().suggest(trial_id)
-
-    def _fail_orphans(self) -> None:
-        """Running trials of the study that this searcher did not ask for: a driver that is gone asked for them
-        after Tune's state was saved (or none was), and Tune will ask for others in their place."""
-        known = {t._trial_id for t in self._ot_trials.values()}
-        for orphan in self._ot_study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
-            if orphan._trial_id not in known:
-                self._storage.set_trial_state_values(orphan._trial_id, optuna.trial.TrialState.FAIL)
-        self.orphans_failed = True
-
-    def _clock(self, trial_id: str, result: Optional[dict]) -> None:
-        if result and "time_total_s" in result:
-            self.seconds[trial_id] = float(result["time_total_s"])
-
-    def on_trial_result(self, trial_id: str, result: dict):
-        self._clock(trial_id, result)
-        if trial_id not in self._completed_trials:
-            self._report(trial_id, result)
-
-    def _report(self, trial_id: str, result: dict) -> None:
-        if isinstance(self.metric, list) or self.metric not in result:
-            return  # Optuna keeps no intermediate values of several objectives
-        trial = self._ot_trials[trial_id]
-        epoch = int(result.get("epoch", 0))
-        if epoch and epoch not in self._storage.get_trial(trial._trial_id).intermediate_values:
-            trial.report(result[self.metric], epoch)
-
-    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False):
-        self._clock(trial_id, result)
-        if error or not result or trial_id in self._completed_trials:
-            return super().on_trial_complete(trial_id, result, error)
-        self._report(trial_id, result)  # a trial ASHA stops hands its last result to this call only
-        if not 0 < int(result.get("epoch", 0)) < self.epochs:  # ran every epoch (or reported none)
-            return super().on_trial_complete(trial_id, result, error)
-        self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
-
-    def restore(self, checkpoint_path: str):
-        super().restore(checkpoint_path)
-        self._storage = optuna_storage(self.folder)
-        self._ot_study = optuna.load_study(
-            study_name=self.folder.name,
-            storage=self._storage,
-            sampler=self._ot_study.sampler,
-            pruner=self._ot_study.pruner,
-        )
-        for tune_id, old in list(self._ot_trials.items()):
-            if self._storage.get_trial(old._trial_id).state.is_finished():
-                self._completed_trials.add(tune_id)
-            else:
-                self._ot_trials[tune_id] = optuna.Trial(self._ot_study, old._trial_id)
-        self._fail_orphans()
 
 
 class PublishStudy(Callback):

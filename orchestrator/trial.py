@@ -10,13 +10,11 @@ Tune's retry of it fails at once (see `trainables.failures`).
 
 from __future__ import annotations
 
-import time
 from typing import Any, Optional
 
 import ray.tune
-from ray.train._internal.session import get_session
-from ray.tune.integration.ray_train import TuneReportCallback
 
+from orchestrator.ray_internals import TuneReportCallback, hand_over_last_report
 from orchestrator.spec import Spec, with_values
 from orchestrator.trainer import build_trainer, failure_location, fit
 from trainables import failures
@@ -36,23 +34,6 @@ def run_trial(
     failures.raise_recorded(failure_location(train_storage, name))
     fit(build_trainer(trial_spec, run_cfg, name=name, storage_path=train_storage, callbacks=[TuneReportCallback()]))
     hand_over_last_report()
-
-
-def hand_over_last_report(poll_s: float = 0.1) -> None:
-    """Return only once Tune's trainable has passed on the TorchTrainer's last report.
-
-    In Ray 2.60 a Tune trainable deadlocks when its function returns while that report still waits in
-    the queue between Train and Tune: the function's end takes the one result slot the report needs.
-    The report waits there whenever the driver is slow to ask for it (an MLflow server down, a slow
-    bucket). An empty item put after it, which the trainable skips, is taken only once the report
-    before it has been passed on.
-    """
-    queue = getattr(get_session(), "_inter_actor_queue", None)
-    if queue is None:
-        return
-    queue.put({})
-    while not queue.empty():
-        time.sleep(poll_s)
 
 
 def trial_trainable(

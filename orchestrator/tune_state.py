@@ -20,6 +20,7 @@ from typing import Optional
 
 from ray.tune import Callback
 
+from orchestrator.ray_internals import experiment_folders
 from trainables import storage
 
 STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")
@@ -52,11 +53,13 @@ class KeepTuneState(Callback):
         self.copied: dict[str, float] = {}
 
     def on_step_end(self, iteration, trials, **info):
-        context = trials[0].storage if trials else None
-        if context is None or context.storage_filesystem.type_name != "local":
+        if not trials:
             return
-        kept = Path(context.experiment_fs_path) / KEPT
-        for path in state_files(Path(context.experiment_driver_staging_path)):
+        local, experiment, staging = experiment_folders(trials[0])
+        if not local:
+            return
+        kept = experiment / KEPT
+        for path in state_files(staging):
             stamp = path.stat().st_mtime
             if self.copied.get(path.name) == stamp:
                 continue

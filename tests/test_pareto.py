@@ -11,7 +11,7 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator.pareto import dominates, pareto_front
-from orchestrator.run_sweep import SweepSearch
+from orchestrator.searcher import SweepSearch
 from orchestrator.spec import SpecError, load_spec, validate_spec
 from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import trials_table, write_results

@@ -4,7 +4,7 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from orchestrator.run_sweep import SweepSearch
+from orchestrator.searcher import SweepSearch
 from orchestrator.sweep_folder import SweepFolder
 
 EPOCHS = 4
