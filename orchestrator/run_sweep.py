@@ -456,7 +456,8 @@ def tracked_sweep(
     if summary is not None:
         return end_failed(tracker, folder, summary)
     tracker.finish()
-    print(f"\n{len(df)} trials, {len(pruned)} pruned by ASHA (PRUNED in the Optuna study); results in {folder}")
+    stopped = f", {len(pruned)} pruned by ASHA (PRUNED in the Optuna study)" if spec.tune.scheduler == "asha" else ""
+    print(f"\n{len(df)} trials{stopped}; results in {folder}")
     print(budget_line(hours, budget, spec))
     if "best.yaml" in files:
         print(f"best configuration: python -m orchestrator.train {files['best.yaml']}")
