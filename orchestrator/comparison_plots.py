@@ -19,22 +19,17 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from orchestrator.comparison import finished_trials, trial_method  # noqa: E402
+from orchestrator.certainty_bins import (  # noqa: E402
+    certainty_bins,
+    matching_records,
+    methods_in_order,
+    reference_predictions,
+)
 from orchestrator.tables import save_figure  # noqa: E402
 from trainables.losses import PRESETS, normalized_entropy  # noqa: E402
 from trainables.metrics import calibration_bins, expected_calibration_error  # noqa: E402
 
-CERTAINTY_BINS = 5
 RELIABILITY_BINS = 15  # the ECE's own bins, so the diagram shows what the ECE sums
-
-
-def _by_method(trials: list[dict]) -> dict[str, list[str]]:
-    """method -> finished trial ids, methods in the presets' order (so colours agree across plots)."""
-    order = {m: i for i, m in enumerate(PRESETS)}
-    groups: dict[str, list[str]] = {}
-    for trial in finished_trials(trials):
-        groups.setdefault(trial_method(trial) or "?", []).append(trial["trial_id"])
-    return dict(sorted(groups.items(), key=lambda item: order.get(item[0], len(order))))
 
 
 def _colour(method: str) -> str:
@@ -62,22 +57,10 @@ def _teacher_entropy(out: Path, train_logits, val_logits) -> Optional[Path]:
     return save_figure(fig, out / "teacher_entropy.png")
 
 
-def _equal_count_bins(w: torch.Tensor, bins: int) -> torch.Tensor:
-    """Bin index per sample, each bin holding the same number of samples (ties split by order).
-
-    Equal-count rather than equal-width: a good teacher puts most samples near w = 1, and equal-width
-    bins would leave the low-certainty bins, the interesting ones, with a handful of samples.
-    """
-    idx = torch.empty(len(w), dtype=torch.long)
-    idx[torch.argsort(w, stable=True)] = torch.arange(len(w)) * bins // len(w)
-    return idx
-
-
 def _accuracy_by_certainty(out: Path, student_names, groups, predictions, labels, val_logits) -> Optional[Path]:
-    w = 1 - normalized_entropy(torch.as_tensor(val_logits))
-    bins = min(CERTAINTY_BINS, len(w))
-    idx = _equal_count_bins(w, bins)
-    count = torch.bincount(idx, minlength=bins).float()
+    cb = certainty_bins(val_logits)  # the bins of accuracy_by_certainty.csv too
+    w, idx, bins = cb.w, cb.index, cb.bins
+    count = cb.count.float()
     centre = torch.bincount(idx, weights=w, minlength=bins) / count
     fig, axes = _subplots(
         len(student_names),
@@ -87,11 +70,9 @@ def _accuracy_by_certainty(out: Path, student_names, groups, predictions, labels
     for ax, name in zip(axes, student_names):
         for method, ids in groups.items():
             hits, seen = torch.zeros(bins), torch.zeros(bins)
-            for tid in ids:
-                pred = predictions.get(tid) or {}
-                if name in pred and torch.equal(torch.as_tensor(pred["labels"]), labels):
-                    hits += torch.bincount(idx, weights=torch.as_tensor(pred[name]["correct"]).float(), minlength=bins)
-                    seen += count
+            for _, correct in matching_records(predictions, ids, name, labels):
+                hits += torch.bincount(idx, weights=correct.float(), minlength=bins)
+                seen += count
             if seen.sum() > 0:
                 ax.plot(centre.numpy(), (100 * hits / seen).numpy(), marker="o", color=_colour(method), label=method)
                 drawn = True
@@ -175,16 +156,16 @@ def analysis_plots(
     - accuracy_by_certainty.png: each student's accuracy in equal-count bins of the teacher's
       w = 1 - u, one line per method. The teacher is the same in every trial, so the first teacher
       logits found bin every method, those without a teacher too; a trial whose validation labels
-      differ from that trial's (another split or order) is left out;
+      differ from that trial's (another split or order) is left out. Its numbers, with paired differences
+      to kd, are `orchestrator.certainty_bins`' accuracy_by_certainty.csv, from the same bins;
     - reliability_<student>.png: accuracy against confidence, ECE per method in the legend;
     - accuracy_vs_epoch.png: val top-1 against epoch, mean over seeds.
     Seeds are pooled per method; errored trials are left out, as in the table.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    groups = _by_method(trials)
-    ids = [tid for group in groups.values() for tid in group]
-    reference = next((predictions[tid] for tid in ids if "teacher_logits" in (predictions.get(tid) or {})), None)
+    groups = methods_in_order(trials)
+    reference = reference_predictions(predictions, groups)
     val_logits = reference["teacher_logits"] if reference is not None else None
     written = [_teacher_entropy(out, teacher_train_logits, val_logits)]
     if student_names:  # the per-student figures have one panel per student
