@@ -22,6 +22,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from orchestrator.certainty_bins import write_certainty_table
 from orchestrator.cli import run_main
 from orchestrator.comparison import REFERENCES, comparison_table, format_comparison, write_comparison
 from orchestrator.comparison_plots import analysis_plots
@@ -126,6 +127,7 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path,
         teacher_logits = torch.load(logits_path, weights_only=True) if logits_path else None
         for path in analysis_plots(out_dir, names, predictions, sweep.trials, histories, teacher_logits):
             files[path.name] = path
+        files.update(write_certainty_table(out_dir, names, predictions, sweep.trials, spec.compare.interval))
         print("\n" + format_comparison(table))
     else:
         print("\n" + format_table(trials))
