@@ -34,7 +34,7 @@ from orchestrator.tables import format_table, trials_table, write_results
 from orchestrator.journal import Journal
 from orchestrator.tracking import (PARENT_TAG, SWEEP_TAG, TRIAL_TAG, absolute_uri, is_constant, open_client,
                                    tracking_uri)
-from trainables.loop import PREDICTIONS_FILE
+from trainables.files import PREDICTIONS_FILE
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise here
 CONFIG_ARTIFACT = "resolved_config.json"

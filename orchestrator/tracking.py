@@ -30,7 +30,7 @@ from orchestrator.journal import JOURNAL_FOLDER, PARENT_TAG, Journal, open_journ
 from orchestrator.sender import Sender
 from trainables import storage
 from trainables.config import ConfigError
-from trainables.loop import PREDICTIONS_FILE
+from trainables.files import PREDICTIONS_FILE
 from trainables.metric_names import BAD_IMAGES_KEY, TEACHER_FORWARDS_KEY
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"

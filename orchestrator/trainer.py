@@ -16,8 +16,9 @@ from orchestrator.spec import Resources, Spec
 from trainables import bank, failures, storage
 from trainables.config import ConfigError, RunConfig
 from trainables.data import build_datasets
+from trainables.files import STATE_FILE
+from trainables.loop import train_loop_per_worker
 from trainables.losses import needs_teacher, resolve_method
-from trainables.loop import STATE_FILE, train_loop_per_worker
 from trainables.models import build_model, output_classes
 from trainables.teacher import META_FILE as TEACHER_META
 from trainables.teacher import is_cached, read_state_dict, teacher_dir, teacher_training_config, write_teacher

@@ -12,7 +12,7 @@ import yaml
 from orchestrator.spec import validate_spec
 from orchestrator.trainer import build_trainer, prepare_teacher, teacher_cache
 from tests.conftest import tiny_spec_dict
-from trainables.loop import PREDICTIONS_FILE, STATE_FILE
+from trainables.files import PREDICTIONS_FILE, STATE_FILE
 from trainables.metric_names import epoch_metric_names
 from trainables.teacher import SOFT_LABELS_FILE, is_cached, read_meta, teacher_dir
 

@@ -32,6 +32,7 @@ from trainables.config import ConfigError, OptimConfig, RunConfig
 from trainables.data import build_datasets, collate_skipping_none
 from trainables.decode import device_batch, resolve_decode
 from trainables.divergence import FiniteGuard, LossDiverged, divergence_hint
+from trainables.files import PREDICTIONS_FILE, STATE_FILE
 from trainables.live_metrics import LiveMetrics
 from trainables.losses import needs_teacher, peer_warmup_factor, resolve_method, students_loss
 from trainables.metric_names import BAD_IMAGES_KEY, MEAN_KEY, TEACHER_FORWARDS_KEY, VAL_KEYS, train_key
@@ -40,8 +41,6 @@ from trainables.models import build_model, model_profile
 from trainables.teacher import load_soft_labels, load_teacher
 
 log = logging.getLogger(__name__)  # Ray Train forwards worker logs; its patched print() would echo twice
-STATE_FILE = "state.pt"
-PREDICTIONS_FILE = "val_predictions.pt"
 # How often (steps) the loss is checked for NaN/inf on a GPU, where a check synchronises with the host,
 # and the live images/s gauge is updated.
 FINITE_CHECK_EVERY = LIVE_EVERY_STEPS = 50
