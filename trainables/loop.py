@@ -6,6 +6,10 @@ With beta = 0 the two students are two independent runs that happen to see the s
 With N workers (DDP) each rank trains on its share of the run's order and evaluates its share of the
 val set; the figures are those of all ranks (`trainables.distributed`). Rank 0 writes checkpoints,
 which hold every rank's random state; every rank calls `ray.train.report`.
+
+`_train` reads top to bottom: `start_worker` (rank, device, seeds), `build_training` (data, students,
+teacher logits from `trainables.teacher_logits`, loaders, optimizer), `restore` (from Ray Train's
+checkpoint), then per epoch `run_epoch` (the steps), `validate` and `checkpoint_and_report`.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import shutil
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import ray
 import ray.train
@@ -27,7 +32,6 @@ import torch
 from torch import nn
 
 from trainables import distributed, failures
-from trainables.bank import Bank
 from trainables.config import ConfigError, OptimConfig, RunConfig
 from trainables.data import build_datasets, collate_skipping_none
 from trainables.decode import device_batch, resolve_decode
@@ -38,7 +42,7 @@ from trainables.losses import needs_teacher, peer_warmup_factor, resolve_method,
 from trainables.metric_names import BAD_IMAGES_KEY, MEAN_KEY, TEACHER_FORWARDS_KEY, VAL_KEYS, train_key
 from trainables.metrics import expected_calibration_error, topk_correct
 from trainables.models import build_model, model_profile
-from trainables.teacher import load_soft_labels, load_teacher
+from trainables.teacher_logits import TeacherLogits, build_teacher_logits
 
 log = logging.getLogger(__name__)  # Ray Train forwards worker logs; its patched print() would echo twice
 # How often (steps) the loss is checked for NaN/inf on a GPU, where a check synchronises with the host,
@@ -201,52 +205,143 @@ def build_students(cfg: RunConfig, num_classes: int, world: int, memory_format) 
     return models
 
 
-class TeacherLogits:
-    """Where a step's teacher logits come from: the cached soft labels (deterministic data), the bank's
-    recorded views (augmented data), or a live forward of the frozen teacher. Counts live forwards."""
-
-    def __init__(self, cfg: RunConfig, train_ds, num_classes: int, device, memory_format, run: str, rank: int):
-        self.device = device
-        self.soft_labels = load_soft_labels(cfg.teacher_dir)
-        self.bank = None
-        if self.soft_labels is None and cfg.bank_dir:
-            self.bank = Bank(cfg.bank_dir)
-            self.bank.check(len(train_ds), num_classes)
-            if cfg.students.epochs > self.bank.epochs and rank == 0:
-                log.warning(f"{run}: the soft-label bank holds {self.bank.epochs} epochs of views, this run trains "
-                            f"{cfg.students.epochs}: epoch e replays bank epoch e mod {self.bank.epochs}")
-        teacher = load_teacher(cfg.teacher_dir, cfg.teacher.arch, num_classes, cfg.data.image_size, device)
-        self.model = teacher.to(memory_format=memory_format)
-        self.forwards = 0  # counted by a hook, so a forward from anywhere in a training step shows
-        self.model.register_forward_pre_hook(self._count)
-        self.epoch_logits: Optional[torch.Tensor] = None
-
-    def _count(self, *_) -> None:
-        self.forwards += 1
-
-    def start_epoch(self, epoch: int) -> Optional[torch.Tensor]:
-        """The bank's views of this epoch (None without a bank); its logits move to the device once."""
-        self.forwards = 0
-        if self.bank is None:
-            return None
-        views, logits = self.bank.epoch(epoch)
-        self.epoch_logits = logits.to(self.device)  # 25 MB on ImageNet-100: no host copy and sync per step
-        return views
-
-    def __call__(self, images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        if self.soft_labels is not None:
-            return self.soft_labels[index.cpu()].to(self.device)
-        if self.epoch_logits is not None:
-            return self.epoch_logits[index.to(self.device)].float()
-        with torch.no_grad():
-            return self.model(images).float()
+@dataclass
+class Worker:
+    """This process's place in the run and how it computes; every part of the loop reads it."""
+    rank: int
+    world: int
+    run: str  # the trial id in a sweep, the run's name otherwise
+    device: torch.device
+    autocast: Any  # bf16 autocast on a GPU with students.amp, else a null context
+    memory_format: torch.memory_format
+    live: Optional[LiveMetrics]  # rank 0 sets the live gauges; None on the other ranks
 
 
-def train_epoch(cfg: RunConfig, epoch: int, models: dict, loader, train_ds, teacher: Optional[TeacherLogits],
-                bank_views, optimizer, scheduler, loss_settings: dict, device, autocast, memory_format,
-                raw_bytes: bool, hint: str, live: Optional[LiveMetrics]) -> dict[str, float]:
+@dataclass
+class Training:
+    """What the epochs work on: built once per (re)start, in the same order every time (see `build_training`)."""
+    loss_settings: dict
+    raw_bytes: bool  # data.decode gpu: the loaders read file bytes, `device_batch` decodes on the device
+    train_ds: Any
+    val_ds: Any
+    num_classes: int
+    models: dict[str, nn.Module]
+    teacher: Optional[TeacherLogits]  # None when the method needs no teacher
+    sampler: Any
+    train_loader: Any
+    val_loader: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+
+
+def start_worker(cfg: RunConfig) -> Worker:
+    """This worker's rank, device and precision; seeds its RNG streams before anything draws from them."""
+    _quiet_ray_report_log()
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    run = ctx.get_experiment_name()
+    live = LiveMetrics(run) if rank == 0 else None
+    device = ray.train.torch.get_device()
+    on_gpu = device.type == "cuda"
+    distributed.seed_rank(cfg.seed, rank)  # DDP starts every rank from rank 0's weights
+    if cfg.deterministic:
+        use_deterministic_algorithms()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.students.amp else nullcontext())
+    memory_format = torch.channels_last if on_gpu and cfg.students.channels_last else torch.contiguous_format
+    return Worker(rank, world, run, device, autocast, memory_format, live)
+
+
+def build_training(cfg: RunConfig, w: Worker) -> Training:
+    """Data, students, teacher logits, loaders, optimizer and schedule.
+
+    The order is part of the run: building the students (and the teacher after them) draws from the
+    global RNG that `start_worker` seeded, so a reordering would change every later draw.
+    """
+    loss_settings = resolve_method(cfg.loss.settings())
+    raw_bytes = cfg.data.name == "imagefolder" and resolve_decode(cfg.data.decode, w.device.type == "cuda") == "gpu"
+    train_ds, val_ds, num_classes = build_datasets(cfg.data, cfg.data.split_seed, raw_bytes=raw_bytes)
+    sc = cfg.students
+    models = build_students(cfg, num_classes, w.world, w.memory_format)
+    teacher = None
+    if needs_teacher(loss_settings):
+        if not cfg.teacher_dir:
+            raise ValueError("this method needs a teacher but no teacher_dir was given: prepare it first")
+        teacher = build_teacher_logits(cfg, train_ds, num_classes, w.device, w.memory_format, w.run, w.rank)
+    sampler, train_loader, val_loader = build_loaders(cfg, w, train_ds, val_ds)
+    params = [p for m in models.values() for p in m.parameters()]
+    optimizer = build_optimizer(params, sc)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"students.batch_size {sc.batch_size} x {w.world} worker(s) exceeds the {len(train_ds)} "
+                          "training images: no full batch per worker; lower students.batch_size or the workers")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, sc))
+    return Training(loss_settings, raw_bytes, train_ds, val_ds, num_classes, models, teacher, sampler,
+                    train_loader, val_loader, optimizer, scheduler)
+
+
+def build_loaders(cfg: RunConfig, w: Worker, train_ds, val_ds) -> tuple:
+    """The train sampler and loader (this rank's share of the run's order) and this rank's val shard loader.
+
+    Our own loaders: Ray's prepare_data_loader would seed the order with 0 whatever the run's seed and
+    drop persistent_workers and prefetch_factor. Tensors move to the device in the steps.
+    """
+    sc = cfg.students
+    loader_kw = dict(num_workers=cfg.data.loader_workers, pin_memory=w.device.type == "cuda",
+                     persistent_workers=cfg.data.loader_workers > 0, collate_fn=collate_skipping_none)
+    sampler = distributed.train_sampler(train_ds, cfg.seed, w.rank, w.world)
+    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=sc.batch_size, sampler=sampler, drop_last=True,
+                                               **loader_kw)
+    val_shard = torch.utils.data.Subset(val_ds, distributed.shard(len(val_ds), w.rank, w.world))
+    val_loader = torch.utils.data.DataLoader(val_shard, batch_size=sc.batch_size * 2, shuffle=False, **loader_kw)
+    return sampler, train_loader, val_loader
+
+
+def restore(cfg: RunConfig, w: Worker, t: Training) -> tuple[int, Optional[dict]]:
+    """The epoch to start at and the teacher's val figures, from Ray Train's checkpoint if it gave one.
+
+    The teacher's figures come from the checkpoint: evaluating it again would draw on the random state
+    the run restored. A run whose checkpoint is its last epoch reports that epoch again (so that Tune sees
+    it end) and gets `students.epochs` back: no epoch left.
+    """
+    checkpoint = ray.train.get_checkpoint()
+    if not checkpoint:
+        return 0, None
+    with checkpoint.as_directory() as d:
+        state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
+    for name, m in t.models.items():
+        unwrap(m).load_state_dict(state["students"][name])
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.scheduler.load_state_dict(state["scheduler"])
+    restore_rank_rng(state, w.rank, w.world, w.device, w.run)
+    start_epoch = state["epoch"] + 1
+    if start_epoch >= cfg.students.epochs:
+        report_final_again(checkpoint, state, w.rank)
+        return start_epoch, None
+    if w.rank == 0:
+        log.info(f"{w.run}: resumed from the checkpoint of epoch {start_epoch}, continuing at epoch {start_epoch + 1}")
+    return start_epoch, {k: v for k, v in state["metrics"].items() if k.startswith("teacher/")} or None
+
+
+def run_epoch(cfg: RunConfig, w: Worker, t: Training, epoch: int, hint: str) -> tuple[dict, int]:
+    """One epoch's training: its metrics (epoch, lr, speed, teacher forwards, loss parts) and its bad images."""
+    t.sampler.set_epoch(epoch)
+    bank_views = t.teacher.start_epoch(epoch) if t.teacher is not None else None
+    if bank_views is not None and not t.raw_bytes:
+        t.train_ds.replay(bank_views)  # before the epoch's loader iterator starts
+    figures = train_epoch(cfg, w, t, epoch, bank_views, hint)
+    metrics = {"epoch": epoch + 1, "lr": t.scheduler.get_last_lr()[0], "images_per_s": figures.pop("images_per_s"),
+               "epoch_seconds": figures.pop("seconds"), TEACHER_FORWARDS_KEY: int(figures.pop("forwards"))}
+    bad = int(figures.pop("bad"))
+    metrics.update({train_key(k): v for k, v in figures.items()})
+    return metrics, bad
+
+
+def train_epoch(cfg: RunConfig, w: Worker, t: Training, epoch: int, bank_views, hint: str) -> dict[str, float]:
     """One epoch of steps; its figures over all ranks: loss parts (per image), images/s, bad images, teacher forwards."""
     sc, world = cfg.students, distributed.world_size()
+    models, loader, teacher, device = t.models, t.train_loader, t.teacher, w.device
     agree = world > 1 and cfg.data.skip_bad_images  # only then can one rank's batch be empty
     steps = len(loader)
     for m in models.values():
@@ -255,29 +350,29 @@ def train_epoch(cfg: RunConfig, epoch: int, models: dict, loader, train_ds, teac
     guard = FiniteGuard(epoch + 1, steps, 1 if device.type == "cpu" else FINITE_CHECK_EVERY, hint)
     seen, bad, started = 0, 0, time.perf_counter()
     for step, batch in enumerate(loader, start=1):
-        if batch is not None and raw_bytes:
-            batch = device_batch(batch, train_ds, device, cfg.data.image_size, bank_views)
+        if batch is not None and t.raw_bytes:
+            batch = device_batch(batch, t.train_ds, device, cfg.data.image_size, bank_views)
         bad += sc.batch_size - (len(batch[1]) if batch is not None else 0)
         if not (distributed.all_ranks_have(batch is not None, device) if agree else batch is not None):
             continue  # every image of some rank's batch was unreadable: every rank skips the step
         images, labels, index = batch
-        images = images.to(device, non_blocking=True).to(memory_format=memory_format)
+        images = images.to(device, non_blocking=True).to(memory_format=w.memory_format)
         labels = labels.to(device, non_blocking=True)
-        with autocast:
+        with w.autocast:
             teacher_logits = teacher(images, index) if teacher is not None else None
             logits = [m(images).float() for m in models.values()]
         ramp = peer_warmup_factor(epoch + (step - 1) / steps, cfg.loss.peer_warmup_epochs)
         parts = students_loss(logits, labels, teacher_logits, names=sc.names, label_smoothing=sc.label_smoothing,
-                              **{**loss_settings, "beta": loss_settings["beta"] * ramp})
+                              **{**t.loss_settings, "beta": t.loss_settings["beta"] * ramp})
         guard.update(step, parts)  # before the step: NaN never reaches the weights unnoticed for long
-        optimizer.zero_grad(set_to_none=True)
+        t.optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
-        optimizer.step()
-        scheduler.step()
+        t.optimizer.step()
+        t.scheduler.step()
         avg.add({k: v for k, v in parts.items() if k != "total"}, labels.shape[0])
         seen += labels.shape[0]
-        if live is not None and step % LIVE_EVERY_STEPS == 0:
-            live.throughput(seen * world / (time.perf_counter() - started))
+        if w.live is not None and step % LIVE_EVERY_STEPS == 0:
+            w.live.throughput(seen * world / (time.perf_counter() - started))
     guard.check()
     seconds = time.perf_counter() - started
     totals = distributed.sum_over_ranks({**avg.sums, "_images": seen, "_rate": seen / max(seconds, 1e-9),
@@ -289,113 +384,60 @@ def train_epoch(cfg: RunConfig, epoch: int, models: dict, loader, train_ds, teac
     return out
 
 
+def validate(cfg: RunConfig, w: Worker, t: Training, epoch: int, metrics: dict, bad: int,
+             teacher_val: Optional[dict], hint: str) -> tuple[dict, dict, Optional[dict]]:
+    """Adds the epoch's val figures to `metrics`; returns the plain students, the val predictions and the
+    teacher's val figures (measured on the first epoch evaluated, kept after). Every rank evaluates its shard."""
+    plain = {name: unwrap(m) for name, m in t.models.items()}
+    for m in plain.values():
+        distributed.share_rank0_buffers(m)
+    if t.teacher is not None and teacher_val is None:
+        teacher_val, _ = evaluate({"teacher": t.teacher.model}, t.val_loader, w.device, w.autocast)
+    last = epoch + 1 == cfg.students.epochs
+    val, predictions = evaluate(plain, t.val_loader, w.device, w.autocast,
+                                t.teacher.model if last and t.teacher else None, epoch=epoch + 1, hint=hint)
+    metrics.update(val)
+    metrics.update(teacher_val or {})
+    names = cfg.students.names
+    metrics[MEAN_KEY] = sum(val[f"{n}/val_top1"] for n in names) / len(names)
+    if cfg.data.skip_bad_images:
+        metrics[BAD_IMAGES_KEY] = bad + len(t.val_ds) - len(predictions["labels"])
+    return plain, predictions, teacher_val
+
+
+def checkpoint_and_report(cfg: RunConfig, w: Worker, t: Training, epoch: int, metrics: dict, plain: dict,
+                          predictions: dict) -> None:
+    """Rank 0 writes the checkpoint (every rank's random state, the predictions on the last epoch);
+    every rank reports, as Ray Train requires."""
+    rngs = distributed.gather(distributed.rng_state(w.device))  # after the draws of this epoch's evaluation
+    last = epoch + 1 == cfg.students.epochs
+    with tempfile.TemporaryDirectory(prefix="ckpt-") as checkpoint_dir:
+        checkpoint = None
+        if w.rank == 0:
+            if last:
+                torch.save(predictions, Path(checkpoint_dir) / PREDICTIONS_FILE)
+                metrics.update(model_profiles(cfg, t.num_classes, t.teacher is not None))
+            torch.save({"epoch": epoch, "students": {n: m.state_dict() for n, m in plain.items()},
+                        "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+                        "rngs": rngs, "num_classes": t.num_classes, "metrics": metrics},
+                       Path(checkpoint_dir) / STATE_FILE)
+            checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
+            log.info(f"{w.run}: " + epoch_line(metrics, cfg.students.names, cfg.students.epochs, t.teacher is not None))
+            w.live.end_of_epoch(metrics)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
 def _train(cfg: RunConfig) -> None:
-    _quiet_ray_report_log()
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    run = ctx.get_experiment_name()  # the trial id in a sweep, the run's name otherwise
-    live = LiveMetrics(run) if rank == 0 else None
-    device = ray.train.torch.get_device()
-    on_gpu = device.type == "cuda"
-    distributed.seed_rank(cfg.seed, rank)  # DDP starts every rank from rank 0's weights
-    if cfg.deterministic:
-        use_deterministic_algorithms()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.students.amp else nullcontext())
-    memory_format = torch.channels_last if on_gpu and cfg.students.channels_last else torch.contiguous_format
-
-    loss_settings = resolve_method(cfg.loss.settings())
-    # data.decode gpu: the loaders read file bytes; decode_batch below decodes and augments on the device.
-    raw_bytes = cfg.data.name == "imagefolder" and resolve_decode(cfg.data.decode, on_gpu) == "gpu"
-    train_ds, val_ds, num_classes = build_datasets(cfg.data, cfg.data.split_seed, raw_bytes=raw_bytes)
-    sc = cfg.students
-    names = sc.names
-    models = build_students(cfg, num_classes, world, memory_format)
-    teacher = None
-    if needs_teacher(loss_settings):
-        if not cfg.teacher_dir:
-            raise ValueError("this method needs a teacher but no teacher_dir was given: prepare it first")
-        teacher = TeacherLogits(cfg, train_ds, num_classes, device, memory_format, run, rank)
-
-    # Our own loaders: Ray's prepare_data_loader would seed the order with 0 whatever the run's seed and
-    # drop persistent_workers and prefetch_factor. Tensors move to the device in the steps.
-    loader_kw = dict(num_workers=cfg.data.loader_workers, pin_memory=on_gpu,
-                     persistent_workers=cfg.data.loader_workers > 0, collate_fn=collate_skipping_none)
-    sampler = distributed.train_sampler(train_ds, cfg.seed, rank, world)
-    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=sc.batch_size, sampler=sampler, drop_last=True,
-                                               **loader_kw)
-    val_shard = torch.utils.data.Subset(val_ds, distributed.shard(len(val_ds), rank, world))
-    val_loader = torch.utils.data.DataLoader(val_shard, batch_size=sc.batch_size * 2, shuffle=False, **loader_kw)
-
-    params = [p for m in models.values() for p in m.parameters()]
-    optimizer = build_optimizer(params, sc)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise ConfigError(f"students.batch_size {sc.batch_size} x {world} worker(s) exceeds the {len(train_ds)} "
-                          "training images: no full batch per worker; lower students.batch_size or the workers")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, sc))
-
-    start_epoch, teacher_val = 0, None  # the frozen teacher's val figures, measured once
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
-        for name, m in models.items():
-            unwrap(m).load_state_dict(state["students"][name])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rank_rng(state, rank, world, device, run)
-        start_epoch = state["epoch"] + 1
-        if start_epoch >= sc.epochs:
-            report_final_again(checkpoint, state, rank)
-            return
-        if rank == 0:
-            log.info(f"{run}: resumed from the checkpoint of epoch {start_epoch}, continuing at epoch {start_epoch + 1}")
-        # From the checkpoint: evaluating again would draw on the random state the run restored.
-        teacher_val = {k: v for k, v in state["metrics"].items() if k.startswith("teacher/")} or None
-
-    hint = divergence_hint(sc.lr, loss_settings)
-    for epoch in range(start_epoch, sc.epochs):
-        sampler.set_epoch(epoch)
-        bank_views = teacher.start_epoch(epoch) if teacher is not None else None
-        if bank_views is not None and not raw_bytes:
-            train_ds.replay(bank_views)  # before the epoch's loader iterator starts
-        figures = train_epoch(cfg, epoch, models, train_loader, train_ds, teacher, bank_views, optimizer, scheduler,
-                              loss_settings, device, autocast, memory_format, raw_bytes, hint, live)
-        metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "images_per_s": figures.pop("images_per_s"),
-                   "epoch_seconds": figures.pop("seconds"), TEACHER_FORWARDS_KEY: int(figures.pop("forwards"))}
-        bad = int(figures.pop("bad"))
-        metrics.update({train_key(k): v for k, v in figures.items()})
-
-        plain = {name: unwrap(m) for name, m in models.items()}
-        for m in plain.values():
-            distributed.share_rank0_buffers(m)
-        if teacher is not None and teacher_val is None:
-            teacher_val, _ = evaluate({"teacher": teacher.model}, val_loader, device, autocast)
-        last = epoch + 1 == sc.epochs
-        val, predictions = evaluate(plain, val_loader, device, autocast, teacher.model if last and teacher else None,
-                                    epoch=epoch + 1, hint=hint)
-        metrics.update(val)
-        metrics.update(teacher_val or {})
-        metrics[MEAN_KEY] = sum(val[f"{n}/val_top1"] for n in names) / len(names)
-        if cfg.data.skip_bad_images:
-            metrics[BAD_IMAGES_KEY] = bad + len(val_ds) - len(predictions["labels"])
-        rngs = distributed.gather(distributed.rng_state(device))  # after the draws of this epoch's evaluation
-        with tempfile.TemporaryDirectory(prefix="ckpt-") as checkpoint_dir:
-            checkpoint = None
-            if rank == 0:
-                if last:
-                    torch.save(predictions, Path(checkpoint_dir) / PREDICTIONS_FILE)
-                    metrics.update(model_profiles(cfg, num_classes, teacher is not None))
-                torch.save({"epoch": epoch, "students": {n: m.state_dict() for n, m in plain.items()},
-                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "rngs": rngs, "num_classes": num_classes, "metrics": metrics},
-                           Path(checkpoint_dir) / STATE_FILE)
-                checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
-                log.info(f"{run}: " + epoch_line(metrics, names, sc.epochs, teacher is not None))
-                live.end_of_epoch(metrics)
-            ray.train.report(metrics, checkpoint=checkpoint)
+    w = start_worker(cfg)
+    t = build_training(cfg, w)
+    start_epoch, teacher_val = restore(cfg, w, t)
+    if start_epoch >= cfg.students.epochs:
+        return  # it had finished: `restore` reported its last epoch again
+    hint = divergence_hint(cfg.students.lr, t.loss_settings)
+    for epoch in range(start_epoch, cfg.students.epochs):
+        metrics, bad = run_epoch(cfg, w, t, epoch, hint)
+        plain, predictions, teacher_val = validate(cfg, w, t, epoch, metrics, bad, teacher_val, hint)
+        checkpoint_and_report(cfg, w, t, epoch, metrics, plain, predictions)
 
 
 def restore_rank_rng(state: dict, rank: int, world: int, device, run: str) -> None:
