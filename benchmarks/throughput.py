@@ -179,8 +179,9 @@ def e2e_rates(root: Path, args, work: Path) -> dict:
     """The real loop through one Ray Train worker: live teacher, then the bank; the last epoch of each run."""
     import ray
 
+    from orchestrator.preparation import prepare_teacher
     from orchestrator.spec import validate_spec
-    from orchestrator.trainer import build_trainer, prepare_teacher
+    from orchestrator.torch_trainer import build_trainer
 
     if not ray.is_initialized():
         ray.init(

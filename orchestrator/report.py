@@ -26,14 +26,13 @@ from orchestrator.certainty_bins import write_certainty_table
 from orchestrator.cli import run_main
 from orchestrator.comparison import REFERENCES, comparison_table, format_comparison, write_comparison
 from orchestrator.comparison_plots import analysis_plots
+from orchestrator.journal import Journal
 from orchestrator.paired import LEVEL
 from orchestrator.sequential import STOP_TAG, plan_of, table_note
 from orchestrator.spec import Spec, SpecError
 from orchestrator.sweep_folder import sweep_order
 from orchestrator.tables import format_table, trials_table, write_results
-from orchestrator.journal import Journal
-from orchestrator.tracking import (PARENT_TAG, SWEEP_TAG, TRIAL_TAG, absolute_uri, is_constant, open_client,
-                                   tracking_uri)
+from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, absolute_uri, is_constant, open_client, tracking_uri
 from trainables.files import PREDICTIONS_FILE
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise here
@@ -65,12 +64,16 @@ def find_parent(client: MlflowClient, name: str):
     experiments = [e.experiment_id for e in client.search_experiments()]
     runs = client.search_runs(experiments, f"tags.`{TRIAL_TAG}` = 'parent'", max_results=5000)
     exact = [r for r in runs if r.data.tags.get(SWEEP_TAG) == name]
-    named = sorted((r for r in runs if sweep_order(r.data.tags.get(SWEEP_TAG, ""), name)),
-                   key=lambda r: sweep_order(r.data.tags[SWEEP_TAG], name))
+    named = sorted(
+        (r for r in runs if sweep_order(r.data.tags.get(SWEEP_TAG, ""), name)),
+        key=lambda r: sweep_order(r.data.tags[SWEEP_TAG], name),
+    )
     found = exact or named[-1:]
     if not found:
-        raise SpecError(f"no sweep named {name!r} in MLflow at {client.tracking_uri}: "
-                        "give a sweep folder's name or a spec name, and the right --tracking-uri")
+        raise SpecError(
+            f"no sweep named {name!r} in MLflow at {client.tracking_uri}: "
+            "give a sweep folder's name or a spec name, and the right --tracking-uri"
+        )
     return found[0]
 
 
@@ -81,17 +84,23 @@ def load_sweep(client: MlflowClient, name: str) -> LoggedSweep:
         raise SpecError(f"sweep {name!r} has no {CONFIG_ARTIFACT} in MLflow: it was not logged by this tool")
     spec = Spec.model_validate(json.loads(Path(config_path).read_text()))
     sweep = LoggedSweep(parent.data.tags[SWEEP_TAG], parent.info.run_id, spec)
-    children = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
-                                  max_results=5000)
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=5000
+    )
     for child in sorted(children, key=lambda r: r.info.start_time):
         trial_id = child.data.tags.get(TRIAL_TAG, child.info.run_id)
         sweep.child_ids[trial_id] = child.info.run_id
         sweep.names[trial_id] = (child.info.run_name or trial_id).split()[0]
         params = {k: _param_value(v) for k, v in child.data.params.items()}
         constants = {k: float(params.pop(k)) for k in list(params) if is_constant(k)}  # sizes, teacher top-1
-        sweep.trials.append({"trial_id": trial_id, "params": params,
-                             "metrics": {**child.data.metrics, **constants},
-                             "error": child.data.tags.get("error") if child.info.status == "FAILED" else None})
+        sweep.trials.append(
+            {
+                "trial_id": trial_id,
+                "params": params,
+                "metrics": {**child.data.metrics, **constants},
+                "error": child.data.tags.get("error") if child.info.status == "FAILED" else None,
+            }
+        )
     return sweep
 
 
@@ -100,8 +109,9 @@ def _download(client: MlflowClient, run_id: str, path: str) -> Optional[str]:
     return client.download_artifacts(run_id, path, tempfile.mkdtemp()) if path in names else None
 
 
-def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path,
-                 log_to: Optional[tuple[Journal, str]] = None) -> dict[str, Path]:
+def build_report(
+    client: MlflowClient, sweep: LoggedSweep, out_dir: Path, log_to: Optional[tuple[Journal, str]] = None
+) -> dict[str, Path]:
     """Tables and plots of a logged sweep into out_dir (and onto the parent run, through a journal and the
     parent's key in it, when `log_to`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,17 +122,24 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path,
         names = spec.students.names
         plan = plan_of(spec)
         stopped = client.get_run(sweep.parent_id).data.tags.get(STOP_TAG)
-        table = comparison_table(sweep.trials, names, spec.compare.methods, spec.compare.interval,
-                                 plan.look_level if plan else LEVEL, table_note(spec, sweep.trials, stopped))
+        table = comparison_table(
+            sweep.trials,
+            names,
+            spec.compare.methods,
+            spec.compare.interval,
+            plan.look_level if plan else LEVEL,
+            table_note(spec, sweep.trials, stopped),
+        )
         files.update(write_comparison(table, out_dir))
         predictions, histories = {}, {}
         for trial_id, run_id in sweep.child_ids.items():
             path = _download(client, run_id, PREDICTIONS_FILE)
             if path:
                 predictions[trial_id] = torch.load(path, weights_only=True)
-            histories[trial_id] = {f"{n}/val_top1": [(m.step, m.value) for m in
-                                                     client.get_metric_history(run_id, f"{n}/val_top1")]
-                                   for n in names}
+            histories[trial_id] = {
+                f"{n}/val_top1": [(m.step, m.value) for m in client.get_metric_history(run_id, f"{n}/val_top1")]
+                for n in names
+            }
         logits_path = _download(client, sweep.parent_id, TEACHER_LOGITS_ARTIFACT)
         teacher_logits = torch.load(logits_path, weights_only=True) if logits_path else None
         for path in analysis_plots(out_dir, names, predictions, sweep.trials, histories, teacher_logits):
@@ -144,10 +161,16 @@ def build_report(client: MlflowClient, sweep: LoggedSweep, out_dir: Path,
 def parent_metrics(table) -> dict[str, float]:
     """`{method}/{student}/val_top1` (mean over seeds) and its paired differences to kd and ce with their 95 %
     interval (`.../vs_kd_mean`, `.../vs_kd_ci_low`, `.../vs_kd_ci_high`), as fractions like every top-1."""
-    parts = {"val_top1": "top1_mean_%", **{f"vs_{ref}_{end}": f"vs_{ref}_{end}_%" for ref in REFERENCES
-                                            for end in ("mean", "ci_low", "ci_high")}}
-    return {f"{row['method']}/{row['student']}/{name}": row[column] / 100
-            for _, row in table.iterrows() for name, column in parts.items() if pd.notna(row[column])}
+    parts = {
+        "val_top1": "top1_mean_%",
+        **{f"vs_{ref}_{end}": f"vs_{ref}_{end}_%" for ref in REFERENCES for end in ("mean", "ci_low", "ci_high")},
+    }
+    return {
+        f"{row['method']}/{row['student']}/{name}": row[column] / 100
+        for _, row in table.iterrows()
+        for name, column in parts.items()
+        if pd.notna(row[column])
+    }
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:

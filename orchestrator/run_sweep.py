@@ -24,6 +24,7 @@ from orchestrator import storage_faults
 from orchestrator.cli import start_ray, stop_own_ray
 from orchestrator.comparison import teacher_uncertainty
 from orchestrator.gating import log_gating_curve, train_logits_of
+from orchestrator.preparation import prepare_teacher_and_banks, run_seeds
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
 from orchestrator.searcher import OPTUNA_DB, SweepSearch, optuna_storage
 from orchestrator.sequential import STOP_TAG, stop_reason
@@ -31,7 +32,6 @@ from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import best_params, best_trial, format_table, trials_table, write_results
 from orchestrator.tracking import SweepTracker, error_line, error_text, where_to_look
-from orchestrator.trainer import prepare_teacher_and_banks, run_seeds
 from orchestrator.trial import trial_trainable
 from orchestrator.tune_state import KeepTuneState, repair_state
 from trainables import failures, storage

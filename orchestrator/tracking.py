@@ -122,8 +122,7 @@ def git_commit() -> Optional[str]:
     """The commit of the checkout the command runs in. A `ray job submit` upload has no .git (and its
     folder may be replaced while Ray starts): the submitter can pass the commit as DUALKD_GIT_COMMIT."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.getcwd(), capture_output=True, text=True,
-                             timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.getcwd(), capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         out = None
     if out is not None and out.returncode == 0:
@@ -142,8 +141,17 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-RUN_METRICS = ("epoch", "val_top1_mean", "teacher_weight", "gated", "images_per_s", "epoch_seconds", "lr",
-               BAD_IMAGES_KEY, TEACHER_FORWARDS_KEY)
+RUN_METRICS = (
+    "epoch",
+    "val_top1_mean",
+    "teacher_weight",
+    "gated",
+    "images_per_s",
+    "epoch_seconds",
+    "lr",
+    BAD_IMAGES_KEY,
+    TEACHER_FORWARDS_KEY,
+)
 PROFILE_SUFFIXES = ("/params", "/params_1000", "/flops")
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on the runs table
 # Searched settings as they read in a run name: `t07 tau=0.68 T=3.6 a=0.58 b=1.09`.
@@ -157,8 +165,11 @@ def is_constant(key: str) -> bool:
 
 def _reported(result: dict) -> dict[str, float]:
     """What the loop reported (per-student keys hold a '/'), without Tune's bookkeeping."""
-    return {k: float(v) for k, v in result.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and ("/" in k or k in RUN_METRICS)}
+    return {
+        k: float(v)
+        for k, v in result.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and ("/" in k or k in RUN_METRICS)
+    }
 
 
 def numeric_metrics(result: dict) -> dict[str, float]:
@@ -181,8 +192,9 @@ def run_name(number: int, values: dict[str, Any]) -> str:
         return f"{values['loss.method']} seed {values['seed']}"
     order = list(SHORT_NAMES)  # the loss's four first, as the paper names them; then the rest as given
     keys = sorted(values, key=lambda k: order.index(k) if k in order else len(order))
-    return " ".join([f"t{number:02d}", *(f"{SHORT_NAMES.get(k, k.rsplit('.', 1)[-1])}={_short(values[k])}"
-                                         for k in keys)])
+    return " ".join(
+        [f"t{number:02d}", *(f"{SHORT_NAMES.get(k, k.rsplit('.', 1)[-1])}={_short(values[k])}" for k in keys)]
+    )
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -268,8 +280,15 @@ class TrackedRun:
         """The fixed settings as params (searched ones are left for `log_best`), the spec as artifacts."""
         searched = set(spec_dict.get("search") or {})
         existing = self.journal.runs[self.run_id].params
-        log_params(self.journal, self.run_id, {k: v for k, v in flatten(spec_dict).items()
-                                               if not k.startswith("search.") and k not in searched | set(existing)})
+        log_params(
+            self.journal,
+            self.run_id,
+            {
+                k: v
+                for k, v in flatten(spec_dict).items()
+                if not k.startswith("search.") and k not in searched | set(existing)
+            },
+        )
         if commit:
             self.journal.set_tag(self.run_id, "mlflow.source.git.commit", commit)
         self.journal.log_text(self.run_id, spec_yaml, "spec.yaml")
@@ -298,16 +317,18 @@ class TrackedRun:
         unsent = self.sender.drain(timeout)
         if unsent:
             sys.stdout.flush()
-            print(f"MLflow has not taken {unsent} writes yet ({self.sender.failing or 'still sending'}): they are "
-                  f"kept in {self.journal.folder}; send them with: python -m orchestrator.sync {folder}", flush=True)
+            print(
+                f"MLflow has not taken {unsent} writes yet ({self.sender.failing or 'still sending'}): they are "
+                f"kept in {self.journal.folder}; send them with: python -m orchestrator.sync {folder}",
+                flush=True,
+            )
         return unsent
 
 
 class SweepTracker(TrackedRun):
     """The parent run of one sweep: created once, found again in the journal (or on the server) on resume."""
 
-    def __init__(self, uri: str, experiment: str, sweep_id: str, data: dict, folder: Path,
-                 tags: Optional[dict] = None):
+    def __init__(self, uri: str, experiment: str, sweep_id: str, data: dict, folder: Path, tags: Optional[dict] = None):
         super().__init__(uri, experiment, data, folder, tags)
         self.sweep_id = sweep_id
         parent = {SWEEP_TAG: sweep_id, TRIAL_TAG: "parent"}
@@ -323,8 +344,9 @@ class SweepTracker(TrackedRun):
     def adopt_from_server(self) -> Optional[str]:
         """A sweep whose journal is not on this machine (resumed elsewhere): its parent and trial runs, from the
         server, into the journal."""
-        runs = self.client.search_runs([self.experiment_id], f"tags.`{SWEEP_TAG}` = '{self.sweep_id}'",
-                                       max_results=5000)
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.`{SWEEP_TAG}` = '{self.sweep_id}'", max_results=5000
+        )
         parents = [run for run in runs if run.data.tags.get(TRIAL_TAG) == "parent"]
         if not parents:
             return None
@@ -348,12 +370,23 @@ class SweepTracker(TrackedRun):
 
     def trial_names(self) -> dict[str, str]:
         """Tune trial id -> the number its MLflow run's name starts with (`t03`): how users name trials."""
-        return {self.journal.runs[key].tags[TRIAL_TAG]: self.journal.runs[key].name.split()[0]
-                for key in self.journal.children(self.run_id)}
+        return {
+            self.journal.runs[key].tags[TRIAL_TAG]: self.journal.runs[key].name.split()[0]
+            for key in self.journal.children(self.run_id)
+        }
 
     def callback(self, epochs: int, storage_location: str) -> "TrialTracker":
-        return TrialTracker(self.uri, self.journal.folder, self.experiment_id, self.run_id, self.sweep_id, epochs,
-                            storage_location, self.data, self.tags)
+        return TrialTracker(
+            self.uri,
+            self.journal.folder,
+            self.experiment_id,
+            self.run_id,
+            self.sweep_id,
+            epochs,
+            storage_location,
+            self.data,
+            self.tags,
+        )
 
 
 _live_trackers: dict[str, SweepTracker] = {}  # sweep id -> this process's tracker of it
@@ -375,8 +408,18 @@ class EpochLogger(UserCallback):
 class TrialTracker(Callback):
     """Tune callback on the driver: a child run per trial, its params, and every reported epoch, journaled."""
 
-    def __init__(self, uri: str, journal_folder: Path, experiment_id: str, parent_id: str, sweep_id: str,
-                 epochs: int, storage_location: str, data: dict, tags: dict):
+    def __init__(
+        self,
+        uri: str,
+        journal_folder: Path,
+        experiment_id: str,
+        parent_id: str,
+        sweep_id: str,
+        epochs: int,
+        storage_location: str,
+        data: dict,
+        tags: dict,
+    ):
         self.uri, self.journal_folder = uri, journal_folder
         self.experiment_id, self.parent_id, self.sweep_id = experiment_id, parent_id, sweep_id
         self.epochs = epochs
@@ -403,9 +446,11 @@ class TrialTracker(Callback):
             return found
         values = flatten(trial.config)
         number = len(self.journal.children(self.parent_id)) + 1
-        run_id = self.journal.create_run(self.experiment_id, run_name(number, values),
-                                         {**self.tags, PARENT_TAG: self.parent_id, SWEEP_TAG: self.sweep_id,
-                                          TRIAL_TAG: trial.trial_id})
+        run_id = self.journal.create_run(
+            self.experiment_id,
+            run_name(number, values),
+            {**self.tags, PARENT_TAG: self.parent_id, SWEEP_TAG: self.sweep_id, TRIAL_TAG: trial.trial_id},
+        )
         log_params(self.journal, run_id, values)
         self.journal.log_data(run_id, self.data)
         return run_id

@@ -15,9 +15,10 @@ from typing import Optional
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray, working_in
 from orchestrator.preflight import preflight
+from orchestrator.preparation import prepare_teacher
 from orchestrator.spec import Spec, load_spec
+from orchestrator.torch_trainer import build_trainer, fit
 from orchestrator.tracking import EpochLogger, RunLog, TrackedRun, absolute_uri, git_commit, tracking_uri, where_to_look
-from orchestrator.trainer import build_trainer, fit, prepare_teacher
 from trainables import storage
 
 

@@ -16,7 +16,7 @@ import ray.tune
 
 from orchestrator.ray_internals import TuneReportCallback, hand_over_last_report
 from orchestrator.spec import Spec, with_values
-from orchestrator.trainer import build_trainer, failure_location, fit
+from orchestrator.torch_trainer import build_trainer, failure_location, fit
 from trainables import failures
 
 

@@ -13,8 +13,9 @@ import yaml
 from PIL import Image
 
 from orchestrator import prepare_imagenet100 as prep
+from orchestrator.preparation import prepare_teacher
 from orchestrator.spec import validate_spec
-from orchestrator.trainer import build_trainer, prepare_teacher
+from orchestrator.torch_trainer import build_trainer
 from orchestrator.verify_images import find_bad_images, image_files
 from tests.conftest import tiny_spec_dict
 from trainables.config import DataConfig

@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
-from orchestrator import trainer as trainer_module
+from orchestrator import preparation as preparation_module
+from orchestrator.preparation import chance_warning, ensure_teacher, prepare_teacher
 from orchestrator.run_sweep import failure_summary
 from orchestrator.spec import validate_spec
-from orchestrator.trainer import chance_warning, ensure_teacher, prepare_teacher
 from tests.conftest import tiny_spec_dict
 from tests.test_bank import make_jpeg_tree
 from trainables import failures
@@ -165,7 +165,7 @@ def capture_fits(monkeypatch):
         trainers.append(trainer)
         raise Captured()
 
-    monkeypatch.setattr(trainer_module, "fit", fake_fit)
+    monkeypatch.setattr(preparation_module, "fit", fake_fit)
     return trainers
 
 

@@ -19,8 +19,9 @@ import pandas as pd
 import pytest
 import torch
 
+from orchestrator.preparation import prepare_teacher
 from orchestrator.spec import validate_spec
-from orchestrator.trainer import build_trainer, prepare_teacher
+from orchestrator.torch_trainer import build_trainer
 from tests.conftest import tiny_spec_dict
 from tests.test_bad_images import truncate
 from tests.test_bank import make_jpeg_tree

@@ -17,9 +17,10 @@ import yaml
 from mlflow import MlflowClient
 from torch import nn
 
+from orchestrator.preparation import prepare_teacher
 from orchestrator.spec import validate_spec
+from orchestrator.torch_trainer import build_trainer, failure_location, worker_failure
 from orchestrator.tracking import PARENT_TAG, error_line
-from orchestrator.trainer import build_trainer, failure_location, prepare_teacher, worker_failure
 from tests.conftest import tiny_spec_dict
 from trainables import failures
 from trainables.divergence import FiniteGuard, LossDiverged, divergence_hint

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from orchestrator.preparation import prepare_teacher, teacher_cache
 from orchestrator.spec import validate_spec
-from orchestrator.trainer import build_trainer, prepare_teacher, teacher_cache
+from orchestrator.torch_trainer import build_trainer
 from tests.conftest import tiny_spec_dict
 from trainables.files import PREDICTIONS_FILE, STATE_FILE
 from trainables.metric_names import epoch_metric_names
@@ -87,8 +88,11 @@ def test_teacher_cache_then_one_epoch_dual_student_run(ray_local, tmp_path, caps
 
 def test_two_workers_train_with_ddp(ray_local, tmp_path):
     """DDP through prepare_model/prepare_data_loader on two CPU workers (gloo); DML needs no teacher."""
-    spec = validate_spec(tiny_spec_dict(tmp_path, loss={"method": "dml", "beta": 1.0},
-                                        resources={"num_workers": 2, "cpus_per_worker": 1}))
+    spec = validate_spec(
+        tiny_spec_dict(
+            tmp_path, loss={"method": "dml", "beta": 1.0}, resources={"num_workers": 2, "cpus_per_worker": 1}
+        )
+    )
     run_cfg = prepare_teacher(spec)
     assert run_cfg.teacher_dir is None
     result = build_trainer(spec, run_cfg, name="ddp", storage_path=str(tmp_path / "single")).fit()
@@ -104,8 +108,10 @@ def run_cli(*args):
 
 
 def test_bad_specs_exit_nonzero_with_one_line(tmp_path):
-    for mistake, expected in (({"loss": {"alpah": 0.5}}, "loss.alpah: unknown key"),
-                              ({"loss": {"alpha": 2}}, "loss.alpha: Input should be less than or equal to 1")):
+    for mistake, expected in (
+        ({"loss": {"alpah": 0.5}}, "loss.alpah: unknown key"),
+        ({"loss": {"alpha": 2}}, "loss.alpha: Input should be less than or equal to 1"),
+    ):
         raw = tiny_spec_dict(tmp_path)
         raw["loss"].update(mistake["loss"])
         path = tmp_path / "bad.yaml"
@@ -118,9 +124,11 @@ def test_bad_specs_exit_nonzero_with_one_line(tmp_path):
 
 
 def test_worker_side_imports_neither_tune_nor_mlflow():
-    code = ("import sys, trainables.loop, trainables.teacher, trainables.losses, trainables.data, "
-            "trainables.models, trainables.metrics; "
-            "print([m for m in sys.modules if m.startswith(('ray.tune', 'mlflow', 'orchestrator'))])")
+    code = (
+        "import sys, trainables.loop, trainables.teacher, trainables.losses, trainables.data, "
+        "trainables.models, trainables.metrics; "
+        "print([m for m in sys.modules if m.startswith(('ray.tune', 'mlflow', 'orchestrator'))])"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

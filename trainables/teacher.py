@@ -4,7 +4,7 @@ A teacher is identified by everything that defines it (data, architecture, sched
 checkpoint). Its cache folder holds the weights, a meta file and, when the training transform is
 deterministic, its logits on the training split, so that trials need no teacher forward at all.
 The folder is a location (`trainables.storage`): a local folder or a bucket URI. Training a missing
-teacher is the driver's work (`orchestrator.trainer.ensure_teacher`).
+teacher is the driver's work (`orchestrator.preparation.ensure_teacher`).
 """
 
 from __future__ import annotations

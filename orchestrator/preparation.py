@@ -1,9 +1,9 @@
-"""Builds what one run needs on the driver: the prepared teacher and the `TorchTrainer`."""
+"""The teacher and its soft-label banks, prepared once on the driver before any trial: trained by a Ray
+Train run (or found in the cache), checked, and handed to the trials as cache folders."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +11,8 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
-from orchestrator import storage_faults
-from orchestrator.spec import Resources, Spec
+from orchestrator.spec import Spec
+from orchestrator.torch_trainer import attempt_failure_location, fit, scaling_config
 from trainables import bank, failures, storage
 from trainables.config import ConfigError, RunConfig
 from trainables.data import build_datasets
@@ -27,49 +27,8 @@ from trainables.teacher import is_cached, read_state_dict, teacher_dir, teacher_
 CHANCE_MARGIN = 2.0
 
 
-def scaling_config(r: Resources) -> ray.train.ScalingConfig:
-    per_worker = {"CPU": r.cpus_per_worker}
-    if r.use_gpu:
-        per_worker["GPU"] = r.gpus_per_worker
-    return ray.train.ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu, resources_per_worker=per_worker)
-
-
 def teacher_cache(spec: Spec) -> str:
     return storage.join(spec.storage_location, "teachers")
-
-
-def failure_location(storage_path: str, name: str) -> str:
-    """Where the workers of run `name` record a failure that a restart cannot fix: in the run's own folder."""
-    return storage.join(storage_path, name, failures.FAILURE_FILE)
-
-
-def attempt_failure_location(storage_path: str, name: str) -> str:
-    """A failure file of its own for one `fit()` of a run that is never resumed (the teacher, the bank): the
-    restarts of that fit stop at its line, and a later fit, once the user fixed the cause, starts clean."""
-    return storage.join(storage_path, name, f"failure-{uuid.uuid4().hex[:12]}.txt")
-
-
-def worker_failure(err: ray.train.TrainingFailedError, storage_path: str) -> Optional[ConfigError]:
-    """The one-line error behind a failed `fit()`, if any: the workers' own (divergence, an unreadable image,
-    ...) or a full or read-only storage."""
-    for failure in getattr(err, "worker_failures", {}).values():
-        if isinstance(failure, ConfigError):
-            return failure
-    reason = storage_faults.probe(storage_path) or storage_faults.reason_in(str(err))
-    return storage_faults.storage_failure(storage_path, reason) if reason else None
-
-
-def fit(trainer: TorchTrainer) -> ray.train.Result:
-    """`trainer.fit()`, where a worker's one-line error comes back as `RunFailed` with that line alone."""
-    try:
-        return trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        failure = worker_failure(err, trainer.run_config.storage_path)
-        if failure is None:
-            raise
-        if isinstance(failure, storage_faults.StorageFailed):
-            raise failure from None
-        raise failures.RunFailed(failures.one_line(failure)) from None
 
 
 def chance_warning(arch: str, top1: Optional[float], num_classes: int) -> Optional[str]:
@@ -78,9 +37,11 @@ def chance_warning(arch: str, top1: Optional[float], num_classes: int) -> Option
     chance = 1.0 / num_classes
     if top1 is None or top1 >= CHANCE_MARGIN * chance:
         return None
-    return (f"WARNING: the teacher {arch} reaches val top-1 {top1:.4f}, not clearly above chance level {chance:.4f} "
-            f"(1/{num_classes} classes): it learned next to nothing and the students will distil noise; check "
-            "teacher.lr, teacher.warmup_epochs and teacher.epochs, or give a teacher.checkpoint")
+    return (
+        f"WARNING: the teacher {arch} reaches val top-1 {top1:.4f}, not clearly above chance level {chance:.4f} "
+        f"(1/{num_classes} classes): it learned next to nothing and the students will distil noise; check "
+        "teacher.lr, teacher.warmup_epochs and teacher.epochs, or give a teacher.checkpoint"
+    )
 
 
 def warn_if_at_chance(folder: str, log=print) -> None:
@@ -100,18 +61,28 @@ def checkpoint_classes(cfg: RunConfig, state: dict) -> int:
         num_classes = output_classes(state)
         build_model(cfg.teacher.arch, num_classes, cfg.data.image_size).load_state_dict(state)
     except (ValueError, RuntimeError) as err:
-        raise ConfigError(f"teacher.checkpoint does not fit a {cfg.teacher.arch} at {cfg.data.image_size} px "
-                          f"({str(err).splitlines()[0]}): check teacher.arch") from None
+        raise ConfigError(
+            f"teacher.checkpoint does not fit a {cfg.teacher.arch} at {cfg.data.image_size} px "
+            f"({str(err).splitlines()[0]}): check teacher.arch"
+        ) from None
     if cfg.data.name != "imagefolder":
         _, _, data_classes = build_datasets(cfg.data, cfg.data.split_seed)
         if data_classes != num_classes:
-            raise ConfigError(f"teacher.checkpoint {cfg.teacher.checkpoint} has {num_classes} classes and the data "
-                              f"{data_classes}: give a teacher trained on this data")
+            raise ConfigError(
+                f"teacher.checkpoint {cfg.teacher.checkpoint} has {num_classes} classes and the data "
+                f"{data_classes}: give a teacher trained on this data"
+            )
     return num_classes
 
 
-def ensure_teacher(cfg: RunConfig, cache_root: str, scaling: ray.train.ScalingConfig, log=print,
-                   force: bool = False, max_failures: int = 0) -> Optional[str]:
+def ensure_teacher(
+    cfg: RunConfig,
+    cache_root: str,
+    scaling: ray.train.ScalingConfig,
+    log=print,
+    force: bool = False,
+    max_failures: int = 0,
+) -> Optional[str]:
     """The prepared teacher's location: a cache hit, a loaded checkpoint, or a fresh Ray Train run.
 
     Returns None when the method uses no teacher (unless `force`: a comparison's other methods may).
@@ -138,9 +109,12 @@ def ensure_teacher(cfg: RunConfig, cache_root: str, scaling: ray.train.ScalingCo
         train_loop_per_worker,
         train_loop_config=training.model_dump(),
         scaling_config=scaling,
-        run_config=ray.train.RunConfig(name=name, storage_path=runs,
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-                                       failure_config=ray.train.FailureConfig(max_failures=max_failures)),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=runs,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+        ),
     )
     try:
         result = fit(trainer)
@@ -160,8 +134,14 @@ def ensure_teacher(cfg: RunConfig, cache_root: str, scaling: ray.train.ScalingCo
     return folder
 
 
-def ensure_bank(cfg: RunConfig, teacher_folder: Optional[str], cache_root: str, scaling: ray.train.ScalingConfig,
-                log=print, max_failures: int = 0) -> Optional[str]:
+def ensure_bank(
+    cfg: RunConfig,
+    teacher_folder: Optional[str],
+    cache_root: str,
+    scaling: ray.train.ScalingConfig,
+    log=print,
+    max_failures: int = 0,
+) -> Optional[str]:
     """The teacher's soft-label bank for augmented data (`trainables.bank`): a cache hit or a fresh Ray Train run.
 
     None when there is no teacher, `teacher.cache_soft_labels` is off or the data need no bank.
@@ -174,26 +154,38 @@ def ensure_bank(cfg: RunConfig, teacher_folder: Optional[str], cache_root: str, 
     if bank.is_built(folder):
         log(f"teacher: bank cache hit, reusing {folder}")
     else:
-        log(f"teacher: building a soft-label bank of {epochs} epochs of augmented views on "
-            f"{scaling.num_workers} worker(s) into {folder}")
+        log(
+            f"teacher: building a soft-label bank of {epochs} epochs of augmented views on "
+            f"{scaling.num_workers} worker(s) into {folder}"
+        )
         trainer = TorchTrainer(
             bank.build_bank_per_worker,
-            train_loop_config=cfg.model_copy(update={
-                "teacher_dir": teacher_folder, "bank_dir": folder,
-                "failure_file": attempt_failure_location(storage.join(cache_root, "runs"),
-                                                         f"bank-{storage.basename(folder)}")}).model_dump(),
+            train_loop_config=cfg.model_copy(
+                update={
+                    "teacher_dir": teacher_folder,
+                    "bank_dir": folder,
+                    "failure_file": attempt_failure_location(
+                        storage.join(cache_root, "runs"), f"bank-{storage.basename(folder)}"
+                    ),
+                }
+            ).model_dump(),
             scaling_config=scaling,
-            run_config=ray.train.RunConfig(name=f"bank-{storage.basename(folder)}",
-                                           storage_path=storage.join(cache_root, "runs"),
-                                           failure_config=ray.train.FailureConfig(max_failures=max_failures)))
+            run_config=ray.train.RunConfig(
+                name=f"bank-{storage.basename(folder)}",
+                storage_path=storage.join(cache_root, "runs"),
+                failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            ),
+        )
         try:
             fit(trainer)
         except failures.RunFailed as err:
             raise failures.RunFailed(f"building the soft-label bank: {err}") from None
         bank.write_meta(folder, cfg, scaling.num_workers, identity)
     if cfg.students.epochs > epochs:
-        log(f"teacher: the bank holds {epochs} epochs of views and the students train {cfg.students.epochs}: "
-            f"it is reused cyclically (set teacher.bank_epochs to avoid it)")
+        log(
+            f"teacher: the bank holds {epochs} epochs of views and the students train {cfg.students.epochs}: "
+            f"it is reused cyclically (set teacher.bank_epochs to avoid it)"
+        )
     return folder
 
 
@@ -203,7 +195,8 @@ def run_seeds(spec: Spec) -> list[int]:
 
 
 def prepare_teacher(spec: Spec) -> RunConfig:
-    """The run config with `teacher_dir` (and `bank_dir`) set: teacher and bank are made once, before any student run."""
+    """The run config with `teacher_dir` (and `bank_dir`) set: teacher and bank are made once, before any
+    student run."""
     run_cfg, banks = prepare_teacher_and_banks(spec, [spec.seed])
     return run_cfg.model_copy(update={"bank_dir": banks[spec.seed]})
 
@@ -217,24 +210,21 @@ def prepare_teacher_and_banks(spec: Spec, seeds: list[int]) -> tuple[RunConfig, 
     """
     run_cfg = spec.run_config()
     teacher_resources = spec.teacher_resources or spec.resources
-    folder = ensure_teacher(run_cfg, teacher_cache(spec), scaling_config(teacher_resources),
-                            force=spec.compare is not None, max_failures=teacher_resources.max_failures)
-    banks = {seed: ensure_bank(run_cfg.model_copy(update={"seed": seed}), folder, teacher_cache(spec),
-                               scaling_config(spec.resources), max_failures=spec.resources.max_failures)
-             for seed in seeds}
-    return run_cfg.model_copy(update={"teacher_dir": folder}), banks
-
-
-def build_trainer(spec: Spec, run_cfg: RunConfig, name: str, storage_path: str,
-                  callbacks: Optional[list] = None) -> TorchTrainer:
-    """The students' run `name` under `storage_path`; its workers record unfixable failures in its folder."""
-    run_cfg = run_cfg.model_copy(update={"failure_file": failure_location(storage_path, name)})
-    return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=run_cfg.model_dump(),
-        scaling_config=scaling_config(spec.resources),
-        run_config=ray.train.RunConfig(
-            name=name, storage_path=storage_path, callbacks=callbacks or [],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            failure_config=ray.train.FailureConfig(max_failures=spec.resources.max_failures)),
+    folder = ensure_teacher(
+        run_cfg,
+        teacher_cache(spec),
+        scaling_config(teacher_resources),
+        force=spec.compare is not None,
+        max_failures=teacher_resources.max_failures,
     )
+    banks = {
+        seed: ensure_bank(
+            run_cfg.model_copy(update={"seed": seed}),
+            folder,
+            teacher_cache(spec),
+            scaling_config(spec.resources),
+            max_failures=spec.resources.max_failures,
+        )
+        for seed in seeds
+    }
+    return run_cfg.model_copy(update={"teacher_dir": folder}), banks
