@@ -254,7 +254,7 @@ def test_grafana_dashboard_shows_what_the_loop_exports():
         for target in panel["targets"]
         for m in re.findall(r"ray_(dualkd_\w+)", target["expr"])
     }
-    exported = set(re.findall(r'Gauge\("(dualkd_\w+)"', (ROOT / "trainables" / "live_metrics.py").read_text()))
+    exported = set(re.findall(r'Gauge\(\s*"(dualkd_\w+)"', (ROOT / "trainables" / "live_metrics.py").read_text()))
     assert queried and queried <= exported
     assert {"dualkd_val_top1", "dualkd_images_per_second", "dualkd_train_loss", "dualkd_epoch"} <= queried
 
