@@ -52,13 +52,15 @@ FINITE_CHECK_EVERY = LIVE_EVERY_STEPS = 50
 
 def build_optimizer(params, cfg: OptimConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               nesterov=cfg.momentum > 0)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0
+        )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def lr_factor(step: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
-    """Learning-rate multiplier at an optimizer step: linear warm-up, then cosine, step (x0.1 at 1/2 and 3/4) or flat."""
+    """Learning-rate multiplier at an optimizer step: linear warm-up, then cosine, step (x0.1 at 1/2 and 3/4)
+    or flat."""
     total = max(1, cfg.epochs * steps_per_epoch)
     warm = cfg.warmup_epochs * steps_per_epoch
     if step < warm:
@@ -96,8 +98,9 @@ class _Averager:
 
 
 @torch.no_grad()
-def evaluate(models: dict[str, nn.Module], loader, device, autocast, teacher=None, epoch: Optional[int] = None,
-             hint: str = "") -> tuple[dict, dict]:
+def evaluate(
+    models: dict[str, nn.Module], loader, device, autocast, teacher=None, epoch: Optional[int] = None, hint: str = ""
+) -> tuple[dict, dict]:
     """Val top-1/top-5/ECE per model, and per-sample records (confidence, correctness, teacher logits).
 
     `loader` yields (images, labels, index); with several ranks each passes its own shard and the
@@ -137,8 +140,10 @@ def evaluate(models: dict[str, nn.Module], loader, device, autocast, teacher=Non
         conf, correct, top5 = (full[f"{name}/{k}"] for k in ("confidence", "correct", "top5"))
         if not bool(torch.isfinite(conf).all()):
             where = f"loss diverged in epoch {epoch}: " if epoch else ""
-            raise LossDiverged(f"{where}{name} gives NaN or inf outputs on the validation set (its weights are not "
-                               "finite)" + (f"; {hint}" if hint else ""))
+            raise LossDiverged(
+                f"{where}{name} gives NaN or inf outputs on the validation set (its weights are not "
+                "finite)" + (f"; {hint}" if hint else "")
+            )
         values = (correct.float().mean().item(), top5.float().mean().item(), expected_calibration_error(conf, correct))
         metrics.update({f"{name}/{key}": value for key, value in zip(VAL_KEYS, values)})
         predictions[name] = {"confidence": conf, "correct": correct}
@@ -149,6 +154,7 @@ def _quiet_ray_report_log() -> None:
     """Ray Train logs every report's full metric dict at INFO; the loop prints its own one-line summary."""
     try:
         from ray.train.v2._internal.execution import context as train_context
+
         logging.getLogger(train_context.__file__).setLevel(logging.WARNING)
     except ImportError:  # another Ray layout: keep its logging as it is
         pass
@@ -208,6 +214,7 @@ def build_students(cfg: RunConfig, num_classes: int, world: int, memory_format) 
 @dataclass
 class Worker:
     """This process's place in the run and how it computes; every part of the loop reads it."""
+
     rank: int
     world: int
     run: str  # the trial id in a sweep, the run's name otherwise
@@ -220,6 +227,7 @@ class Worker:
 @dataclass
 class Training:
     """What the epochs work on: built once per (re)start, in the same order every time (see `build_training`)."""
+
     loss_settings: dict
     raw_bytes: bool  # data.decode gpu: the loaders read file bytes, `device_batch` decodes on the device
     train_ds: Any
@@ -248,7 +256,7 @@ def start_worker(cfg: RunConfig) -> Worker:
     distributed.seed_rank(cfg.seed, rank)  # DDP starts every rank from rank 0's weights
     if cfg.deterministic:
         use_deterministic_algorithms()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.students.amp else nullcontext())
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.students.amp else nullcontext()
     memory_format = torch.channels_last if on_gpu and cfg.students.channels_last else torch.contiguous_format
     return Worker(rank, world, run, device, autocast, memory_format, live)
 
@@ -274,11 +282,25 @@ def build_training(cfg: RunConfig, w: Worker) -> Training:
     optimizer = build_optimizer(params, sc)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
-        raise ConfigError(f"students.batch_size {sc.batch_size} x {w.world} worker(s) exceeds the {len(train_ds)} "
-                          "training images: no full batch per worker; lower students.batch_size or the workers")
+        raise ConfigError(
+            f"students.batch_size {sc.batch_size} x {w.world} worker(s) exceeds the {len(train_ds)} "
+            "training images: no full batch per worker; lower students.batch_size or the workers"
+        )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, steps_per_epoch, sc))
-    return Training(loss_settings, raw_bytes, train_ds, val_ds, num_classes, models, teacher, sampler,
-                    train_loader, val_loader, optimizer, scheduler)
+    return Training(
+        loss_settings,
+        raw_bytes,
+        train_ds,
+        val_ds,
+        num_classes,
+        models,
+        teacher,
+        sampler,
+        train_loader,
+        val_loader,
+        optimizer,
+        scheduler,
+    )
 
 
 def build_loaders(cfg: RunConfig, w: Worker, train_ds, val_ds) -> tuple:
@@ -288,11 +310,16 @@ def build_loaders(cfg: RunConfig, w: Worker, train_ds, val_ds) -> tuple:
     drop persistent_workers and prefetch_factor. Tensors move to the device in the steps.
     """
     sc = cfg.students
-    loader_kw = dict(num_workers=cfg.data.loader_workers, pin_memory=w.device.type == "cuda",
-                     persistent_workers=cfg.data.loader_workers > 0, collate_fn=collate_skipping_none)
+    loader_kw = dict(
+        num_workers=cfg.data.loader_workers,
+        pin_memory=w.device.type == "cuda",
+        persistent_workers=cfg.data.loader_workers > 0,
+        collate_fn=collate_skipping_none,
+    )
     sampler = distributed.train_sampler(train_ds, cfg.seed, w.rank, w.world)
-    train_loader = torch.utils.data.DataLoader(train_ds, batch_size=sc.batch_size, sampler=sampler, drop_last=True,
-                                               **loader_kw)
+    train_loader = torch.utils.data.DataLoader(
+        train_ds, batch_size=sc.batch_size, sampler=sampler, drop_last=True, **loader_kw
+    )
     val_shard = torch.utils.data.Subset(val_ds, distributed.shard(len(val_ds), w.rank, w.world))
     val_loader = torch.utils.data.DataLoader(val_shard, batch_size=sc.batch_size * 2, shuffle=False, **loader_kw)
     return sampler, train_loader, val_loader
@@ -331,15 +358,21 @@ def run_epoch(cfg: RunConfig, w: Worker, t: Training, epoch: int, hint: str) -> 
     if bank_views is not None and not t.raw_bytes:
         t.train_ds.replay(bank_views)  # before the epoch's loader iterator starts
     figures = train_epoch(cfg, w, t, epoch, bank_views, hint)
-    metrics = {"epoch": epoch + 1, "lr": t.scheduler.get_last_lr()[0], "images_per_s": figures.pop("images_per_s"),
-               "epoch_seconds": figures.pop("seconds"), TEACHER_FORWARDS_KEY: int(figures.pop("forwards"))}
+    metrics = {
+        "epoch": epoch + 1,
+        "lr": t.scheduler.get_last_lr()[0],
+        "images_per_s": figures.pop("images_per_s"),
+        "epoch_seconds": figures.pop("seconds"),
+        TEACHER_FORWARDS_KEY: int(figures.pop("forwards")),
+    }
     bad = int(figures.pop("bad"))
     metrics.update({train_key(k): v for k, v in figures.items()})
     return metrics, bad
 
 
 def train_epoch(cfg: RunConfig, w: Worker, t: Training, epoch: int, bank_views, hint: str) -> dict[str, float]:
-    """One epoch of steps; its figures over all ranks: loss parts (per image), images/s, bad images, teacher forwards."""
+    """One epoch of steps; its figures over all ranks: loss parts (per image), images/s, bad images, teacher
+    forwards."""
     sc, world = cfg.students, distributed.world_size()
     models, loader, teacher, device = t.models, t.train_loader, t.teacher, w.device
     agree = world > 1 and cfg.data.skip_bad_images  # only then can one rank's batch be empty
@@ -362,8 +395,14 @@ def train_epoch(cfg: RunConfig, w: Worker, t: Training, epoch: int, bank_views, 
             teacher_logits = teacher(images, index) if teacher is not None else None
             logits = [m(images).float() for m in models.values()]
         ramp = peer_warmup_factor(epoch + (step - 1) / steps, cfg.loss.peer_warmup_epochs)
-        parts = students_loss(logits, labels, teacher_logits, names=sc.names, label_smoothing=sc.label_smoothing,
-                              **{**t.loss_settings, "beta": t.loss_settings["beta"] * ramp})
+        parts = students_loss(
+            logits,
+            labels,
+            teacher_logits,
+            names=sc.names,
+            label_smoothing=sc.label_smoothing,
+            **{**t.loss_settings, "beta": t.loss_settings["beta"] * ramp},
+        )
         guard.update(step, parts)  # before the step: NaN never reaches the weights unnoticed for long
         t.optimizer.zero_grad(set_to_none=True)
         parts["total"].backward()
@@ -375,17 +414,25 @@ def train_epoch(cfg: RunConfig, w: Worker, t: Training, epoch: int, bank_views, 
             w.live.throughput(seen * world / (time.perf_counter() - started))
     guard.check()
     seconds = time.perf_counter() - started
-    totals = distributed.sum_over_ranks({**avg.sums, "_images": seen, "_rate": seen / max(seconds, 1e-9),
-                                         "_bad": bad, "_forwards": teacher.forwards if teacher else 0}, device)
+    totals = distributed.sum_over_ranks(
+        {
+            **avg.sums,
+            "_images": seen,
+            "_rate": seen / max(seconds, 1e-9),
+            "_bad": bad,
+            "_forwards": teacher.forwards if teacher else 0,
+        },
+        device,
+    )
     images = totals.pop("_images")
     out = {k: v / max(1.0, images) for k, v in totals.items() if not k.startswith("_")}
-    out.update(images_per_s=totals["_rate"], bad=totals["_bad"], forwards=totals["_forwards"],
-               seconds=seconds)
+    out.update(images_per_s=totals["_rate"], bad=totals["_bad"], forwards=totals["_forwards"], seconds=seconds)
     return out
 
 
-def validate(cfg: RunConfig, w: Worker, t: Training, epoch: int, metrics: dict, bad: int,
-             teacher_val: Optional[dict], hint: str) -> tuple[dict, dict, Optional[dict]]:
+def validate(
+    cfg: RunConfig, w: Worker, t: Training, epoch: int, metrics: dict, bad: int, teacher_val: Optional[dict], hint: str
+) -> tuple[dict, dict, Optional[dict]]:
     """Adds the epoch's val figures to `metrics`; returns the plain students, the val predictions and the
     teacher's val figures (measured on the first epoch evaluated, kept after). Every rank evaluates its shard."""
     plain = {name: unwrap(m) for name, m in t.models.items()}
@@ -394,8 +441,15 @@ def validate(cfg: RunConfig, w: Worker, t: Training, epoch: int, metrics: dict, 
     if t.teacher is not None and teacher_val is None:
         teacher_val, _ = evaluate({"teacher": t.teacher.model}, t.val_loader, w.device, w.autocast)
     last = epoch + 1 == cfg.students.epochs
-    val, predictions = evaluate(plain, t.val_loader, w.device, w.autocast,
-                                t.teacher.model if last and t.teacher else None, epoch=epoch + 1, hint=hint)
+    val, predictions = evaluate(
+        plain,
+        t.val_loader,
+        w.device,
+        w.autocast,
+        t.teacher.model if last and t.teacher else None,
+        epoch=epoch + 1,
+        hint=hint,
+    )
     metrics.update(val)
     metrics.update(teacher_val or {})
     names = cfg.students.names
@@ -405,8 +459,9 @@ def validate(cfg: RunConfig, w: Worker, t: Training, epoch: int, metrics: dict, 
     return plain, predictions, teacher_val
 
 
-def checkpoint_and_report(cfg: RunConfig, w: Worker, t: Training, epoch: int, metrics: dict, plain: dict,
-                          predictions: dict) -> None:
+def checkpoint_and_report(
+    cfg: RunConfig, w: Worker, t: Training, epoch: int, metrics: dict, plain: dict, predictions: dict
+) -> None:
     """Rank 0 writes the checkpoint (every rank's random state, the predictions on the last epoch);
     every rank reports, as Ray Train requires."""
     rngs = distributed.gather(distributed.rng_state(w.device))  # after the draws of this epoch's evaluation
@@ -417,10 +472,18 @@ def checkpoint_and_report(cfg: RunConfig, w: Worker, t: Training, epoch: int, me
             if last:
                 torch.save(predictions, Path(checkpoint_dir) / PREDICTIONS_FILE)
                 metrics.update(model_profiles(cfg, t.num_classes, t.teacher is not None))
-            torch.save({"epoch": epoch, "students": {n: m.state_dict() for n, m in plain.items()},
-                        "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
-                        "rngs": rngs, "num_classes": t.num_classes, "metrics": metrics},
-                       Path(checkpoint_dir) / STATE_FILE)
+            torch.save(
+                {
+                    "epoch": epoch,
+                    "students": {n: m.state_dict() for n, m in plain.items()},
+                    "optimizer": t.optimizer.state_dict(),
+                    "scheduler": t.scheduler.state_dict(),
+                    "rngs": rngs,
+                    "num_classes": t.num_classes,
+                    "metrics": metrics,
+                },
+                Path(checkpoint_dir) / STATE_FILE,
+            )
             checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir)
             log.info(f"{w.run}: " + epoch_line(metrics, cfg.students.names, cfg.students.epochs, t.teacher is not None))
             w.live.end_of_epoch(metrics)
@@ -447,8 +510,10 @@ def restore_rank_rng(state: dict, rank: int, world: int, device, run: str) -> No
     if len(rngs) == world:
         distributed.restore_rng(rngs[rank], device)
     elif rank == 0:
-        log.warning(f"{run}: the checkpoint holds the random state of {len(rngs)} worker(s), this run has {world}: "
-                    "training continues, but not as the uninterrupted run would have")
+        log.warning(
+            f"{run}: the checkpoint holds the random state of {len(rngs)} worker(s), this run has {world}: "
+            "training continues, but not as the uninterrupted run would have"
+        )
 
 
 def report_final_again(checkpoint, state: dict, rank: int) -> None:

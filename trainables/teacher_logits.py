@@ -78,8 +78,9 @@ class LiveTeacher(TeacherLogits):
             return self.model(images).float()
 
 
-def build_teacher_logits(cfg: RunConfig, train_ds, num_classes: int, device, memory_format, run: str,
-                         rank: int) -> TeacherLogits:
+def build_teacher_logits(
+    cfg: RunConfig, train_ds, num_classes: int, device, memory_format, run: str, rank: int
+) -> TeacherLogits:
     """The cheapest source the teacher's folder allows: its cached soft labels, else the bank, else live.
 
     The teacher is loaded last in every case, after the students were built: building it draws from
@@ -91,8 +92,10 @@ def build_teacher_logits(cfg: RunConfig, train_ds, num_classes: int, device, mem
         bank = Bank(cfg.bank_dir)
         bank.check(len(train_ds), num_classes)
         if cfg.students.epochs > bank.epochs and rank == 0:
-            log.warning(f"{run}: the soft-label bank holds {bank.epochs} epochs of views, this run trains "
-                        f"{cfg.students.epochs}: epoch e replays bank epoch e mod {bank.epochs}")
+            log.warning(
+                f"{run}: the soft-label bank holds {bank.epochs} epochs of views, this run trains "
+                f"{cfg.students.epochs}: epoch e replays bank epoch e mod {bank.epochs}"
+            )
     model = load_teacher(cfg.teacher_dir, cfg.teacher.arch, num_classes, cfg.data.image_size, device)
     model = model.to(memory_format=memory_format)
     if soft_labels is not None:
