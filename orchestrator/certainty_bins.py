@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from orchestrator.comparison import finished_trials, trial_method
-from orchestrator.paired import LEVEL, Interval, paired_difference
+from orchestrator.paired import LEVEL, Interval, difference_columns
 from orchestrator.tables import markdown_table
 from trainables.losses import PRESETS, normalized_entropy
 
@@ -176,8 +176,7 @@ def accuracy_by_certainty_table(
         for method in groups:
             for name in student_names:
                 top1 = by_seed[method, name]
-                d = paired_difference(top1, by_seed.get((REFERENCE, name), {}), interval, level)
-                none = method == REFERENCE or d.seeds == 0
+                reference = by_seed.get((REFERENCE, name), {})
                 rows.append(
                     {
                         **where,
@@ -185,11 +184,7 @@ def accuracy_by_certainty_table(
                         "student": name,
                         "seeds": len(top1),
                         "top1_mean_%": sum(top1.values()) / len(top1) if top1 else math.nan,
-                        f"vs_{REFERENCE}_mean_%": math.nan if none else d.mean,
-                        f"vs_{REFERENCE}_ci_low_%": math.nan if none else d.low,
-                        f"vs_{REFERENCE}_ci_high_%": math.nan if none else d.high,
-                        f"vs_{REFERENCE}_excludes_0": None if none else d.excludes_zero,
-                        f"vs_{REFERENCE}_pairs": 0 if none else d.seeds,
+                        **difference_columns(top1, reference, REFERENCE, method == REFERENCE, interval, level),
                     }
                 )
     return _frame(rows, interval)

@@ -15,7 +15,7 @@ from typing import Optional
 import pandas as pd
 import torch
 
-from orchestrator.paired import LEVEL, Interval, paired_difference
+from orchestrator.paired import LEVEL, Interval, difference_columns
 from orchestrator.tables import markdown_table
 from trainables.losses import normalized_entropy
 
@@ -124,17 +124,8 @@ def comparison_table(
             measured = [m for m in runs if m.get(f"{name}/val_top1") is not None]
             paired = {}
             for ref in REFERENCES:
-                d = paired_difference(by_seed[method, name], by_seed.get((ref, name), {}), interval, level)
-                same = method == ref or d.seeds == 0
-                paired.update(
-                    {
-                        f"vs_{ref}_mean_%": math.nan if same else d.mean,
-                        f"vs_{ref}_ci_low_%": math.nan if same else d.low,
-                        f"vs_{ref}_ci_high_%": math.nan if same else d.high,
-                        f"vs_{ref}_excludes_0": None if same else d.excludes_zero,
-                        f"vs_{ref}_pairs": 0 if same else d.seeds,
-                    }
-                )
+                reference = by_seed.get((ref, name), {})
+                paired.update(difference_columns(by_seed[method, name], reference, ref, method == ref, interval, level))
             top1 = _values(measured, f"{name}/val_top1") * 100
             params, params_1000 = _first(reports, f"{name}/params"), _first(reports, f"{name}/params_1000")
             rows.append(

@@ -78,3 +78,24 @@ def paired_difference(
     if math.isnan(low) or math.isnan(high):
         return PairedDifference(mean, math.nan, math.nan, n)
     return PairedDifference(mean, low, high, n)
+
+
+def difference_columns(
+    values: Mapping[int, float],
+    reference: Mapping[int, float],
+    ref: str,
+    is_reference: bool,
+    interval: Interval = "t",
+    level: float = LEVEL,
+) -> dict:
+    """A table row's `vs_{ref}_*` columns: its paired difference against `ref` over the seeds both have
+    (empty for `ref` itself and where the two share no seed)."""
+    d = paired_difference(values, reference, interval, level)
+    none = is_reference or d.seeds == 0
+    return {
+        f"vs_{ref}_mean_%": math.nan if none else d.mean,
+        f"vs_{ref}_ci_low_%": math.nan if none else d.low,
+        f"vs_{ref}_ci_high_%": math.nan if none else d.high,
+        f"vs_{ref}_excludes_0": None if none else d.excludes_zero,
+        f"vs_{ref}_pairs": 0 if none else d.seeds,
+    }

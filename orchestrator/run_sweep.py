@@ -428,30 +428,28 @@ def tracked_sweep(
     ]
     if spec.compare:
         return run_comparison(spec, folder, tracker, run_cfg.teacher_dir, train_storage, banks, resume, callbacks)
-    trainable = trial_trainable(spec, run_cfg.teacher_dir, train_storage, banks)
+    return run_search(spec, folder, tracker, run_cfg.teacher_dir, train_storage, banks, resume, callbacks)
+
+
+def run_search(
+    spec: Spec,
+    folder: SweepFolder,
+    tracker: SweepTracker,
+    teacher_dir: Optional[str],
+    train_storage: str,
+    banks: dict,
+    resume: bool,
+    callbacks: list,
+) -> int:
+    """Optuna's trials (ASHA may stop them early), then their results; the exit status."""
+    trainable = trial_trainable(spec, teacher_dir, train_storage, banks)
     grid = fit(tracker, folder.location, resume, trainable, lambda: build_tuner(spec, folder, trainable, callbacks))
     hours, budget = grid_hours(grid, spec), spec.tune.budget_hours
     spent = budget is not None and hours >= budget  # the searcher proposed no more: every trial Tune has ran
     if interrupted(grid, len(grid) if spent else spec.tune.num_trials, spec, folder, tracker):
         return 130
     summary = failure_summary(grid)
-    records = trial_records(grid)
-    df = trials_table(records, spec)
-    best = best_trial(df, spec)
-    if best is not None and not spec.tune.pareto:
-        final = next(r["metrics"] for r in records if r["trial_id"] == best["trial_id"])
-        tracker.log_best(best["trial_id"], best_params(df, spec), final)
-    study = optuna.load_study(study_name=folder.name, storage=optuna_storage(folder))
-    names = tracker.trial_names()
-    files = write_results(df, spec, folder.local, folder.name, study, names)
-    folder.publish(folder.local / OPTUNA_DB, *files.values())
-    tracker.log_artifacts(files)
-    if spec.tune.pareto:
-        front = pd.read_csv(files["pareto.csv"])["trial"].tolist()
-        tracker.journal.set_tag(tracker.parent_id, "pareto_front", " ".join(front) or "none")
-    pruned = df.loc[df["state"] == "pruned", "trial_id"].tolist()
-    tracker.journal.set_tag(tracker.parent_id, "pruned_trials", " ".join(pruned) or "none")
-    tracker.log_metrics({"trials_pruned": len(pruned), "trials_completed": int((df["state"] == "completed").sum())})
+    df, files, pruned, front = record_results(grid, spec, folder, tracker)
     print("\n" + format_table(df))
     if summary is not None:
         return end_failed(tracker, folder, summary)
@@ -468,3 +466,25 @@ def tracked_sweep(
             + (f"; train one: python -m orchestrator.train {folder.local / 'pareto' / front[0]}.yaml" if front else "")
         )
     return 0
+
+
+def record_results(grid, spec: Spec, folder: SweepFolder, tracker: SweepTracker):
+    """The search's table, best trial or Pareto front, and study, in the sweep folder and on the parent run:
+    (the table, the files written, the pruned trials' ids, the front's trial names)."""
+    records = trial_records(grid)
+    df = trials_table(records, spec)
+    best = best_trial(df, spec)
+    if best is not None and not spec.tune.pareto:
+        final = next(r["metrics"] for r in records if r["trial_id"] == best["trial_id"])
+        tracker.log_best(best["trial_id"], best_params(df, spec), final)
+    study = optuna.load_study(study_name=folder.name, storage=optuna_storage(folder))
+    files = write_results(df, spec, folder.local, folder.name, study, tracker.trial_names())
+    folder.publish(folder.local / OPTUNA_DB, *files.values())
+    tracker.log_artifacts(files)
+    front = pd.read_csv(files["pareto.csv"])["trial"].tolist() if spec.tune.pareto else []
+    if spec.tune.pareto:
+        tracker.journal.set_tag(tracker.parent_id, "pareto_front", " ".join(front) or "none")
+    pruned = df.loc[df["state"] == "pruned", "trial_id"].tolist()
+    tracker.journal.set_tag(tracker.parent_id, "pruned_trials", " ".join(pruned) or "none")
+    tracker.log_metrics({"trials_pruned": len(pruned), "trials_completed": int((df["state"] == "completed").sum())})
+    return df, files, pruned, front
