@@ -2,6 +2,7 @@
 from MLflow alone."""
 
 import pandas as pd
+import pytest
 import yaml
 from mlflow import MlflowClient
 
@@ -10,6 +11,7 @@ from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 
 
+@pytest.mark.slow  # a whole comparison (4 trials): about 95 s
 def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     raw = tiny_spec_dict(
