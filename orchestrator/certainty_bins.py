@@ -20,6 +20,7 @@ import torch
 from orchestrator.comparison import finished_trials, trial_method
 from orchestrator.paired import LEVEL, Interval, difference_columns
 from orchestrator.tables import markdown_table
+from orchestrator.teacher_quality import summary_lines, teacher_val_summary
 from trainables.losses import PRESETS, normalized_entropy
 
 CERTAINTY_BINS = 5
@@ -45,7 +46,8 @@ CAPTION = (
     "the validation set (the bins of accuracy_by_certainty.png; bin 1 holds the samples the teacher is least "
     "sure of), mean over seeds. `vs_kd`: per seed the method's top-1 in the bin minus kd's in the same bin, "
     "its mean in points and 95 % interval ({interval}) over the seeds both have; `≠0` says whether the "
-    "interval excludes 0. Rows `classes ...` cover only the samples of those classes, at every certainty."
+    "interval excludes 0. Rows `classes ...` cover only the samples of those classes (the teacher's blind spots), "
+    "rows `other classes` the rest, at every certainty."
 )
 INTERVAL_NAMES = {"t": "t-based", "bootstrap": "bootstrap BCa"}
 
@@ -123,11 +125,12 @@ def bin_accuracy(correct, index: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 def _subsets(cb: CertaintyBins, labels: torch.Tensor, focus_classes) -> list[tuple[str, torch.Tensor]]:
-    """(bin label, sample mask): the certainty bins, then the focus classes' samples when asked for."""
+    """(bin label, sample mask): the certainty bins, then the focus classes' samples and the others' when asked for."""
     subsets = [(str(b + 1), cb.index == b) for b in range(cb.bins)]
     if focus_classes:
         ids = sorted(int(c) for c in focus_classes)
-        subsets.append(("classes " + ",".join(map(str, ids)), torch.isin(labels, torch.tensor(ids))))
+        focus = torch.isin(labels, torch.tensor(ids))
+        subsets += [("classes " + ",".join(map(str, ids)), focus), ("other classes", ~focus)]
     return subsets
 
 
@@ -146,8 +149,8 @@ def accuracy_by_certainty_table(
     bin is compared with kd's top-1 in the same bin on the same seed (`orchestrator.paired`, the comparison
     table's kind of interval); kd's own rows, and every row when kd has no trial, have no difference.
     Percentages x100; an empty table (with the columns) when no trial saved teacher val logits.
-    `focus_classes`: class ids that get extra rows, bin label `classes 3,7`, over only their samples (meant
-    for a setting's "blind-spot classes"; no setting names them yet, so no caller passes it).
+    `focus_classes`: class ids that get extra rows, bin label `classes 3,7`, over only their samples, and rows
+    `other classes` over the rest (a setting's blind-spot classes, `teacher.data`).
     """
     groups = methods_in_order(trials)
     reference = reference_predictions(predictions, groups)
@@ -235,23 +238,38 @@ def certainty_markdown(df: pd.DataFrame) -> str:
     return markdown_table(_display(df)) + "\n" + caption + "\n"
 
 
+def teacher_figures(
+    trials: list[dict], predictions: dict[str, dict], threshold: Optional[float] = None, blind_classes=()
+) -> dict[str, float]:
+    """The teacher's validation figures (`orchestrator.teacher_quality`) from the logits the bins use; {} if none."""
+    reference = reference_predictions(predictions, methods_in_order(trials))
+    if reference is None:
+        return {}
+    return teacher_val_summary(reference["teacher_logits"], reference["labels"], threshold, blind_classes)
+
+
 def write_certainty_table(
     out_dir: str | Path,
     student_names: list[str],
     predictions: dict[str, dict],
     trials: list[dict],
     interval: Interval = "t",
+    focus_classes: Iterable[int] = (),
+    teacher: Optional[dict[str, float]] = None,
 ) -> dict[str, Path]:
-    """accuracy_by_certainty.csv (exact values) and .md beside the plot; name -> path.
+    """accuracy_by_certainty.csv (exact values) and .md beside the plot, the .md under the `teacher` figures
+    when given; name -> path.
 
     Nothing is written when no trial has the data the plot needs (teacher val logits, a student's records),
     so the table appears exactly when the plot does.
     """
-    df = accuracy_by_certainty_table(trials, student_names, predictions, interval)
+    df = accuracy_by_certainty_table(trials, student_names, predictions, interval, focus_classes=focus_classes)
     if not (df["seeds"] > 0).any():
         return {}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / CSV, index=False)
-    (out / MD).write_text(certainty_markdown(df))
+    lines = summary_lines(teacher, focus_classes) if teacher else []
+    head = "The teacher on the validation set: " + "; ".join(lines) + ".\n\n" if lines else ""
+    (out / MD).write_text(head + certainty_markdown(df))
     return {CSV: out / CSV, MD: out / MD}

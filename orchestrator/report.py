@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -22,7 +23,7 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from orchestrator.certainty_bins import write_certainty_table
+from orchestrator.certainty_bins import teacher_figures, write_certainty_table
 from orchestrator.cli import run_main
 from orchestrator.comparison import REFERENCES, comparison_table, format_comparison, write_comparison
 from orchestrator.comparison_plots import analysis_plots
@@ -32,6 +33,7 @@ from orchestrator.sequential import STOP_TAG, plan_of, table_note
 from orchestrator.spec import Spec, SpecError
 from orchestrator.sweep_folder import sweep_order
 from orchestrator.tables import format_table, trials_table, write_results
+from orchestrator.teacher_quality import summary_lines
 from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, absolute_uri, is_constant, open_client, tracking_uri
 from trainables.files import PREDICTIONS_FILE
 
@@ -118,6 +120,7 @@ def build_report(
     spec = sweep.spec
     trials = trials_table(sweep.trials, spec)
     files = write_results(trials, spec, out_dir, sweep.name, names=sweep.names)
+    teacher: dict[str, float] = {}  # its validation figures, in a comparison
     if spec.compare:
         names = spec.students.names
         plan = plan_of(spec)
@@ -144,15 +147,22 @@ def build_report(
         teacher_logits = torch.load(logits_path, weights_only=True) if logits_path else None
         for path in analysis_plots(out_dir, names, predictions, sweep.trials, histories, teacher_logits):
             files[path.name] = path
-        files.update(write_certainty_table(out_dir, names, predictions, sweep.trials, spec.compare.interval))
+        blind = spec.teacher.blind_classes()
+        teacher = teacher_figures(sweep.trials, predictions, spec.loss.threshold, blind)
+        files.update(
+            write_certainty_table(out_dir, names, predictions, sweep.trials, spec.compare.interval, blind, teacher)
+        )
         print("\n" + format_comparison(table))
+        if teacher:
+            print("\nthe teacher on the validation set: " + "; ".join(summary_lines(teacher, blind)))
     else:
         print("\n" + format_table(trials))
     if log_to:
         journal, parent = log_to
         if spec.compare:  # per method and student, so comparisons compare in the runs table
             now = int(time.time() * 1000)
-            journal.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in parent_metrics(table).items()])
+            figures = {**parent_metrics(table), **{k: v for k, v in teacher.items() if not math.isnan(v)}}
+            journal.log_batch(parent, metrics=[Metric(k, v, now, 0) for k, v in figures.items()])
         for name, path in files.items():
             journal.log_artifact(parent, str(path), str(Path("report") / Path(name).parent))
     return files

@@ -142,8 +142,14 @@ def test_focus_classes_cover_only_their_samples():
     assert (focus.loc["kd", "u_low"], focus.loc["kd", "u_high"]) == pytest.approx((u.min().item(), u.max().item()))
     assert "classes" not in set(accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2)["bin"])
     several = accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2, focus_classes=[1, 0])
-    assert set(several["bin"]) == {"1", "2", "classes 0,1"}
+    assert set(several["bin"]) == {"1", "2", "classes 0,1", "other classes"}
     assert (several[several["bin"] == "classes 0,1"]["samples"] == 8).all()
+    assert (several[several["bin"] == "other classes"]["samples"] == 0).all()
+    others = table[table["bin"] == "other classes"].set_index("method")  # class 0: the even samples
+    assert (others["samples"] == 4).all()
+    assert others.loc["kd", "top1_mean_%"] + focus.loc["kd", "top1_mean_%"] == pytest.approx(
+        2 * table[(table["bin"].isin(["1", "2"])) & (table["method"] == "kd")]["top1_mean_%"].mean()
+    )
 
 
 def test_the_table_leaves_out_what_the_plot_leaves_out(tmp_path):

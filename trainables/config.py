@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Weighting = Literal["none", "entropy", "threshold", "entropy+threshold"]
 PeerWeighting = Literal["uniform", "inverse"]
@@ -50,6 +50,16 @@ class DataConfig(Strict):
         description="digits/synthetic: share of training labels "
         "replaced by another class, fixed by split_seed (validation stays clean)",
     )
+    confused_classes: list[list[int]] = Field(
+        default_factory=list,
+        description="digits/synthetic: groups of classes whose training labels are drawn anew, uniformly within "
+        "the group, fixed by split_seed: labels that cannot tell those classes apart (validation stays clean)",
+    )
+    rare_classes: list[int] = Field(
+        default_factory=list,
+        description="digits/synthetic: classes of which only rare_keep of the training images stay",
+    )
+    rare_keep: float = Field(0.1, gt=0.0, le=1.0, description="share of each rare class's training images kept")
     num_classes: int = Field(10, ge=2, description="synthetic only; the others read it from the data")
     synthetic_train_size: int = Field(512, ge=10, description="synthetic only: training images")
     synthetic_val_size: int = Field(128, ge=10, description="synthetic only: validation images")
@@ -71,9 +81,52 @@ class DataConfig(Strict):
     def _root_needed(self) -> "DataConfig":
         if self.name == "imagefolder" and not self.root:
             raise ValueError("data.root is required for imagefolder: set it to the folder holding train/ and val/")
-        if self.name == "imagefolder" and self.label_noise:
-            raise ValueError("data.label_noise is for the embedded data (digits, synthetic): remove it for imagefolder")
+        for key in LABEL_VIEWS:
+            if self.name == "imagefolder" and getattr(self, key):
+                raise ValueError(f"data.{key} is for the embedded data (digits, synthetic): remove it for imagefolder")
+        seen: set[int] = set()
+        for group in self.confused_classes:
+            if len(set(group)) < 2 or seen & set(group) or min(group) < 0:
+                raise ValueError(
+                    f"data.confused_classes: {group} is not a group of 2 or more distinct class ids in no other "
+                    "group: give disjoint lists such as [[3, 5, 8]]"
+                )
+            seen |= set(group)
+        if min(self.rare_classes, default=0) < 0 or len(set(self.rare_classes)) < len(self.rare_classes):
+            raise ValueError(f"data.rare_classes: {self.rare_classes} must be distinct class ids >= 0")
         return self
+
+    def identity(self) -> dict:
+        """What the data are, for cache keys: how they are read is left out, and so are label views not in use
+        (a cache made before those keys existed keeps its key)."""
+        unused = {key for key in ("confused_classes", "rare_classes") if not getattr(self, key)}
+        if "rare_classes" in unused:
+            unused.add("rare_keep")
+        return self.model_dump(exclude={"loader_workers", "skip_bad_images", "decode"} | unused)
+
+
+LABEL_VIEWS = ("label_noise", "confused_classes", "rare_classes")  # the embedded data's altered training labels
+
+
+class TeacherDataConfig(Strict):
+    """The teacher's own view of the training labels, for a teacher with blind spots; unset keys are the students'.
+
+    Only the teacher trains on it: the students' images, labels and the teacher's cached soft labels (its
+    logits on the students' training images) are those of `data`.
+    """
+
+    label_noise: Optional[float] = Field(None, ge=0.0, lt=1.0, description="replaces data.label_noise")
+    confused_classes: Optional[list[list[int]]] = Field(None, description="replaces data.confused_classes")
+    rare_classes: Optional[list[int]] = Field(None, description="replaces data.rare_classes")
+    rare_keep: Optional[float] = Field(None, gt=0.0, le=1.0, description="replaces data.rare_keep")
+
+    def applied_to(self, data: DataConfig) -> DataConfig:
+        """`data` with this view's keys replaced: the data the teacher trains on (validated like `data`)."""
+        return DataConfig.model_validate({**data.model_dump(), **self.model_dump(exclude_none=True)})
+
+    def blind_classes(self) -> list[int]:
+        """The classes this view alters (confused or rare): the blind-spot classes a comparison reports apart."""
+        return sorted({c for group in self.confused_classes or [] for c in group} | set(self.rare_classes or []))
 
 
 class OptimConfig(Strict):
@@ -99,6 +152,9 @@ class TeacherConfig(OptimConfig):
     checkpoint: Optional[str] = Field(None, description="a state_dict file to load instead of training")
     init_weights: Optional[str] = Field(None, description="local weights file to start training from")
     seed: int = Field(0, ge=0, description="the teacher's own seed: student seeds share one teacher")
+    data: Optional[TeacherDataConfig] = Field(
+        None, description="the teacher's own training labels (a teacher with blind spots); default: the students'"
+    )
     cache_soft_labels: bool = Field(
         True,
         description="store its train-split logits when the data are deterministic, "
@@ -116,6 +172,18 @@ class TeacherConfig(OptimConfig):
         description="the seed of the bank's augmentation draws (default: "
         "the run's seed, one bank per seed; set it to share one bank across seeds)",
     )
+
+    def blind_classes(self) -> list[int]:
+        """The classes its own view of the labels alters (none without `data`)."""
+        return self.data.blind_classes() if self.data else []
+
+    @model_validator(mode="after")
+    def _data_is_for_training(self) -> "TeacherConfig":
+        if self.data is not None and self.checkpoint:
+            raise ValueError(
+                "teacher.data is what a teacher trains on, and teacher.checkpoint is not trained: remove one"
+            )
+        return self
 
 
 class StudentsConfig(OptimConfig):
@@ -199,3 +267,12 @@ class RunConfig(Strict):
         description="set by the driver: where a worker records a failure that "
         "a restart cannot fix, so that restarts stop at once",
     )
+
+    @model_validator(mode="after")
+    def _teacher_data_valid(self) -> "RunConfig":
+        if self.teacher.data is not None:
+            try:
+                self.teacher.data.applied_to(self.data)
+            except ValidationError as err:
+                raise ValueError(f"teacher.data: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+        return self

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from trainables.config import DataConfig, MissingInput
+from trainables.config import ConfigError, DataConfig, MissingInput
 from trainables.failures import RunFailed, one_line
 from trainables.views import IMAGENET_MEAN, IMAGENET_STD, VIEW_FIELDS, apply_pil, draw_view_now
 
@@ -199,6 +199,64 @@ def noisy_labels(labels: torch.Tensor, share: float, num_classes: int, seed: int
     return out
 
 
+def confused_labels(labels: torch.Tensor, groups: list[list[int]], seed: int) -> torch.Tensor:
+    """`labels` with every label of a class in a group drawn anew, uniformly among the group's classes.
+
+    The labels then carry nothing that tells a group's classes apart: a model trained on them is unsure
+    between them (u about log k / log C for a group of k) and wrong on about (k - 1) / k of their samples,
+    and sure elsewhere. A blind spot whose uncertainty sits where the errors are.
+    """
+    gen = torch.Generator().manual_seed(seed + 1)  # a stream of its own, not noisy_labels'
+    out = labels.clone()
+    for group in groups:
+        ids = torch.tensor(group)
+        members = torch.isin(labels, ids)
+        out[members] = ids[torch.randint(len(ids), (int(members.sum()),), generator=gen)]
+    return out
+
+
+def rare_kept(labels: torch.Tensor, rare: list[int], keep: float, seed: int) -> torch.Tensor:
+    """Positions kept: every sample of the other classes, round(keep * n) (at least 1) of each rare class's n."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    dropped = []
+    for c in rare:
+        members = torch.nonzero(labels == c).flatten()
+        order = members[torch.randperm(len(members), generator=gen)]
+        dropped.append(order[max(1, round(keep * len(members))) :])
+    kept = torch.ones(len(labels), dtype=torch.bool)
+    kept[torch.cat(dropped)] = False
+    return torch.nonzero(kept).flatten()
+
+
+class Kept(Dataset):
+    """The items at `keep` of a split, indexed anew from 0 (an item's index is its position in the split)."""
+
+    def __init__(self, base: Dataset, keep: torch.Tensor):
+        self.base, self.keep, self.labels = base, keep, base.labels[keep]
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        image, label, _ = self.base[int(self.keep[index])]
+        return image, label, index
+
+
+def with_label_views(train: Dataset, cfg: DataConfig, num_classes: int, seed: int) -> Dataset:
+    """An embedded training split with `cfg`'s altered labels: confused classes, then label noise, then rare
+    classes thinned out; each fixed by `seed` (the split seed)."""
+    named = {c for group in cfg.confused_classes for c in group} | set(cfg.rare_classes)
+    if named and max(named) >= num_classes:
+        raise ConfigError(
+            f"data: class {max(named)} in confused_classes or rare_classes does not exist: "
+            f"this data has classes 0 to {num_classes - 1}"
+        )
+    train.labels = noisy_labels(
+        confused_labels(train.labels, cfg.confused_classes, seed), cfg.label_noise, num_classes, seed
+    )
+    return Kept(train, rare_kept(train.labels, cfg.rare_classes, cfg.rare_keep, seed)) if cfg.rare_classes else train
+
+
 def _digits(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -227,17 +285,14 @@ def _digits(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
         return TensorImages(images[idx].contiguous(), targets[idx], augment)
 
     num_classes = int(labels.max()) + 1
-    train = split(train_idx, cfg.augment)
-    train.labels = noisy_labels(train.labels, cfg.label_noise, num_classes, seed)
-    return train, split(val_idx, False), num_classes
+    return with_label_views(split(train_idx, cfg.augment), cfg, num_classes, seed), split(val_idx, False), num_classes
 
 
 def _synthetic(cfg: DataConfig, seed: int) -> tuple[Dataset, Dataset, int]:
     train_size = min(cfg.train_subset or cfg.synthetic_train_size, cfg.synthetic_train_size)
     train = SyntheticImages(train_size, cfg.num_classes, cfg.image_size, seed, 0, cfg.augment)
-    train.labels = noisy_labels(train.labels, cfg.label_noise, cfg.num_classes, seed)
     val = SyntheticImages(cfg.synthetic_val_size, cfg.num_classes, cfg.image_size, seed, 1, False)
-    return train, val, cfg.num_classes
+    return with_label_views(train, cfg, cfg.num_classes, seed), val, cfg.num_classes
 
 
 def _imagefolder(cfg: DataConfig, seed: int, raw_bytes: bool = False) -> tuple[Dataset, Dataset, int]:

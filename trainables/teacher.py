@@ -33,8 +33,11 @@ SOFT_LABELS_FILE = "soft_labels.pt"
 
 def teacher_identity(cfg: RunConfig) -> dict:
     """The settings that define the teacher; any change gives another cache entry."""
-    data = cfg.data.model_dump(exclude={"loader_workers", "skip_bad_images", "decode"})  # how, not what, it reads
-    teacher = cfg.teacher.model_dump(exclude={"bank_epochs", "bank_seed"})  # the bank's, not the teacher's
+    data = cfg.data.identity()
+    # bank_*: the bank's, not the teacher's; data: only when set, so older entries keep their keys.
+    teacher = cfg.teacher.model_dump(
+        exclude={"bank_epochs", "bank_seed"} | ({"data"} if cfg.teacher.data is None else set())
+    )
     if teacher["checkpoint"]:
         src = Path(teacher["checkpoint"])
         stat = src.stat()
@@ -68,10 +71,11 @@ def read_meta(folder: str) -> dict:
 
 
 def teacher_training_config(cfg: RunConfig) -> RunConfig:
-    """The run that trains the teacher: the student loop with one CE student of the teacher's arch."""
+    """The run that trains the teacher: the student loop with one CE student of the teacher's arch, on the
+    teacher's own view of the labels (`teacher.data`) when it has one."""
     t = cfg.teacher
     optim = t.model_dump(
-        exclude={"arch", "checkpoint", "init_weights", "seed", "cache_soft_labels", "bank_epochs", "bank_seed"}
+        exclude={"arch", "checkpoint", "init_weights", "seed", "cache_soft_labels", "bank_epochs", "bank_seed", "data"}
     )
     students = {**optim, "archs": [t.arch], "init_weights": {t.arch: t.init_weights} if t.init_weights else {}}
     return cfg.model_copy(
@@ -87,6 +91,7 @@ def teacher_training_config(cfg: RunConfig) -> RunConfig:
                     "peer_weighting": "uniform",
                 }
             ),
+            "data": t.data.applied_to(cfg.data) if t.data else cfg.data,
             "teacher_dir": None,
             "seed": t.seed,
         }
