@@ -29,6 +29,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+LABEL_VIEWS = ("label_noise", "confused_classes", "rare_classes")  # the embedded data's altered training labels
+
+
 class DataConfig(Strict):
     """Where the images come from and how they are shaped."""
 
@@ -103,9 +106,6 @@ class DataConfig(Strict):
         if "rare_classes" in unused:
             unused.add("rare_keep")
         return self.model_dump(exclude={"loader_workers", "skip_bad_images", "decode"} | unused)
-
-
-LABEL_VIEWS = ("label_noise", "confused_classes", "rare_classes")  # the embedded data's altered training labels
 
 
 class TeacherDataConfig(Strict):

@@ -203,8 +203,8 @@ def confused_labels(labels: torch.Tensor, groups: list[list[int]], seed: int) ->
     """`labels` with every label of a class in a group drawn anew, uniformly among the group's classes.
 
     The labels then carry nothing that tells a group's classes apart: a model trained on them is unsure
-    between them (u about log k / log C for a group of k) and wrong on about (k - 1) / k of their samples,
-    and sure elsewhere. A blind spot whose uncertainty sits where the errors are.
+    between them (u about log k / log C for a group of k), wrong on most of their samples, and sure
+    elsewhere: a blind spot whose uncertainty sits where the errors are.
     """
     gen = torch.Generator().manual_seed(seed + 1)  # a stream of its own, not noisy_labels'
     out = labels.clone()
