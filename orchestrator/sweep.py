@@ -110,6 +110,11 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
             f"  data: {spec.data.name} at {spec.data.image_size} px"
             + (f" from {spec.data.root}" if spec.data.root else "")
             + (f", {spec.data.label_noise:.0%} of training labels noisy" if spec.data.label_noise else ""),
+            *(
+                [f"  teacher trains on its own labels: {spec.teacher.data.model_dump(exclude_none=True)}"]
+                if spec.teacher.data
+                else []
+            ),
             f"  trials: {trials}, at most {t.max_concurrent_trials} at once, {spec.students.epochs} epochs each",
             f"  scheduler: {scheduler}",
             f"  per trial: {per_trial}",

@@ -4,6 +4,7 @@ whether it is unsure where it errs (no Ray: the teacher's cache entry is written
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,3 +163,17 @@ def test_teacher_check_trains_a_blind_teacher_and_prints_its_figures(tmp_path):
     again = run_teacher_check(tmp_path, spec, "teacher.epochs=2")  # the same teacher: a cache hit, the same figures
     assert "teacher: cache hit" in again.stdout
     assert again.stdout.split("on the validation set", 1)[1] == out.split("on the validation set", 1)[1]
+
+
+def test_the_shipped_blind_spot_comparison_plans_its_teachers_view(tmp_path):
+    spec = Path(__file__).parents[1] / "search_spaces" / "blindspot" / "compare.yaml"
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(spec), "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "teacher trains on its own labels: {'rare_classes': [3, 5, 8], 'rare_keep': 0.05}" in result.stdout
+    assert "30 fixed: methods ce, kd, dml, dual_kd, ua_kd, ua_dual x seeds [0, 1, 2, 3, 4]" in result.stdout
