@@ -42,6 +42,23 @@ def _subplots(n: int, title: str):
     return fig, axes[0]
 
 
+def _label_panel(ax, xlabel: str, title: str) -> None:
+    """A student's panel of val top-1: axes, title, and a legend when something was drawn on it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("val top-1 (%)")
+    ax.set_title(title)
+    if ax.lines:  # a student with no data keeps an empty panel
+        ax.legend()
+
+
+def _finish(fig, drawn: bool, path: Path) -> Optional[Path]:
+    """The figure saved to `path`, or closed (and None) when nothing was drawn on it."""
+    if not drawn:
+        plt.close(fig)
+        return None
+    return save_figure(fig, path)
+
+
 def _teacher_entropy(out: Path, train_logits, val_logits) -> Optional[Path]:
     logits, split = (train_logits, "training") if train_logits is not None else (val_logits, "validation")
     if logits is None:
@@ -76,15 +93,8 @@ def _accuracy_by_certainty(out: Path, student_names, groups, predictions, labels
             if seen.sum() > 0:
                 ax.plot(centre.numpy(), (100 * hits / seen).numpy(), marker="o", color=_colour(method), label=method)
                 drawn = True
-        ax.set_xlabel("teacher certainty w = 1 - u (bin mean)")
-        ax.set_ylabel("val top-1 (%)")
-        ax.set_title(name)
-        if ax.lines:  # a student with no data keeps an empty panel
-            ax.legend()
-    if not drawn:
-        plt.close(fig)
-        return None
-    return save_figure(fig, out / "accuracy_by_certainty.png")
+        _label_panel(ax, "teacher certainty w = 1 - u (bin mean)", name)
+    return _finish(fig, drawn, out / "accuracy_by_certainty.png")
 
 
 def _reliability(out: Path, name: str, groups, predictions) -> Optional[Path]:
@@ -108,16 +118,13 @@ def _reliability(out: Path, name: str, groups, predictions) -> Optional[Path]:
             label=f"{method} (ECE {100 * ece:.2f}%)",
         )
         drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (bin mean)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"{name}: reliability, validation set, seeds pooled")
     ax.legend(fontsize="small")
-    return save_figure(fig, out / f"reliability_{name}.png")
+    return _finish(fig, drawn, out / f"reliability_{name}.png")
 
 
 def _accuracy_vs_epoch(out: Path, student_names, groups, histories) -> Optional[Path]:
@@ -130,16 +137,9 @@ def _accuracy_vs_epoch(out: Path, student_names, groups, histories) -> Optional[
                 mean = pd.DataFrame(points, columns=["epoch", "top1"]).groupby("epoch")["top1"].mean()
                 ax.plot(mean.index, 100 * mean.values, marker=".", color=_colour(method), label=method)
                 drawn = True
-        ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
-        ax.set_ylabel("val top-1 (%)")
-        ax.set_title(name)
-        if ax.lines:  # a student with no data keeps an empty panel
-            ax.legend()
-    if not drawn:
-        plt.close(fig)
-        return None
-    return save_figure(fig, out / "accuracy_vs_epoch.png")
+        _label_panel(ax, "epoch", name)
+    return _finish(fig, drawn, out / "accuracy_vs_epoch.png")
 
 
 def analysis_plots(
