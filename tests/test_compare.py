@@ -21,6 +21,7 @@ def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, ca
         tune={"max_concurrent_trials": 2},
         mlflow={"experiment": "tiny-compare"},
         loss={"threshold": 0.8},
+        teacher={"data": {"rare_classes": [3], "rare_keep": 0.1}},  # a teacher with a blind spot
     )
     spec_path = tmp_path / "compare.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
@@ -73,6 +74,20 @@ def test_comparison_then_report_from_mlflow(ray_local, tmp_path, monkeypatch, ca
     assert 0 <= parent.data.metrics["teacher_u/train_p10"] <= parent.data.metrics["teacher_u/train_p90"] <= 1
     assert 0 <= parent.data.metrics["teacher_u/train_share_above_threshold"] <= 1  # the spec sets one
     assert "teacher/val_top1" in children[0].data.params and "teacher/val_top1" not in children[0].data.metrics
+    # the teacher's validation figures from the trials' saved teacher logits: its top-1 is the one it trained to
+    assert parent.data.metrics["teacher_u/val_top1"] == pytest.approx(
+        float(children[0].data.params["teacher/val_top1"])
+    )
+    assert 0 <= parent.data.metrics["teacher_u/val_error_auroc"] <= 1
+    assert {"teacher_u/val_blind_top1", "teacher_u/val_elsewhere_top1"} <= set(parent.data.metrics)
+    bins = pd.read_csv(folder / "accuracy_by_certainty.csv")
+    assert {"classes 3", "other classes"} <= set(bins["bin"])
+    assert (
+        bins.loc[bins["bin"] == "classes 3", "samples"].iloc[0]
+        + bins.loc[bins["bin"] == "other classes", "samples"].iloc[0]
+        == bins.loc[bins["bin"].str.isdigit(), "samples"].sum() / 4
+    )  # 4 rows per bin: 2 methods x 2 students
+    assert (folder / "accuracy_by_certainty.md").read_text().startswith("The teacher on the validation set: top-1: ")
 
     capsys.readouterr()
     out = tmp_path / "rebuilt"
