@@ -13,7 +13,7 @@ import yaml
 from orchestrator.spec import SpecError, validate_spec
 from orchestrator.teacher_quality import error_auroc, teacher_val_summary
 from tests.conftest import tiny_spec_dict
-from trainables.config import ConfigError, DataConfig, RunConfig
+from trainables.config import DataConfig, RunConfig
 from trainables.data import build_datasets
 from trainables.models import build_model
 from trainables.teacher import load_soft_labels, read_meta, teacher_identity, teacher_training_config, write_teacher
@@ -66,8 +66,12 @@ def test_bad_views_are_refused(view, message):
 
 
 def test_a_class_the_data_lacks_is_one_line_and_views_are_for_the_embedded_data():
-    with pytest.raises(ConfigError, match="class 12 .* does not exist: this data has classes 0 to 9"):
-        build_datasets(digits(rare_classes=[12]), 0)
+    with pytest.raises(ValueError, match="class 12 .* does not exist: this data has classes 0 to 9"):
+        digits(rare_classes=[12])
+    with pytest.raises(ValueError, match="teacher.data: data: class 4 .* this data has classes 0 to 3"):
+        RunConfig.model_validate(
+            {"data": {"name": "synthetic", "num_classes": 4}, "teacher": {"data": {"confused_classes": [[2, 4]]}}}
+        )
     with pytest.raises(ValueError, match="rare_classes is for the embedded data"):
         DataConfig(name="imagefolder", root="x", rare_classes=[1])
     with pytest.raises(ValueError, match="teacher.checkpoint is not trained"):

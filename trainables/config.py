@@ -29,6 +29,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+DIGITS_CLASSES = 10  # scikit-learn's handwritten digits
 LABEL_VIEWS = ("label_noise", "confused_classes", "rare_classes")  # the embedded data's altered training labels
 
 
@@ -97,6 +98,13 @@ class DataConfig(Strict):
             seen |= set(group)
         if min(self.rare_classes, default=0) < 0 or len(set(self.rare_classes)) < len(self.rare_classes):
             raise ValueError(f"data.rare_classes: {self.rare_classes} must be distinct class ids >= 0")
+        classes = DIGITS_CLASSES if self.name == "digits" else self.num_classes  # imagefolder has no views
+        named = seen | set(self.rare_classes)
+        if named and max(named) >= classes:
+            raise ValueError(
+                f"data: class {max(named)} in confused_classes or rare_classes does not exist: "
+                f"this data has classes 0 to {classes - 1}"
+            )
         return self
 
     def identity(self) -> dict:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from trainables.config import ConfigError, DataConfig, MissingInput
+from trainables.config import DataConfig, MissingInput
 from trainables.failures import RunFailed, one_line
 from trainables.views import IMAGENET_MEAN, IMAGENET_STD, VIEW_FIELDS, apply_pil, draw_view_now
 
@@ -245,12 +245,6 @@ class Kept(Dataset):
 def with_label_views(train: Dataset, cfg: DataConfig, num_classes: int, seed: int) -> Dataset:
     """An embedded training split with `cfg`'s altered labels: confused classes, then label noise, then rare
     classes thinned out; each fixed by `seed` (the split seed)."""
-    named = {c for group in cfg.confused_classes for c in group} | set(cfg.rare_classes)
-    if named and max(named) >= num_classes:
-        raise ConfigError(
-            f"data: class {max(named)} in confused_classes or rare_classes does not exist: "
-            f"this data has classes 0 to {num_classes - 1}"
-        )
     train.labels = noisy_labels(
         confused_labels(train.labels, cfg.confused_classes, seed), cfg.label_noise, num_classes, seed
     )
