@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 import os
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from trainables import storage
 from trainables.config import ConfigError, Method, RunConfig, Strict
@@ -174,7 +175,9 @@ class CompareSettings(Strict):
         min_length=1,
         description="run seeds; the intervals pair methods seed by seed",
     )
-    from_sweep: Optional[str] = Field(None, description="take the best values of this earlier sweep")
+    from_sweep: Optional[str] = Field(
+        None, description="start from the recipe of this earlier sweep's best trial (as --from-sweep)"
+    )
     interval: Literal["t", "bootstrap"] = Field("t", description="the paired differences' 95 % interval over seeds")
     sequential: Optional[SequentialSettings] = Field(None, description="add seeds until the intervals decide")
     budget_hours: Optional[float] = Field(
@@ -374,6 +377,31 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _section(model: Optional[type[BaseModel]], key: str) -> Optional[type[BaseModel]]:
+    """The model of section `key` of `model` (unwrapping Optional), or None where `key` holds a setting."""
+    field = model.model_fields.get(key) if model is not None else None
+    if field is None:
+        return None
+    for candidate in (field.annotation, *typing.get_args(field.annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def dotted_items(tree: dict, model: Optional[type[BaseModel]] = None, prefix: str = "") -> dict[str, Any]:
+    """Every setting of a raw spec (or of its dump) as dotted key -> value: sections are walked, a setting
+    that holds a dict or list (students.init_weights, search, mlflow.tags) is one value."""
+    model = Spec if model is None and not prefix else model
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        section = _section(model, key)
+        if section is not None and isinstance(value, dict):
+            out.update(dotted_items(value, section, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """`key=value` pairs (value parsed as YAML, so 0.5, true, [a, b] and null work) over a raw spec."""
     out = copy.deepcopy(raw)
@@ -429,10 +457,14 @@ def validate_spec(raw: dict, source: str = "spec") -> Spec:
         raise SpecError(f"{source}: {err}") from None
 
 
+def load_raw(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> dict:
+    """A spec file with its `--set` overrides, as written: only the keys it sets (no defaults)."""
+    return apply_overrides(read_yaml(path), overrides or [])
+
+
 def load_spec(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> Spec:
     """Read, override and validate a spec; relative data and weight paths stay relative to the working folder."""
-    raw = apply_overrides(read_yaml(path), overrides or [])
-    return validate_spec(raw, str(path))
+    return validate_spec(load_raw(path, overrides), str(path))
 
 
 def optuna_space(spec: Spec) -> dict:

@@ -13,7 +13,7 @@ from typing import Optional
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, working_in
 from orchestrator.preflight import preflight
-from orchestrator.spec import Spec, SpecError, load_spec, with_values
+from orchestrator.spec import Spec, SpecError, apply_overrides, load_raw, validate_spec, with_values
 from orchestrator.sweep_folder import SweepFolder, latest_sweep_folder, new_sweep_folder
 from trainables import storage
 
@@ -48,29 +48,54 @@ def sweep_folder(spec: Spec, resume: bool, claim: bool = True) -> SweepFolder:
     return found
 
 
-def with_best_values(spec: Spec, sweep_name: str, uri: str) -> Spec:
-    """The spec with the best trial's searched values of an earlier sweep, read from MLflow."""
-    from orchestrator.report import load_sweep
-    from orchestrator.tables import best_params, trials_table
-    from orchestrator.tracking import open_client
+def read_store(uri: str):
+    """A client of an MLflow store that exists, creating nothing (a dry run writes no file)."""
+    from mlflow import MlflowClient
 
-    earlier = load_sweep(open_client(uri), sweep_name)
+    from orchestrator.tracking import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise SpecError(
+            f"no MLflow store at {db} to read the earlier sweep from: run from the folder the search ran in, "
+            "or give its --tracking-uri"
+        )
+    return MlflowClient(tracking_uri=uri)
+
+
+def from_sweep(raw: dict, overrides: list[str], sweep_name: str, uri: str) -> tuple[Spec, list[str]]:
+    """The comparison `raw` started from the recipe of an earlier sweep's best trial, read from MLflow
+    (`orchestrator.recipe`), and the plan's lines: where the recipe came from and what this spec overrides."""
+    from orchestrator.recipe import comparison_from_recipe
+    from orchestrator.report import load_sweep
+    from orchestrator.tables import best_params, best_trial, trials_table
+
+    earlier = load_sweep(read_store(uri), sweep_name)
     if earlier.spec.tune.pareto:
         raise SpecError(
             f"sweep {earlier.name!r} is a Pareto search with no one best trial: compare the values of "
             "one front trial (its pareto/tNN.yaml) instead of --from-sweep"
         )
-    params = best_params(trials_table(earlier.trials, earlier.spec), earlier.spec)
-    if not params:
+    table = trials_table(earlier.trials, earlier.spec)
+    best, params = best_trial(table, earlier.spec), best_params(table, earlier.spec)
+    if best is None:
         raise SpecError(
             f"sweep {earlier.name!r} has no trial that measured {earlier.spec.tune.metric}: "
             "pick another sweep, or drop --from-sweep"
         )
-    print(f"values from sweep {earlier.name}: " + ", ".join(f"{k}={v}" for k, v in params.items()))
-    return with_values(spec, params)
+    recipe = with_values(earlier.spec, params)
+    spec, changed = comparison_from_recipe(raw, recipe, params, apply_overrides({}, overrides))
+    metric = earlier.spec.tune.rank_metric[0]
+    trial = earlier.names.get(best["trial_id"], best["trial_id"])
+    lines = [
+        f"recipe: the best trial of sweep {earlier.name} ({trial}, {metric} = {best[metric]:.4f}), searched values "
+        + ", ".join(f"{k}={v}" for k, v in params.items())
+    ]
+    lines += [f"  {o.line()}" for o in changed] or ["  (no setting of this spec overrides the recipe)"]
+    return spec, lines
 
 
-def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
+def describe_plan(spec: Spec, folder: SweepFolder, uri: str, recipe: tuple[str, ...] = ()) -> str:
     r, t = spec.resources, spec.tune
     per_trial = f"{r.num_workers} worker(s) x {r.cpus_per_worker} CPU" + (
         f" + {r.gpus_per_worker} GPU" if r.use_gpu else ""
@@ -107,6 +132,7 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str) -> str:
         [
             f"{'comparison' if spec.compare else 'sweep'} {spec.name}: method {spec.loss.method}, "
             f"students {' + '.join(spec.students.archs)}, teacher {spec.teacher.arch}",
+            *(f"  {line}" for line in recipe),
             f"  data: {spec.data.name} at {spec.data.image_size} px"
             + (f" from {spec.data.root}" if spec.data.root else "")
             + (f", {spec.data.label_noise:.0%} of training labels noisy" if spec.data.label_noise else ""),
@@ -145,7 +171,8 @@ def print_gating_view(spec: Optional[Spec]) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    spec = load_spec(args.spec, args.overrides)
+    raw = load_raw(args.spec, args.overrides)
+    spec = validate_spec(raw, args.spec)
     if not spec.search and not spec.compare:
         raise SpecError(
             f"{args.spec}: neither search nor compare is set: add settings to search, "
@@ -156,11 +183,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     uri = tracking_uri(args.tracking_uri or spec.mlflow.tracking_uri)
     check_outputs_persist(spec.storage_setting, uri)
     uri = absolute_uri(uri)  # MLflow caches a store by its URI: a relative one means whichever folder came first
-    from_sweep = args.from_sweep or (spec.compare.from_sweep if spec.compare else None)
-    if from_sweep:
+    earlier, recipe = args.from_sweep or (spec.compare.from_sweep if spec.compare else None), []
+    if earlier:
         if not spec.compare:
             raise SpecError("--from-sweep feeds a comparison: use it with a spec that has a compare section")
-        spec = with_best_values(spec, from_sweep, uri)
+        spec, recipe = from_sweep(raw, args.overrides, earlier, uri)
     notes, written, resolved = [], spec, None  # the plan shows the settings as written (and where they came from)
     try:
         spec = resolved = spec.resolved()  # paths and environment variables: fixed before Ray starts
@@ -169,7 +196,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         notes.append(f"{err} (before the real run)")
     if args.dry_run:  # the plan first, then what the checks found; nothing is created
-        print(describe_plan(written, sweep_folder(spec, args.resume, claim=False), uri))
+        print(describe_plan(written, sweep_folder(spec, args.resume, claim=False), uri, recipe))
         print_gating_view(resolved)
         print_notes(notes)
         print_notes(
@@ -178,7 +205,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=args.skip_data_check, tracking_uri=uri)
     folder = sweep_folder(spec, args.resume)
-    print(describe_plan(written, folder, uri))
+    print(describe_plan(written, folder, uri, recipe))
     print_gating_view(spec)
     print_notes(notes)
     from orchestrator.run_sweep import run_sweep  # Ray, Tune and MLflow load only when the sweep runs

@@ -1,8 +1,8 @@
-"""The paper's specs rehearsed end to end on the CPU: `search_spaces/imagenet100/peer.yaml` and
-`compare.yaml` as shipped, changed only in data root, image size, epochs, batch size, trials, seeds, methods
-and resources (2 CPU workers per trial, gloo), on a generated 100-class JPEG tree named by ImageNet-100's
-own class list. The sweep runs one trial and the comparison 2 of its 6 methods (kd, the baseline of the
-paired columns, and ua_dual) to keep the test near 6 minutes here. The teacher is trained once (by 2
+"""The paper's specs rehearsed end to end on the CPU: `search_spaces/imagenet100/peer.yaml`, then
+`compare.yaml --from-sweep` its best trial, as shipped, changed only in data root, image size, epochs, batch size,
+trials, seeds, methods and resources (2 CPU workers per trial, gloo), on a generated 100-class JPEG tree named
+by ImageNet-100's own class list. The sweep runs one trial and the comparison 2 of its 6 methods (kd, the
+baseline of the paired columns, and ua_dual) to keep the test near 6 minutes here. The teacher is trained once (by 2
 workers), a bank is built once per seed and used (no teacher forward in any training step), every trial
 and epoch lands in MLflow once, and the comparison ends with its table and paired columns."""
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
@@ -43,7 +44,9 @@ def write_tree(root: Path) -> Path:
     return root
 
 
-def run(spec: str, tree: Path, storage: Path, uri: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
+def run(
+    spec: str, tree: Path, storage: Path, uri: str, tmp_path: Path, *extra: str, args: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     overrides = [
         f"data.root={tree}",
         "data.image_size=32",
@@ -59,7 +62,7 @@ def run(spec: str, tree: Path, storage: Path, uri: str, tmp_path: Path, *extra: 
         f"storage={storage}",
         *extra,
     ]
-    cmd = [sys.executable, "-m", "orchestrator.sweep", str(SPECS / spec), "--tracking-uri", uri]
+    cmd = [sys.executable, "-m", "orchestrator.sweep", str(SPECS / spec), "--tracking-uri", uri, *args]
     for item in overrides:
         cmd += ["--set", item]
     started = time.time()
@@ -97,7 +100,18 @@ def test_the_papers_sweep_and_comparison_rehearsed_on_cpu(tmp_path):
     assert sweep.stdout.count("building a soft-label bank") == 1  # seed 0
     check_trials(client, "imagenet100-peer", trials=1)
 
-    compare = run("compare.yaml", tree, storage, uri, tmp_path, "compare.seeds=[0,1]", "compare.methods=[kd,ua_dual]")
+    compare = run(
+        "compare.yaml",
+        tree,
+        storage,
+        uri,
+        tmp_path,
+        "compare.seeds=[0,1]",
+        "compare.methods=[kd,ua_dual]",
+        args=("--from-sweep", "imagenet100-peer"),
+    )
+    assert "recipe: the best trial of sweep imagenet100-peer-" in compare.stdout  # the README's flow, at scale
+    assert "(no setting of this spec overrides the recipe)" in compare.stdout
     assert "teacher: cache hit" in compare.stdout  # the sweep's teacher, same settings
     assert compare.stdout.count("building a soft-label bank") == 1  # seed 1; seed 0's is the sweep's
     assert compare.stdout.count("bank cache hit") == 1
@@ -106,6 +120,14 @@ def test_the_papers_sweep_and_comparison_rehearsed_on_cpu(tmp_path):
     assert len(list((storage / "teachers").glob("*/banks/*/bank.json"))) == 2
 
     folder = next((storage / "sweeps").glob("imagenet100-compare-*"))
+    searched = next((storage / "sweeps").glob("imagenet100-peer-*"))
+    best, compared = (
+        yaml.safe_load((f / name).read_text()) for f, name in ((searched, "best.yaml"), (folder, "spec.yaml"))
+    )
+    for section in ("data", "teacher", "students", "loss"):  # what every trial got, its method aside
+        assert {k: v for k, v in compared[section].items() if k != "method"} == {
+            k: v for k, v in best[section].items() if k != "method"
+        }, section
     table = pd.read_csv(folder / "comparison.csv")
     assert set(table["method"]) == {"kd", "ua_dual"}
     assert {"vs_kd_mean_%", "vs_kd_ci_low_%"} <= set(table.columns)

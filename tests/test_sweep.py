@@ -92,6 +92,24 @@ def test_sweep_end_to_end(ray_local, tmp_path, monkeypatch, capsys):
     assert parent.data.metrics["resnet18/val_top1"] == best.data.metrics["resnet18/val_top1"]
     assert parent.data.params["loss.threshold"] == best.data.params["loss.threshold"]
 
+    # A comparison from the sweep: the best trial's recipe, the one setting it changes named; a dry run writes nothing.
+    compare = tmp_path / "compare.yaml"
+    compare.write_text(yaml.safe_dump(tiny_spec_dict(tmp_path, name="tiny-compare", compare={"seeds": [0]})))
+    files = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    capsys.readouterr()
+    assert sweep.main([str(compare), "--from-sweep", "tiny", "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert f"recipe: the best trial of sweep {folder.name} (" in plan
+    assert "students.epochs: 2 in the search -> 1 here" in plan.splitlines()[2]
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == files
+    spec, _ = sweep.from_sweep(yaml.safe_load(compare.read_text()), [], "tiny", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    recipe = yaml.safe_load((folder / "best.yaml").read_text())
+    for section in ("data", "teacher", "students", "loss"):
+        dumped = spec.resolved().model_dump()[section]
+        assert {k: v for k, v in dumped.items() if k not in ("epochs", "method")} == {
+            k: v for k, v in recipe[section].items() if k not in ("epochs", "method")
+        }, section
+
     # The best configuration, trained as one run as a user would (a process of its own): tracked in the
     # same experiment, tagged with its sweep.
     single_run = subprocess.run(
