@@ -338,6 +338,12 @@ def _absolute(path: Optional[str], key: str) -> Optional[str]:
 
 
 def _check_search_key(key: str, method: str) -> None:
+    if key == "students.epochs":
+        raise ValueError(
+            "search key 'students.epochs' is not searched: ASHA, the trial states and the tables read every trial "
+            "as students.epochs long, and ASHA already stops weak trials early: set students.epochs to the "
+            "longest a trial may train"
+        )
     path = key.split(".")
     fields: Any = RunConfig.model_fields
     for depth, part in enumerate(path):

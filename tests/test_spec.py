@@ -418,6 +418,12 @@ def test_search_key_any_training_setting(peer_raw, key):
     assert key in validate_spec(raw).search
 
 
+def test_epochs_are_not_searched(peer_raw):
+    """ASHA's max_t, the trial states and the tables read every trial as students.epochs long."""
+    raw = _raw(peer_raw, search={"students.epochs": {"type": "int", "low": 2, "high": 8}})
+    spec_error(raw, "students.epochs", "ASHA", "longest")
+
+
 def test_seed_is_compared_not_searched(peer_raw):
     spec_error(_raw(peer_raw, search={"seed": {"type": "int", "low": 0, "high": 3}}), "seed", "compare")
 
