@@ -26,10 +26,10 @@ from orchestrator.comparison import teacher_uncertainty
 from orchestrator.gating import log_gating_curve, train_logits_of
 from orchestrator.preparation import prepare_teacher_and_banks, run_seeds
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
-from orchestrator.searcher import OPTUNA_DB, SweepSearch, optuna_storage
+from orchestrator.searcher import OPTUNA_DB, SweepSearch, optuna_storage, sweep_search_alg, write_limits
 from orchestrator.sequential import STOP_TAG, stop_reason
 from orchestrator.spec import Spec, SpecError, optuna_space
-from orchestrator.sweep_folder import SweepFolder
+from orchestrator.sweep_folder import SPEC_FILE, SweepFolder
 from orchestrator.tables import best_params, best_trial, format_table, trials_table, write_results
 from orchestrator.tracking import SweepTracker, error_line, error_text, where_to_look
 from orchestrator.trial import trial_trainable
@@ -75,6 +75,13 @@ class StorageGuard(Callback):
         self._check(trial)
 
 
+class TrialsReporter(CLIReporter):
+    """Tune's progress table without the "/infinite" of a search whose trial count the searcher keeps."""
+
+    def set_total_samples(self, total_samples: Optional[int]):
+        super().set_total_samples(None if total_samples and total_samples >= sys.maxsize else total_samples)
+
+
 def progress_reporter(spec: Spec) -> CLIReporter:
     """Epoch, each student's top-1 and the sweep metric, per trial with its searched values."""
     metrics = {
@@ -84,7 +91,7 @@ def progress_reporter(spec: Spec) -> CLIReporter:
     }
     keys = list(spec.search) or (["loss.method", "seed"] if spec.compare else [])
     params = {key: key.split(".")[-1] for key in keys}
-    return CLIReporter(
+    return TrialsReporter(
         metric_columns=metrics, parameter_columns=params, max_report_frequency=30, sort_by_metric=True
     )  # by TuneConfig's metric and mode: `TuneSettings.rank_metric`
 
@@ -108,7 +115,7 @@ def build_tuner(
     (a folder inside the sweep folder)."""
     t = spec.tune
     rank_metric, rank_mode = t.rank_metric
-    searcher, param_space = None, None
+    search_alg, param_space = None, None
     if spec.compare:
         param_space = {
             "loss.method": ray.tune.grid_search(spec.compare.methods),
@@ -120,11 +127,13 @@ def build_tuner(
             spec.students.epochs,
             spec.resources.units,
             t.budget_hours,
+            t.num_trials,
             space=optuna_space(spec),
             metric=t.metric,
             mode=t.mode,
             seed=t.seed,
         )
+        search_alg = sweep_search_alg(searcher, t.max_concurrent_trials)
     if t.scheduler == "asha" and not spec.compare:
         scheduler = ASHAScheduler(
             time_attr="epoch",
@@ -140,10 +149,10 @@ def build_tuner(
         tune_config=ray.tune.TuneConfig(
             metric=rank_metric,
             mode=rank_mode,
-            search_alg=searcher,
+            search_alg=search_alg,
             scheduler=scheduler,
-            num_samples=1 if spec.compare else t.num_trials,
-            max_concurrent_trials=t.max_concurrent_trials,
+            num_samples=1 if spec.compare else -1,  # the searcher stops at tune.num_trials (a resume may change it)
+            max_concurrent_trials=t.max_concurrent_trials if spec.compare else None,  # a search's: in search_alg
         ),
         run_config=ray.tune.RunConfig(
             name=name or folder.name,
@@ -407,8 +416,8 @@ def tracked_sweep(
     """The sweep or comparison, once Ray runs and its MLflow parent run (journaled) exists."""
     experiment = spec.mlflow.experiment or spec.name
     spec_yaml = yaml.safe_dump(spec.model_dump(), sort_keys=False)
-    (folder.local / "spec.yaml").write_text(spec_yaml)
-    folder.publish(folder.local / "spec.yaml")
+    (folder.local / SPEC_FILE).write_text(spec_yaml)
+    folder.publish(folder.local / SPEC_FILE)
     tracker.log_spec(spec.model_dump(), spec_text, commit)
     print(
         f"\nwatch it:\n  Ray dashboard: {dashboard or '(see the Ray cluster)'}"
@@ -443,6 +452,7 @@ def run_search(
 ) -> int:
     """Optuna's trials (ASHA may stop them early), then their results; the exit status."""
     trainable = trial_trainable(spec, teacher_dir, train_storage, banks)
+    write_limits(folder, spec.tune.num_trials, spec.resources.units, spec.tune.budget_hours)
     grid = fit(tracker, folder.location, resume, trainable, lambda: build_tuner(spec, folder, trainable, callbacks))
     hours, budget = grid_hours(grid, spec), spec.tune.budget_hours
     spent = budget is not None and hours >= budget  # the searcher proposed no more: every trial Tune has ran

@@ -7,15 +7,17 @@ Ray 2.60.0 and Optuna 5.0.0).
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import optuna
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from orchestrator.sweep_folder import SweepFolder
 
 OPTUNA_DB = "optuna.db"
+LIMITS_FILE = "search_limits.json"  # the trial count and budget of the spec as it is now: what a resume takes
 
 
 def optuna_storage(folder: SweepFolder) -> optuna.storages.RDBStorage:
@@ -42,15 +44,25 @@ class SweepSearch(OptunaSearch):
     A budget (`tune.budget_hours`): each trial's wall time so far (Tune's `time_total_s`) times its
     `units` (GPUs, else CPUs); once they add up to the budget no trial is proposed, and Tune lets the
     running ones finish. The clock is saved with the searcher, so a resumed sweep keeps it.
+
+    The trial count (`tune.num_trials`) is this searcher's to keep, not Tune's `num_samples`, which Tune saves
+    with its state: a resumed sweep takes the count, budget and units of the spec as it is now, which the driver
+    writes to `LIMITS_FILE` before Tune restores the searcher (and `SweepGenerator` lets it decide anew).
     """
 
     def __init__(
-        self, folder: SweepFolder, epochs: int, units: float = 1.0, budget_hours: Optional[float] = None, **kwargs
+        self,
+        folder: SweepFolder,
+        epochs: int,
+        units: float = 1.0,
+        budget_hours: Optional[float] = None,
+        num_trials: Optional[int] = None,
+        **kwargs,
     ):
         super().__init__(study_name=folder.name, storage=optuna_storage(folder), **kwargs)
         self.folder = folder
         self.epochs = epochs
-        self.units, self.budget_hours = units, budget_hours
+        self.units, self.budget_hours, self.num_trials = units, budget_hours, num_trials
         self.seconds: dict[str, float] = {}
         self.orphans_failed = False
 
@@ -60,6 +72,8 @@ class SweepSearch(OptunaSearch):
 
     def suggest(self, trial_id: str):
         if self.budget_hours is not None and self.hours_used >= self.budget_hours:
+            return Searcher.FINISHED
+        if self.num_trials is not None and trial_id not in self._ot_trials and len(self._ot_trials) >= self.num_trials:
             return Searcher.FINISHED
         if not self.orphans_failed:
             self._fail_orphans()
@@ -103,6 +117,9 @@ class SweepSearch(OptunaSearch):
 
     def restore(self, checkpoint_path: str):
         super().restore(checkpoint_path)
+        limits = self.folder.local / LIMITS_FILE
+        if limits.is_file():
+            vars(self).update(json.loads(limits.read_text()))
         self._storage = optuna_storage(self.folder)
         self._ot_study = optuna.load_study(
             study_name=self.folder.name,
@@ -116,3 +133,24 @@ class SweepSearch(OptunaSearch):
             else:
                 self._ot_trials[tune_id] = optuna.Trial(self._ot_study, old._trial_id)
         self._fail_orphans()
+
+
+class SweepGenerator(SearchGenerator):
+    """Tune's wrapper of a searcher, whose saved "finished" does not outlive the spec: a sweep interrupted after
+    its last trial was proposed, resumed with more trials or a larger budget, asks its searcher again
+    (`SearchGenerator`'s state keys: see `orchestrator.ray_internals`)."""
+
+    def set_state(self, state: dict):
+        super().set_state({**state, "finished": False})
+
+
+def sweep_search_alg(searcher: SweepSearch, max_concurrent: int) -> SweepGenerator:
+    """The search algorithm of a sweep: at most `max_concurrent` trials at once (Tune's own wrapping, done here
+    so that the generator is ours)."""
+    return SweepGenerator(ConcurrencyLimiter(searcher, max_concurrent=max_concurrent))
+
+
+def write_limits(folder: SweepFolder, num_trials: int, units: float, budget_hours: Optional[float]) -> None:
+    """What a resumed searcher takes from the spec as it is now (`SweepSearch.restore`)."""
+    limits = {"num_trials": num_trials, "units": units, "budget_hours": budget_hours}
+    (folder.local / LIMITS_FILE).write_text(json.dumps(limits))

@@ -11,16 +11,23 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, working_in
 from orchestrator.preflight import preflight
 from orchestrator.spec import Spec, SpecError, apply_overrides, load_raw, validate_spec, with_values
-from orchestrator.sweep_folder import SweepFolder, latest_sweep_folder, new_sweep_folder
+from orchestrator.sweep_folder import SPEC_FILE, SweepFolder, latest_sweep_folder, new_sweep_folder
 from trainables import storage
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p = spec_parser("python -m orchestrator.sweep", __doc__.splitlines()[0])
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted sweep of this spec")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: take training settings changed since the sweep started (named in the plan)",
+    )
     p.add_argument(
         "--from-sweep",
         metavar="NAME",
@@ -63,6 +70,17 @@ def read_store(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+def resume_check(spec: Spec, folder: SweepFolder, force: bool) -> list[str]:
+    """With --resume: the plan's lines naming each setting changed since the sweep started (its spec.yaml);
+    refused changes raise (`orchestrator.resume_changes`)."""
+    from orchestrator.resume_changes import resume_lines, spec_changes
+
+    saved = storage.read_text(storage.join(folder.location, SPEC_FILE))
+    if saved is None:
+        return ["resume: the sweep saved no spec to compare with (it stopped before its first trial)"]
+    return resume_lines(spec_changes(yaml.safe_load(saved), spec.model_dump()), force)
+
+
 def from_sweep(raw: dict, overrides: list[str], sweep_name: str, uri: str) -> tuple[Spec, list[str]]:
     """The comparison `raw` started from the recipe of an earlier sweep's best trial, read from MLflow
     (`orchestrator.recipe`), and the plan's lines: where the recipe came from and what this spec overrides."""
@@ -95,7 +113,7 @@ def from_sweep(raw: dict, overrides: list[str], sweep_name: str, uri: str) -> tu
     return spec, lines
 
 
-def describe_plan(spec: Spec, folder: SweepFolder, uri: str, recipe: tuple[str, ...] = ()) -> str:
+def describe_plan(spec: Spec, folder: SweepFolder, uri: str, lines: tuple[str, ...] = ()) -> str:
     r, t = spec.resources, spec.tune
     per_trial = f"{r.num_workers} worker(s) x {r.cpus_per_worker} CPU" + (
         f" + {r.gpus_per_worker} GPU" if r.use_gpu else ""
@@ -132,7 +150,7 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str, recipe: tuple[str, 
         [
             f"{'comparison' if spec.compare else 'sweep'} {spec.name}: method {spec.loss.method}, "
             f"students {' + '.join(spec.students.archs)}, teacher {spec.teacher.arch}",
-            *(f"  {line}" for line in recipe),
+            *(f"  {line}" for line in lines),
             f"  data: {spec.data.name} at {spec.data.image_size} px"
             + (f" from {spec.data.root}" if spec.data.root else "")
             + (f", {spec.data.label_noise:.0%} of training labels noisy" if spec.data.label_noise else ""),
@@ -183,11 +201,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     uri = tracking_uri(args.tracking_uri or spec.mlflow.tracking_uri)
     check_outputs_persist(spec.storage_setting, uri)
     uri = absolute_uri(uri)  # MLflow caches a store by its URI: a relative one means whichever folder came first
-    earlier, recipe = args.from_sweep or (spec.compare.from_sweep if spec.compare else None), []
+    earlier, plan_lines = args.from_sweep or (spec.compare.from_sweep if spec.compare else None), []
     if earlier:
         if not spec.compare:
             raise SpecError("--from-sweep feeds a comparison: use it with a spec that has a compare section")
-        spec, recipe = from_sweep(raw, args.overrides, earlier, uri)
+        spec, plan_lines = from_sweep(raw, args.overrides, earlier, uri)
     notes, written, resolved = [], spec, None  # the plan shows the settings as written (and where they came from)
     try:
         spec = resolved = spec.resolved()  # paths and environment variables: fixed before Ray starts
@@ -195,8 +213,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not args.dry_run:
             raise
         notes.append(f"{err} (before the real run)")
+    if args.force and not args.resume:
+        raise SpecError("--force takes the changes of a resumed sweep's spec: use it with --resume")
     if args.dry_run:  # the plan first, then what the checks found; nothing is created
-        print(describe_plan(written, sweep_folder(spec, args.resume, claim=False), uri, recipe))
+        folder = sweep_folder(spec, args.resume, claim=False)
+        plan_lines += resume_check(spec, folder, args.force) if args.resume else []
+        print(describe_plan(written, folder, uri, plan_lines))
         print_gating_view(resolved)
         print_notes(notes)
         print_notes(
@@ -205,7 +227,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=args.skip_data_check, tracking_uri=uri)
     folder = sweep_folder(spec, args.resume)
-    print(describe_plan(written, folder, uri, recipe))
+    plan_lines += resume_check(spec, folder, args.force) if args.resume else []
+    print(describe_plan(written, folder, uri, plan_lines))
     print_gating_view(spec)
     print_notes(notes)
     from orchestrator.run_sweep import run_sweep  # Ray, Tune and MLflow load only when the sweep runs

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from trainables import storage
 
+SPEC_FILE = "spec.yaml"  # the resolved spec the sweep started with: what --resume compares the spec with
+
 
 @dataclass(frozen=True)
 class SweepFolder:

@@ -43,3 +43,10 @@ def test_the_worker_sides_quieted_logger_module_still_exists():
     from ray.train.v2._internal.execution import context
 
     assert context.__file__
+
+
+def test_a_search_generators_state_still_says_whether_it_finished():
+    from ray.tune.search import SearchGenerator
+
+    assert "finished" in inspect.getsource(SearchGenerator.get_state)
+    assert 'self._finished = state["finished"]' in inspect.getsource(SearchGenerator.set_state)

@@ -1,5 +1,6 @@
 """A sweep interrupted after its first trial (SIGINT, or SIGKILL of the driver) and resumed ends with
-every trial exactly once: in Tune's results, in MLflow and in the Optuna study."""
+every trial exactly once: in Tune's results, in MLflow and in the Optuna study. A resume with an edited
+training setting is refused; one with a raised trial count runs the added trial."""
 
 import os
 import signal
@@ -77,26 +78,38 @@ def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig)
     if sig == signal.SIGKILL:  # the driver's Ray processes share its session: clear them out
         subprocess.run(["pkill", "-9", "-s", str(first.pid)], check=False)
 
+    # an edited training setting is refused in one line; a raised trial count is taken (after SIGINT)
+    refused = subprocess.run(
+        sweep_cmd(spec_path, "--resume", "--set", "loss.temperature=2.0"), cwd=tmp_path, env=env, capture_output=True
+    )
+    assert refused.returncode == 2 and b"loss.temperature: 4.0 -> 2.0" in refused.stderr
+    trials = NUM_TRIALS + (sig == signal.SIGINT)
     resumed = subprocess.run(
-        sweep_cmd(spec_path, "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        sweep_cmd(spec_path, "--resume", "--set", f"tune.num_trials={trials}"),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert (f"tune.num_trials: {NUM_TRIALS} -> {trials}" in resumed.stdout) == (trials > NUM_TRIALS)
 
     folder = next((storage / "sweeps").glob(f"{name}-*"))
     table = pd.read_csv(folder / "results.csv", dtype={"trial_id": str})  # an id like 1234e567 is no number
-    assert len(table) == NUM_TRIALS and table["trial_id"].is_unique
+    assert len(table) == trials and table["trial_id"].is_unique
     assert set(table["state"]) == {"completed"}
 
     children = finished_children(client, name)
     trial_ids = [c.data.tags[TRIAL_TAG] for c in children]
-    assert len(trial_ids) == NUM_TRIALS and set(trial_ids) == set(table["trial_id"])
+    assert len(trial_ids) == trials and set(trial_ids) == set(table["trial_id"])
     exp = client.get_experiment_by_name(name)
     parents = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TRIAL_TAG) == "parent"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
     study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{folder / 'optuna.db'}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(complete) == NUM_TRIALS
+    assert len(complete) == trials
 
 
 def test_restored_searcher_keeps_the_studys_first_ending(tmp_path):

@@ -1,5 +1,7 @@
 """What the sweep's searcher tells Optuna, trial by trial (no Ray: Tune's calls made directly)."""
 
+import sys
+
 import optuna
 import pytest
 from optuna.distributions import FloatDistribution
@@ -102,3 +104,36 @@ def test_a_trial_asked_for_after_the_saved_state_is_failed_on_restore(tmp_path):
     restored.restore(str(tmp_path / "searcher.pkl"))
     restored.on_trial_complete("saved", {"val": 0.7, "epoch": EPOCHS})
     assert [t.state for t in study(tmp_path).trials] == [State.COMPLETE, State.FAIL]
+
+
+def test_the_trial_count_is_the_searchers_and_a_restore_takes_the_spec_as_it_is_now(tmp_path):
+    """Tune's num_samples is saved with its state; the searcher keeps tune.num_trials, and a restored one reads
+    the count, budget and units the driver wrote from the spec it resumes with."""
+    from ray.tune.search import Searcher
+
+    from orchestrator.searcher import write_limits
+
+    first = searcher(tmp_path, num_trials=2, budget_hours=5.0)
+    assert isinstance(first.suggest("a"), dict) and isinstance(first.suggest("b"), dict)
+    assert first.suggest("c") == Searcher.FINISHED
+    first.save(str(tmp_path / "searcher.pkl"))
+
+    write_limits(first.folder, num_trials=3, units=2.0, budget_hours=8.0)
+    restored = searcher(tmp_path)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert (restored.num_trials, restored.units, restored.budget_hours) == (3, 2.0, 8.0)
+    assert isinstance(restored.suggest("c"), dict) and restored.suggest("d") == Searcher.FINISHED
+
+
+def test_a_restored_generator_asks_its_searcher_again(tmp_path):
+    """A sweep interrupted after its last trial was proposed has a saved 'finished' generator: resumed with more
+    trials, it must not stay finished."""
+    from orchestrator.searcher import SweepGenerator, sweep_search_alg
+
+    generator = sweep_search_alg(searcher(tmp_path, num_trials=1), max_concurrent=2)
+    generator._finished, generator._total_samples = True, sys.maxsize  # saved once the searcher said FINISHED
+    state = generator.get_state()
+    assert state["finished"] is True
+    restored = SweepGenerator(searcher(tmp_path, num_trials=2))
+    restored.set_state(state)
+    assert not restored.is_finished()
