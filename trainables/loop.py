@@ -23,7 +23,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray
 import ray.train
@@ -71,6 +71,66 @@ def lr_factor(step: int, steps_per_epoch: int, cfg: OptimConfig) -> float:
     if cfg.schedule == "step":
         return 0.1 ** sum(progress >= p for p in (0.5, 0.75))
     return 1.0
+
+
+def schedule_position(completed_epochs: int, steps_per_epoch: int) -> int:
+    """The scheduler's step count at the start of epoch `completed_epochs + 1`. The schedule is laid out in
+    epochs, so a resume that counts other steps per epoch (another worker count) restarts it from here."""
+    return completed_epochs * steps_per_epoch
+
+
+def schedule_at(
+    optimizer_state: dict, scheduler_state: dict, position: int, factors: list[Callable[[int], float]]
+) -> tuple[dict, dict]:
+    """Saved optimizer and LambdaLR states moved to step `position`, each group's learning rate set as
+    LambdaLR sets it there (base rate x factor): the next step then takes the schedule's rate, not the old one."""
+    lrs = [base * factor(position) for base, factor in zip(scheduler_state["base_lrs"], factors, strict=True)]
+    groups = [{**group, "lr": lr} for group, lr in zip(optimizer_state["param_groups"], lrs, strict=True)]
+    return {**optimizer_state, "param_groups": groups}, {**scheduler_state, "last_epoch": position, "_last_lr": lrs}
+
+
+def checkpoint_workers(state: dict) -> Optional[int]:
+    """The worker count that wrote a checkpoint: stored, else (older checkpoints) its number of random
+    states, one per worker; None when neither tells."""
+    return state.get("workers") or len(state.get("rngs") or []) or None
+
+
+def schedule_moved(state: dict, steps_per_epoch: int, world: int) -> bool:
+    """Whether the checkpoint's scheduler counted steps of another length than this run's. Older checkpoints
+    lack the steps per epoch: another worker count stands for them."""
+    saved = state.get("steps_per_epoch")
+    if saved is not None:
+        return saved != steps_per_epoch
+    writers = checkpoint_workers(state)
+    return writers is not None and writers != world
+
+
+def load_schedule(optimizer, scheduler, state: dict, steps_per_epoch: int, world: int) -> bool:
+    """Restores the optimizer and the scheduler. Their saved step count is exact with the same steps per
+    epoch (kept as saved: a bit-for-bit resume); with other steps per epoch the schedule continues from the
+    completed epochs instead, which the saved count would overshoot or fall short of. True if it moved."""
+    optimizer_state, scheduler_state = state["optimizer"], state["scheduler"]
+    moved = schedule_moved(state, steps_per_epoch, world)
+    if moved:
+        position = schedule_position(state["epoch"] + 1, steps_per_epoch)
+        optimizer_state, scheduler_state = schedule_at(optimizer_state, scheduler_state, position, scheduler.lr_lambdas)
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(scheduler_state)
+    return moved
+
+
+def resume_line(run: str, start_epoch: int, world: int, state: dict, steps_per_epoch: int, moved: bool) -> str:
+    """The log line of a resume; it names a change of worker count (or of steps per epoch) and the schedule's
+    continuation, which tell why the run no longer replays the uninterrupted one."""
+    line = f"{run}: resumed from the checkpoint of epoch {start_epoch}, continuing at epoch {start_epoch + 1}"
+    writers = checkpoint_workers(state)
+    if writers is not None and writers != world:
+        line += f" with {world} worker(s) (checkpoint written by {writers})"
+    elif moved:
+        line += f" with {steps_per_epoch} steps per epoch (checkpoint: {state['steps_per_epoch']})"
+    if moved:
+        line += f": learning-rate schedule continued from epoch {start_epoch}"
+    return line
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -240,6 +300,7 @@ class Training:
     val_loader: Any
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    steps_per_epoch: int  # this rank's; the checkpoint keeps it, so that a resume can tell when it changed
 
 
 def start_worker(cfg: RunConfig) -> Worker:
@@ -300,6 +361,7 @@ def build_training(cfg: RunConfig, w: Worker) -> Training:
         val_loader,
         optimizer,
         scheduler,
+        steps_per_epoch,
     )
 
 
@@ -330,7 +392,8 @@ def restore(cfg: RunConfig, w: Worker, t: Training) -> tuple[int, Optional[dict]
 
     The teacher's figures come from the checkpoint: evaluating it again would draw on the random state
     the run restored. A run whose checkpoint is its last epoch reports that epoch again (so that Tune sees
-    it end) and gets `students.epochs` back: no epoch left.
+    it end) and gets `students.epochs` back: no epoch left. A checkpoint of another worker count continues
+    the learning-rate schedule from its completed epochs (`load_schedule`).
     """
     checkpoint = ray.train.get_checkpoint()
     if not checkpoint:
@@ -339,15 +402,14 @@ def restore(cfg: RunConfig, w: Worker, t: Training) -> tuple[int, Optional[dict]
         state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=True)
     for name, m in t.models.items():
         unwrap(m).load_state_dict(state["students"][name])
-    t.optimizer.load_state_dict(state["optimizer"])
-    t.scheduler.load_state_dict(state["scheduler"])
+    moved = load_schedule(t.optimizer, t.scheduler, state, t.steps_per_epoch, w.world)
     restore_rank_rng(state, w.rank, w.world, w.device, w.run)
     start_epoch = state["epoch"] + 1
     if start_epoch >= cfg.students.epochs:
         report_final_again(checkpoint, state, w.rank)
         return start_epoch, None
     if w.rank == 0:
-        log.info(f"{w.run}: resumed from the checkpoint of epoch {start_epoch}, continuing at epoch {start_epoch + 1}")
+        log.info(resume_line(w.run, start_epoch, w.world, state, t.steps_per_epoch, moved))
     return start_epoch, {k: v for k, v in state["metrics"].items() if k.startswith("teacher/")} or None
 
 
@@ -479,6 +541,8 @@ def checkpoint_and_report(
                     "optimizer": t.optimizer.state_dict(),
                     "scheduler": t.scheduler.state_dict(),
                     "rngs": rngs,
+                    "workers": w.world,
+                    "steps_per_epoch": t.steps_per_epoch,
                     "num_classes": t.num_classes,
                     "metrics": metrics,
                 },
