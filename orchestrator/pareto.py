@@ -39,8 +39,8 @@ def pareto_front(df: pd.DataFrame, spec: Spec) -> pd.DataFrame:
     """The completed trials no other completed trial dominates, in the table's order."""
     rows = candidates(df, spec)
     points = _as_maximised(rows, spec.tune.objectives)
-    keep = [not any(dominates(other, point) for other in points) for point in points]
-    return rows[keep]
+    keep = np.array([not any(dominates(other, point) for other in points) for point in points], dtype=bool)
+    return rows[keep]  # a mask, also when empty (an empty list would select no columns)
 
 
 def plot_front(df: pd.DataFrame, front: pd.DataFrame, spec: Spec, names: dict[str, str], path: Path) -> Path:

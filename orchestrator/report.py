@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from orchestrator.paired import LEVEL
 from orchestrator.sequential import STOP_TAG, plan_of, table_note
 from orchestrator.spec import Spec, SpecError
 from orchestrator.sweep_folder import sweep_order
-from orchestrator.tables import format_table, trials_table, write_results
+from orchestrator.tables import ALL_FAILED, all_failed_line, format_table, trials_table, write_results
 from orchestrator.teacher_quality import summary_lines
 from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, absolute_uri, is_constant, open_client, tracking_uri
 from trainables.files import PREDICTIONS_FILE
@@ -198,6 +199,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = Path(args.out or Path("reports") / sweep.name)
     files = build_report(client, sweep, out)
     print(f"\n{len(sweep.trials)} trials of {sweep.name}; {len(files)} files in {out}")
+    failed = all_failed_line([trial["error"] for trial in sweep.trials])
+    if failed:
+        sys.stdout.flush()
+        print(f"error: sweep {sweep.name}: {failed}", file=sys.stderr)
+        return ALL_FAILED
     return 0
 
 

@@ -6,7 +6,6 @@ import os
 import shutil
 import sys
 import tempfile
-from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -30,14 +29,21 @@ from orchestrator.searcher import OPTUNA_DB, SweepSearch, optuna_storage, sweep_
 from orchestrator.sequential import STOP_TAG, stop_reason
 from orchestrator.spec import Spec, SpecError, optuna_space
 from orchestrator.sweep_folder import SPEC_FILE, SweepFolder
-from orchestrator.tables import best_params, best_trial, format_table, trials_table, write_results
+from orchestrator.tables import (
+    ALL_FAILED,
+    all_failed_line,
+    best_params,
+    best_trial,
+    format_table,
+    trials_table,
+    write_results,
+)
 from orchestrator.tracking import SweepTracker, error_line, error_text, where_to_look
 from orchestrator.trial import trial_trainable
 from orchestrator.tune_state import KeepTuneState, repair_state
 from trainables import failures, storage
 from trainables.teacher import SOFT_LABELS_FILE
 
-ALL_FAILED = 1  # the exit status of a sweep in which every trial failed
 # Tune saves its experiment state at least this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")
 # Tune's classic progress table, whose columns we choose (the newer one lists every metric).
@@ -211,13 +217,7 @@ def log_teacher_gating(tracker: SweepTracker, spec: Spec, teacher_dir: Optional[
 
 def failure_summary(grid) -> Optional[str]:
     """When every trial failed, one line of their distinct causes, each with its count; else None."""
-    results = list(grid)
-    if not results or any(result.error is None for result in results):
-        return None
-    causes = Counter(error_line(str(result.error)) for result in results)
-    return f"every trial failed ({len(results)} of {len(results)}): " + " | ".join(
-        f"{count} x {line}" for line, count in causes.most_common()
-    )  # lines hold "; "
+    return all_failed_line([None if r.error is None else error_line(str(r.error)) for r in grid])
 
 
 def end_failed(tracker: SweepTracker, folder: SweepFolder, summary: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,6 +29,7 @@ FIXED_COLUMNS = ("trial_id", "state", "epochs")
 # States whose metrics are a real measurement of their parameters; an errored trial's are not.
 RANKED_STATES = ("completed", "pruned")
 FROM_SWEEP_TAG = "dualkd.from_sweep"
+ALL_FAILED = 1  # the exit status of a sweep (or its report) in which every trial failed
 SCATTER_PARAMS = ("loss.threshold", "loss.temperature")
 PARETO_DIR = "pareto"
 
@@ -87,6 +89,17 @@ def _format_float(value: float) -> str:
     if value != 0 and abs(value) < 1e-3:
         return f"{value:.3e}"
     return f"{value:.4f}"
+
+
+def all_failed_line(errors: list[Optional[str]]) -> Optional[str]:
+    """When every trial failed (each has an error line), one line of their distinct causes, each with its count;
+    else None: one trial that ended without error measured something."""
+    if not errors or any(error is None for error in errors):
+        return None
+    causes = Counter(errors)
+    return f"every trial failed ({len(errors)} of {len(errors)}): " + " | ".join(
+        f"{count} x {line}" for line, count in causes.most_common()
+    )  # lines hold "; "
 
 
 def format_table(df: pd.DataFrame) -> str:

@@ -12,11 +12,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from mlflow import MlflowClient
 
 from orchestrator import preparation as preparation_module
 from orchestrator.preparation import chance_warning, ensure_teacher, prepare_teacher
 from orchestrator.run_sweep import failure_summary
 from orchestrator.spec import validate_spec
+from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 from tests.test_bank import make_jpeg_tree
 from trainables import failures
@@ -255,7 +257,13 @@ def test_a_sweep_whose_every_trial_fails_exits_non_zero_with_their_causes(tmp_pa
             students={"epochs": 1, "lr": 8.0},
             data={"train_subset": 480},
             search={"loss.temperature": {"type": "categorical", "choices": [3.0, 4.0]}},
-            tune={"num_trials": 2, "max_concurrent_trials": 2, "scheduler": "fifo"},
+            tune={  # a Pareto search: its front of no completed trial must not end in a traceback
+                "num_trials": 2,
+                "max_concurrent_trials": 2,
+                "scheduler": "fifo",
+                "metric": ["resnet18/val_top1", "mobilenet_v2/val_top1"],
+                "mode": ["max", "max"],
+            },
         ),
     )
     proc = subprocess.run(
@@ -273,7 +281,28 @@ def test_a_sweep_whose_every_trial_fails_exits_non_zero_with_their_causes(tmp_pa
     causes = {part.split(" x ", 1)[1]: int(part.split(" x ", 1)[0]) for part in summary.split(" | ")}
     assert sum(causes.values()) == 2, causes  # the two temperatures name themselves in the hint: two causes
     assert all(cause.startswith("loss diverged in epoch 1, step ") for cause in causes), causes
-    assert "results.csv" in {p.name for p in next((tmp_path / "runs" / "sweeps").glob("all-fail-*")).iterdir()}
+    folder = next((tmp_path / "runs" / "sweeps").glob("all-fail-*"))
+    assert {"results.csv", "pareto.csv"} <= {p.name for p in folder.iterdir()}
+    assert "KeyError" not in proc.stderr  # (the workers' own tracebacks are in it: Ray forwards them)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (parent,) = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("all-fail").experiment_id])
+        if r.data.tags.get(TRIAL_TAG) == "parent"
+    ]
+    assert parent.info.status == "FAILED"
+
+    report = subprocess.run(
+        [sys.executable, "-m", "orchestrator.report", folder.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=SWEEP_ENV,
+    )
+    assert report.returncode == 1 and "Traceback" not in report.stderr, report.stderr[-3000:]
+    last = report.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: sweep {folder.name}: every trial failed (2 of 2): ") and "loss diverged" in last
 
 
 @pytest.mark.slow

@@ -156,3 +156,29 @@ def test_a_tiny_pareto_sweep_writes_its_front_and_tags_the_parent(tmp_path):
     assert parent.data.tags["pareto_front"] == " ".join(front["trial"])
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"pareto.csv", "pareto.png", "pareto"} <= artifacts
+
+
+def failed(trial_id):
+    return {
+        "trial_id": trial_id,
+        "params": {"loss.alpha": 0.5},
+        "error": "loss diverged in epoch 1, step 3",
+        "metrics": {},
+    }
+
+
+def test_a_front_of_no_completed_trial_is_empty_and_its_files_are_written(tmp_path):
+    """Every trial failed (or none completed): the front is empty, not a column selection that loses trial_id."""
+    spec = pareto_spec()
+    df = trials_table([failed("a"), failed("b"), trial("c", 0.5, 0.4, epoch=2)], spec)
+    front = pareto_front(df, spec)
+    assert front.empty and list(front.columns) == list(df.columns)
+    files = write_results(df, spec, tmp_path, "p", names={"a": "t01", "b": "t02", "c": "t03"})
+    assert pd.read_csv(files["pareto.csv"]).empty and not list((tmp_path / "pareto").iterdir())
+
+
+def test_the_all_failed_line_counts_each_cause():
+    from orchestrator.tables import all_failed_line
+
+    assert all_failed_line(["x", "y", "x"]) == "every trial failed (3 of 3): 2 x x | 1 x y"
+    assert all_failed_line(["x", None]) is None and all_failed_line([]) is None
