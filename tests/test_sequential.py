@@ -20,6 +20,7 @@ from orchestrator.sequential import (
     NOISES,
     STOP_TAG,
     SequentialPlan,
+    coverage_table,
     deciding_looks,
     false_decision_rate,
     null_differences,
@@ -58,6 +59,14 @@ def test_decisions_are_wrong_in_at_most_5_percent_of_null_comparisons(name, nois
     seeds = f"{plan.first}-{plan.max_seeds} seeds"
     print(f"\n[figure] {SIMULATIONS} null comparisons, {name} ({seeds}), {noise} differences: {wrong:.2%} wrong")
     assert wrong <= 0.05
+
+
+def test_the_coverage_table_has_a_row_per_plan_and_a_column_per_noise():
+    table = coverage_table(
+        {"3 to 8": SequentialPlan(3, 8), "5 seeds": SequentialPlan(5, 5)}, ("normal", "images_pm2"), 500
+    )
+    assert list(table.index) == ["3 to 8", "5 seeds"] and list(table.columns) == ["normal", "images_pm2"]
+    assert ((table >= 0) & (table <= 0.05)).all().all() and (table.loc["5 seeds"] == 0).all()  # 5 seeds: too few
 
 
 @pytest.mark.parametrize("first, max_seeds", [(3, 10), (2, 6), (5, 20)])
