@@ -20,6 +20,7 @@ from orchestrator.comparison import (
 )
 from orchestrator.comparison_plots import analysis_plots
 from orchestrator.paired import IntervalLevel
+from orchestrator.report import parent_metrics
 
 STUDENTS = ["resnet18", "mobilenet_v2"]
 METHODS = ["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"]
@@ -327,3 +328,4 @@ def test_every_output_names_its_intervals_kind_and_level(intervals, header, word
     assert header in md_cells(md) and words in md and "[95% CI]" not in md
     assert header.replace("_", r"\_").replace("%", r"\%") in written["comparison.tex"].read_text()
     assert header in format_comparison(df)
+    assert parent_metrics(df)["paired_interval_level"] == intervals.level  # the parent run's metric
