@@ -17,8 +17,8 @@ from typing import Iterable, Optional
 import pandas as pd
 import torch
 
-from orchestrator.comparison import finished_trials, trial_method
-from orchestrator.paired import LEVEL, Interval, difference_columns
+from orchestrator.comparison import finished_trials, table_intervals, trial_method
+from orchestrator.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
 from orchestrator.tables import markdown_table
 from orchestrator.teacher_quality import summary_lines, teacher_val_summary
 from trainables.losses import PRESETS, normalized_entropy
@@ -39,17 +39,20 @@ COLUMNS = (
     f"vs_{REFERENCE}_ci_low_%",
     f"vs_{REFERENCE}_ci_high_%",
     f"vs_{REFERENCE}_excludes_0",
+    f"vs_{REFERENCE}_sign_flip_p",
     f"vs_{REFERENCE}_pairs",
+    *INTERVAL_COLUMNS,
 )
 CAPTION = (
     "Val top-1 (%) of each student in equal-count bins of the teacher's normalized entropy u = H / log C on "
     "the validation set (the bins of accuracy_by_certainty.png; bin 1 holds the samples the teacher is least "
     "sure of), mean over seeds. `vs_kd`: per seed the method's top-1 in the bin minus kd's in the same bin, "
-    "its mean in points and 95 % interval ({interval}) over the seeds both have; `≠0` says whether the "
-    "interval excludes 0. Rows `classes ...` cover only the samples of those classes (the teacher's blind spots), "
-    "rows `other classes` the rest, at every certainty."
+    "its mean in points and, in brackets, its {interval} over the seeds both have (none under 2 seeds or where "
+    "every seed gave the same difference: no spread to estimate); `≠0` says whether the difference is decided: "
+    "the interval excludes 0 and the exact sign-flip test agrees at the same level, {seeds}. Rows "
+    "`classes ...` cover only the samples of those classes (the teacher's blind spots), rows `other classes` "
+    "the rest, at every certainty."
 )
-INTERVAL_NAMES = {"t": "t-based", "bootstrap": "bootstrap BCa"}
 
 
 def methods_in_order(trials: list[dict]) -> dict[str, list[str]]:
@@ -138,8 +141,7 @@ def accuracy_by_certainty_table(
     trials: list[dict],
     student_names: list[str],
     predictions: dict[str, dict],
-    interval: Interval = "t",
-    level: float = LEVEL,
+    intervals: IntervalLevel = IntervalLevel(),
     focus_classes: Optional[Iterable[int]] = None,
     bins: int = CERTAINTY_BINS,
 ) -> pd.DataFrame:
@@ -155,7 +157,7 @@ def accuracy_by_certainty_table(
     groups = methods_in_order(trials)
     reference = reference_predictions(predictions, groups)
     if reference is None:
-        return _frame([], interval)
+        return _frame([], intervals)
     labels = torch.as_tensor(reference["labels"])
     cb = certainty_bins(reference["teacher_logits"], bins)
     seed_of = {t["trial_id"]: t["params"].get("seed") for t in trials}
@@ -187,15 +189,16 @@ def accuracy_by_certainty_table(
                         "student": name,
                         "seeds": len(top1),
                         "top1_mean_%": sum(top1.values()) / len(top1) if top1 else math.nan,
-                        **difference_columns(top1, reference, REFERENCE, method == REFERENCE, interval, level),
+                        **difference_columns(top1, reference, REFERENCE, method == REFERENCE, intervals),
+                        **intervals.columns(),
                     }
                 )
-    return _frame(rows, interval)
+    return _frame(rows, intervals)
 
 
-def _frame(rows: list[dict], interval: Interval) -> pd.DataFrame:
+def _frame(rows: list[dict], intervals: IntervalLevel) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(COLUMNS))
-    df.attrs["interval"] = interval
+    df.attrs["intervals"] = intervals
     return df
 
 
@@ -226,7 +229,7 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
             "student": df["student"],
             "seeds": df["seeds"].astype(str),
             "top1_% (mean)": df["top1_mean_%"].map(fmt),
-            f"vs_{REFERENCE} [95% CI]": df.apply(paired, axis=1) if len(df) else [],
+            f"vs_{REFERENCE} [{table_intervals(df).label}]": df.apply(paired, axis=1) if len(df) else [],
             f"vs_{REFERENCE} ≠0": df[f"vs_{REFERENCE}_excludes_0"].map(excludes),
         }
     )
@@ -234,7 +237,8 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
 
 def certainty_markdown(df: pd.DataFrame) -> str:
     """A GitHub Markdown table with its caption."""
-    caption = CAPTION.format(interval=INTERVAL_NAMES[df.attrs.get("interval", "t")])
+    intervals = table_intervals(df)
+    caption = CAPTION.format(interval=intervals.words, seeds=intervals.seeds_needed)
     return markdown_table(_display(df)) + "\n" + caption + "\n"
 
 
@@ -253,7 +257,7 @@ def write_certainty_table(
     student_names: list[str],
     predictions: dict[str, dict],
     trials: list[dict],
-    interval: Interval = "t",
+    intervals: IntervalLevel = IntervalLevel(),
     focus_classes: Iterable[int] = (),
     teacher: Optional[dict[str, float]] = None,
 ) -> dict[str, Path]:
@@ -263,7 +267,7 @@ def write_certainty_table(
     Nothing is written when no trial has the data the plot needs (teacher val logits, a student's records),
     so the table appears exactly when the plot does.
     """
-    df = accuracy_by_certainty_table(trials, student_names, predictions, interval, focus_classes=focus_classes)
+    df = accuracy_by_certainty_table(trials, student_names, predictions, intervals, focus_classes=focus_classes)
     if not (df["seeds"] > 0).any():
         return {}
     out = Path(out_dir)

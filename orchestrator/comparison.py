@@ -15,7 +15,7 @@ from typing import Optional
 import pandas as pd
 import torch
 
-from orchestrator.paired import LEVEL, Interval, difference_columns
+from orchestrator.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
 from orchestrator.tables import markdown_table
 from trainables.losses import normalized_entropy
 
@@ -34,7 +34,9 @@ PAPER_COMPRESSION: dict[str, float] = {"resnet18": 2.19, "mobilenet_v2": 7.31}
 
 REFERENCES = ("kd", "ce")  # each method's top-1 is compared, seed by seed, with these
 PAIRED = tuple(
-    f"vs_{ref}_{part}" for ref in REFERENCES for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "pairs")
+    f"vs_{ref}_{part}"
+    for ref in REFERENCES
+    for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "sign_flip_p", "pairs")
 )
 COLUMNS = (
     "method",
@@ -49,6 +51,7 @@ COLUMNS = (
     "compression",
     "compression_1000",
     *PAIRED,
+    *INTERVAL_COLUMNS,
     "teacher_top1_%",
     "paper_top1_%_quoted",
     "paper_compression_quoted",
@@ -56,12 +59,13 @@ COLUMNS = (
 CAPTION = (
     "Top-1, top-5 and ECE in percent, mean ± sample std over seeds. `vs_kd` and `vs_ce`: the paired "
     "difference in top-1 points against kd (ce) on the same seeds (same initialisation and batch order), "
-    "its mean and 95 % interval ({interval}); `≠0` says whether the interval excludes 0. Columns marked "
+    "its mean and, in brackets, its {interval} (none under 2 seeds or where every seed gave the same "
+    "difference: no spread to estimate); `≠0` says whether the difference is decided: the interval excludes 0 "
+    "and the exact sign-flip test agrees at the same level, {seeds}. Columns marked "
     "`_quoted` are the paper's ImageNet-100 figures (its KD top-1 derived as dual-student minus the "
     "stated gain), not measured here. `compression` = teacher params / student params with heads of "
     "this dataset's classes; `compression_1000` counts 1000-class heads, as the paper's ratios do."
 )
-INTERVAL_NAMES = {"t": "t-based", "bootstrap": "bootstrap BCa"}
 
 
 def finished_trials(trials: list[dict]) -> list[dict]:
@@ -95,8 +99,7 @@ def comparison_table(
     trials: list[dict],
     student_names: list[str],
     methods: list[str],
-    interval: Interval = "t",
-    level: float = LEVEL,
+    intervals: IntervalLevel = IntervalLevel(),
     note: Optional[str] = None,
 ) -> pd.DataFrame:
     """One row per (method, student), in the given orders; seeds pooled, percentages x100.
@@ -105,8 +108,9 @@ def comparison_table(
     same architectures for the whole comparison), so a method without a teacher still shows how
     much smaller its student is. A method with no finished trial keeps its row, with 0 seeds.
     The paired columns compare each method with kd and ce on the seeds both finished (NaN for the
-    reference itself and where it is not among `methods`). `level`: the intervals' level (a sequential
-    comparison's is higher: `orchestrator.sequential`); `note` goes into the caption.
+    reference itself and where it is not among `methods`). `intervals`: their kind and level (a sequential
+    comparison's are per look: `orchestrator.sequential`), also in the table's `interval_*` columns; `note`
+    goes into the caption.
     """
     done = finished_trials(trials)
     reports = [t["metrics"] for t in done]
@@ -125,7 +129,7 @@ def comparison_table(
             paired = {}
             for ref in REFERENCES:
                 reference = by_seed.get((ref, name), {})
-                paired.update(difference_columns(by_seed[method, name], reference, ref, method == ref, interval, level))
+                paired.update(difference_columns(by_seed[method, name], reference, ref, method == ref, intervals))
             top1 = _values(measured, f"{name}/val_top1") * 100
             params, params_1000 = _first(reports, f"{name}/params"), _first(reports, f"{name}/params_1000")
             rows.append(
@@ -145,10 +149,11 @@ def comparison_table(
                     "paper_top1_%_quoted": PAPER_TOP1.get((method, name), math.nan),
                     "paper_compression_quoted": PAPER_COMPRESSION.get(name, math.nan),
                     **paired,
+                    **intervals.columns(),
                 }
             )
     df = pd.DataFrame(rows, columns=list(COLUMNS))
-    df.attrs["interval"] = interval
+    df.attrs["intervals"] = intervals
     df.attrs["note"] = note
     for column in ("params", "flops_per_image"):
         df[column] = df[column].round().astype("Int64")
@@ -161,6 +166,11 @@ def _si(value) -> str:
         if abs(value) >= scale:
             return f"{value / scale:.2f}{suffix}"
     return str(int(value))
+
+
+def table_intervals(df: pd.DataFrame) -> IntervalLevel:
+    """The intervals a table was built with, for its header and caption."""
+    return df.attrs.get("intervals", IntervalLevel())
 
 
 def _display(df: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +205,7 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
         "ece_%": df["ece_mean_%"].map(fmt),
     }
     for ref in REFERENCES:
-        columns[f"vs_{ref} [95% CI]"] = df.apply(paired(ref), axis=1)
+        columns[f"vs_{ref} [{table_intervals(df).label}]"] = df.apply(paired(ref), axis=1)
         columns[f"vs_{ref} ≠0"] = df[f"vs_{ref}_excludes_0"].map(excludes)
     return pd.DataFrame(
         {
@@ -222,7 +232,8 @@ def comparison_markdown(df: pd.DataFrame) -> str:
 
 
 def caption(df: pd.DataFrame) -> str:
-    text = CAPTION.format(interval=INTERVAL_NAMES[df.attrs.get("interval", "t")])
+    intervals = table_intervals(df)
+    text = CAPTION.format(interval=intervals.words, seeds=intervals.seeds_needed)
     return text + (f" {df.attrs['note']}" if df.attrs.get("note") else "")
 
 

@@ -26,11 +26,17 @@ from mlflow.entities import Metric
 
 from orchestrator.certainty_bins import teacher_figures, write_certainty_table
 from orchestrator.cli import run_main
-from orchestrator.comparison import REFERENCES, comparison_table, format_comparison, write_comparison
+from orchestrator.comparison import (
+    REFERENCES,
+    comparison_table,
+    format_comparison,
+    table_intervals,
+    write_comparison,
+)
 from orchestrator.comparison_plots import analysis_plots
 from orchestrator.journal import Journal
-from orchestrator.paired import LEVEL
-from orchestrator.sequential import STOP_TAG, plan_of, table_note
+from orchestrator.paired import IntervalLevel
+from orchestrator.sequential import STOP_TAG, intervals_of, table_note
 from orchestrator.spec import Spec, SpecError
 from orchestrator.sweep_folder import sweep_order
 from orchestrator.tables import ALL_FAILED, all_failed_line, format_table, trials_table, write_results
@@ -124,16 +130,9 @@ def build_report(
     teacher: dict[str, float] = {}  # its validation figures, in a comparison
     if spec.compare:
         names = spec.students.names
-        plan = plan_of(spec)
         stopped = client.get_run(sweep.parent_id).data.tags.get(STOP_TAG)
-        table = comparison_table(
-            sweep.trials,
-            names,
-            spec.compare.methods,
-            spec.compare.interval,
-            plan.look_level if plan else LEVEL,
-            table_note(spec, sweep.trials, stopped),
-        )
+        note = table_note(spec, sweep.trials, stopped)
+        table = comparison_table(sweep.trials, names, spec.compare.methods, intervals_of(spec), note)
         files.update(write_comparison(table, out_dir))
         predictions, histories = {}, {}
         for trial_id, run_id in sweep.child_ids.items():
@@ -151,7 +150,9 @@ def build_report(
         blind = spec.teacher.blind_classes()
         teacher = teacher_figures(sweep.trials, predictions, spec.loss.threshold, blind)
         files.update(
-            write_certainty_table(out_dir, names, predictions, sweep.trials, spec.compare.interval, blind, teacher)
+            write_certainty_table(
+                out_dir, names, predictions, sweep.trials, IntervalLevel(spec.compare.interval), blind, teacher
+            )
         )
         print("\n" + format_comparison(table))
         if teacher:
@@ -170,18 +171,20 @@ def build_report(
 
 
 def parent_metrics(table) -> dict[str, float]:
-    """`{method}/{student}/val_top1` (mean over seeds) and its paired differences to kd and ce with their 95 %
-    interval (`.../vs_kd_mean`, `.../vs_kd_ci_low`, `.../vs_kd_ci_high`), as fractions like every top-1."""
+    """`{method}/{student}/val_top1` (mean over seeds) and its paired differences to kd and ce with their
+    interval (`.../vs_kd_mean`, `.../vs_kd_ci_low`, `.../vs_kd_ci_high`), as fractions like every top-1, and
+    `paired_interval_level`, the intervals' level (per look in a sequential comparison)."""
     parts = {
         "val_top1": "top1_mean_%",
         **{f"vs_{ref}_{end}": f"vs_{ref}_{end}_%" for ref in REFERENCES for end in ("mean", "ci_low", "ci_high")},
     }
-    return {
+    figures = {
         f"{row['method']}/{row['student']}/{name}": row[column] / 100
         for _, row in table.iterrows()
         for name, column in parts.items()
         if pd.notna(row[column])
     }
+    return {**figures, "paired_interval_level": table_intervals(table).level}
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:

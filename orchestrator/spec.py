@@ -154,8 +154,8 @@ class TuneSettings(Strict):
 
 
 class SequentialSettings(Strict):
-    """Seeds added one at a time (for every method) until each named method's paired interval against the
-    reference excludes 0 for every student, or `max_seeds` or `compare.budget_hours` is reached."""
+    """Seeds added one at a time (for every method) until each named method's paired difference against the
+    reference is decided (≠ 0) for every student, or `max_seeds` or `compare.budget_hours` is reached."""
 
     against: Literal["kd", "ce"] = Field(description="the reference: one of the table's paired columns")
     methods: list[Method] = Field(min_length=1, description="the methods that must be told apart from it")
@@ -178,7 +178,9 @@ class CompareSettings(Strict):
     from_sweep: Optional[str] = Field(
         None, description="start from the recipe of this earlier sweep's best trial (as --from-sweep)"
     )
-    interval: Literal["t", "bootstrap"] = Field("t", description="the paired differences' 95 % interval over seeds")
+    interval: Literal["t", "bootstrap"] = Field(
+        "t", description="the paired differences' interval over seeds (95 %, or per look)"
+    )
     sequential: Optional[SequentialSettings] = Field(None, description="add seeds until the intervals decide")
     budget_hours: Optional[float] = Field(
         None,

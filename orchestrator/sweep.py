@@ -15,6 +15,7 @@ import yaml
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, working_in
 from orchestrator.preflight import preflight
+from orchestrator.sequential import plan_of
 from orchestrator.spec import Spec, SpecError, apply_overrides, load_raw, validate_spec, with_values
 from orchestrator.sweep_folder import SPEC_FILE, SweepFolder, latest_sweep_folder, new_sweep_folder
 from trainables import storage
@@ -123,10 +124,12 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str, lines: tuple[str, .
         c = spec.compare
         trials = f"{len(spec.variants())} fixed: methods {', '.join(c.methods)} x seeds {c.seeds}"
         if c.sequential:
-            q = c.sequential
+            q, plan = c.sequential, plan_of(spec)
+            decisions = f"from {plan.first_decision} seeds" if plan.first_decision else "none: too few seeds"
             trials += (
                 f"; then one seed more at a time (every method) until {', '.join(q.methods)} against "
-                f"{q.against} decide for every student, at most {q.max_seeds} seeds (sequential intervals)"
+                f"{q.against} decide for every student, at most {q.max_seeds} seeds (sequential intervals, "
+                f"{plan.look_level:.2%} per look; decisions {decisions})"
             )
         if c.budget_hours:
             trials += f"; no seed added past {c.budget_hours:g} resource-hours"

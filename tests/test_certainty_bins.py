@@ -17,7 +17,7 @@ from orchestrator.certainty_bins import (
     write_certainty_table,
 )
 from orchestrator.comparison_plots import analysis_plots
-from orchestrator.paired import paired_difference
+from orchestrator.paired import IntervalLevel, paired_difference
 from trainables.losses import normalized_entropy
 
 STUDENTS = ["resnet18", "mobilenet_v2"]
@@ -99,10 +99,12 @@ def test_paired_difference_matches_a_hand_computation():
     assert table["samples"].tolist() == [4, 4, 4, 4]
     assert table.loc[("1", "kd"), "top1_mean_%"] == pytest.approx(37.5)
     assert table.loc[("2", "ua_dual"), "top1_mean_%"] == pytest.approx(75.0)
-    # bin 1: ua_dual - kd per seed = 75 - 25 = 50 and 100 - 50 = 50: mean 50, every seed alike -> [50, 50]
+    # bin 1: ua_dual - kd per seed = 75 - 25 = 50 and 100 - 50 = 50: mean 50, every seed alike: no spread, so
+    # no interval and no decision
     one = table.loc[("1", "ua_dual")]
-    assert (one["vs_kd_mean_%"], one["vs_kd_ci_low_%"], one["vs_kd_ci_high_%"]) == pytest.approx((50, 50, 50))
-    assert one["vs_kd_excludes_0"] is True and one["vs_kd_pairs"] == 2
+    assert one["vs_kd_mean_%"] == pytest.approx(50) and one["vs_kd_pairs"] == 2
+    assert math.isnan(one["vs_kd_ci_low_%"]) and math.isnan(one["vs_kd_ci_high_%"])
+    assert one["vs_kd_excludes_0"] is None and one["vs_kd_sign_flip_p"] == 0.5
     # bin 2: 50 - 75 = -25 and 100 - 100 = 0: mean -12.5, the paired t interval of those two differences
     two = table.loc[("2", "ua_dual")]
     expected = paired_difference({0: 50.0, 1: 100.0}, {0: 75.0, 1: 100.0})
@@ -122,11 +124,10 @@ def test_a_method_against_itself_differs_by_zero():
     trials, preds = small_example()
     for s in (0, 1):  # ua_dual as a copy of kd
         preds[f"ua_dual{s}"]["resnet18"] = dict(preds[f"kd{s}"]["resnet18"])
-    table = accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2, interval="bootstrap")
+    table = accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2, intervals=IntervalLevel("bootstrap"))
     ua = table[table["method"] == "ua_dual"]
-    for column in ("vs_kd_mean_%", "vs_kd_ci_low_%", "vs_kd_ci_high_%"):
-        assert (ua[column] == 0).all()
-    assert not ua["vs_kd_excludes_0"].any()
+    assert (ua["vs_kd_mean_%"] == 0).all()
+    assert ua["vs_kd_ci_low_%"].isna().all() and ua["vs_kd_excludes_0"].isna().all()  # no spread: no interval
 
 
 def test_focus_classes_cover_only_their_samples():
@@ -167,13 +168,15 @@ def test_the_table_leaves_out_what_the_plot_leaves_out(tmp_path):
 def test_write_certainty_table_beside_the_plot(tmp_path):
     trials = [trial(f"{m}{s}", m, s) for m in ("kd", "ua_dual") for s in range(2)]
     preds = {t["trial_id"]: random_predictions(40, 4, i) for i, t in enumerate(trials)}
-    written = write_certainty_table(tmp_path, STUDENTS, preds, trials, "t")
+    written = write_certainty_table(tmp_path, STUDENTS, preds, trials, IntervalLevel("bootstrap"))
     plots = analysis_plots(tmp_path, STUDENTS, preds, trials, {})
     assert set(written) == {CSV, MD} and (tmp_path / "accuracy_by_certainty.png") in plots
     csv = pd.read_csv(written[CSV], dtype={"bin": str})
     assert len(csv) == 5 * 2 * 2 and csv["samples"].sum() == 40 * 2 * 2
+    assert set(csv["interval_kind"]) == {"bootstrap"} and set(csv["interval_level"]) == {0.95}
     md = written[MD].read_text()
-    assert "vs_kd [95% CI]" in md and "t-based" in md and "| ua_dual" in md
+    assert "vs_kd [95% bootstrap BCa]" in md and "95% bootstrap BCa interval" in md and "| ua_dual" in md
+    assert "[95% CI]" not in md and "95 %" not in md
     assert write_certainty_table(tmp_path / "none", STUDENTS, {}, trials) == {}
     no_teacher = {tid: random_predictions(40, 4, 0, teacher=False) for tid in preds}
     assert write_certainty_table(tmp_path / "none", STUDENTS, no_teacher, trials) == {}

@@ -4,6 +4,7 @@ import itertools
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.special import ndtr, ndtri
@@ -18,6 +19,8 @@ from orchestrator.comparison import (
     write_comparison,
 )
 from orchestrator.comparison_plots import analysis_plots
+from orchestrator.paired import IntervalLevel
+from orchestrator.report import parent_metrics
 
 STUDENTS = ["resnet18", "mobilenet_v2"]
 METHODS = ["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"]
@@ -95,8 +98,11 @@ def test_rows_order_and_columns(table):
         *(
             f"vs_{ref}_{part}"
             for ref in ("kd", "ce")
-            for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "pairs")
+            for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "sign_flip_p", "pairs")
         ),
+        "interval_kind",
+        "interval_level",
+        "interval_per_look",
         "teacher_top1_%",
         "paper_top1_%_quoted",
         "paper_compression_quoted",
@@ -218,7 +224,11 @@ def test_paired_difference_t_and_bootstrap():
     half = stats.t.ppf(0.975, 4) * stats.tstd(diffs) / math.sqrt(5)
     assert d.seeds == 5 and d.mean == pytest.approx(1.2)
     assert (d.low, d.high) == pytest.approx((1.2 - half, 1.2 + half))
-    assert d.excludes_zero is True
+    assert (d.low, d.high) == pytest.approx(tuple(stats.ttest_rel(diffs, [0] * 5).confidence_interval()))
+    # the interval excludes 0, but 5 differences of one sign happen by chance 2/32 of the time: not decided
+    assert d.low > 0 and d.sign_flip_p == 2 / 32 and d.excludes_zero is False
+    six = paired_difference({**method, 5: 92.5}, {**reference, 5: 91.0})
+    assert six.low > 0 and six.sign_flip_p == 2 / 64 and six.excludes_zero is True
     boot = paired_difference(method, reference, "bootstrap")
     assert boot.mean == pytest.approx(1.2) and 0.5 <= boot.low < 1.2 < boot.high <= 2.0  # within the observed range
     assert paired_difference(method, reference, "bootstrap") == boot  # seeded: the same resamples every time
@@ -262,11 +272,12 @@ def test_bootstrap_is_bca_and_reaches_into_a_skewed_tail():
 def test_intervals_of_equal_and_of_two_differences():
     from orchestrator.paired import paired_difference
 
-    for interval in ("t", "bootstrap"):  # scipy's own answer is NaN (BCa) or a warning (t) here
+    for interval in ("t", "bootstrap"):  # equal differences estimate no spread: no interval, nothing decided
         same = paired_difference({0: 3.0, 1: 4.0, 2: 5.0}, {0: 1.0, 1: 2.0, 2: 3.0}, interval)
-        assert (same.low, same.mean, same.high, same.excludes_zero) == (2.0, 2.0, 2.0, True)
+        assert same.mean == 2.0 and math.isnan(same.low) and math.isnan(same.high) and same.excludes_zero is None
     two = paired_difference({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}, "bootstrap")
-    assert (two.low, two.high, two.excludes_zero) == (1.0, 2.0, True)  # every resampled mean lies in [1, 2]
+    assert (two.low, two.high) == (1.0, 2.0)  # every resampled mean lies in [1, 2] ...
+    assert two.excludes_zero is False  # ... but two differences of one sign happen by chance half the time
     half = 12.706 * math.sqrt(0.5) / math.sqrt(2)  # t(0.975, 1) * sd / sqrt(n)
     assert (paired_difference({0: 1.0, 1: 2.0}, {0: 0.0, 1: 0.0}).low) == pytest.approx(1.5 - half, rel=1e-3)
 
@@ -279,11 +290,13 @@ def test_paired_columns_in_every_table(tmp_path):
     ]
     df = comparison_table(trials, STUDENTS, ["ce", "kd"])
     kd = df.set_index(["method", "student"]).loc[("kd", "resnet18")]
-    assert kd["vs_ce_mean_%"] == pytest.approx(2.0) and kd["vs_ce_excludes_0"]  # the same +2 on every seed
+    assert kd["vs_ce_mean_%"] == pytest.approx(2.0) and kd["vs_ce_excludes_0"] is None  # +2 on every seed: no spread
     md = comparison_markdown(df)
-    assert "+2.00 [+2.00, +2.00]" in md_cells(md) and "yes" in md_cells(md) and "t-based" in md
-    assert r"$\neq$" in comparison_latex(df)
-    assert comparison_markdown(comparison_table(trials, STUDENTS, ["ce", "kd"], "bootstrap")).count("bootstrap")
+    assert "+2.00" in md_cells(md) and "yes" not in md_cells(md) and "95% t interval" in md
+    assert "vs_kd [95% t]" in md_cells(md) and "95 %" not in md and "CI" not in md
+    assert r"$\neq$" in comparison_latex(df) and r"95\% t" in comparison_latex(df)
+    boot = comparison_markdown(comparison_table(trials, STUDENTS, ["ce", "kd"], IntervalLevel("bootstrap")))
+    assert "vs_ce [95% bootstrap BCa]" in md_cells(boot) and "95% bootstrap BCa interval" in boot
 
 
 def test_teacher_uncertainty_summary():
@@ -295,3 +308,24 @@ def test_teacher_uncertainty_summary():
     assert summary["teacher_u/train_share_above_0.3"] == summary["teacher_u/train_share_above_threshold"] == 0.25
     assert summary["teacher_u/train_p10"] == pytest.approx(0, abs=1e-6)
     assert "teacher_u/train_share_above_threshold" not in teacher_uncertainty(sure)
+
+
+@pytest.mark.parametrize(
+    "intervals, header, words",
+    [
+        (IntervalLevel(), "vs_kd [95% t]", "95% t interval"),
+        (IntervalLevel("bootstrap"), "vs_kd [95% bootstrap BCa]", "95% bootstrap BCa interval"),
+        (IntervalLevel("t", 1 - 0.05 / 6, per_look=True), "vs_kd [99.17% t per look]", "99.17% t interval per look"),
+    ],
+)
+def test_every_output_names_its_intervals_kind_and_level(intervals, header, words, tmp_path):
+    df = comparison_table(TRIALS, STUDENTS, ["kd", "ua_dual", "dml"], intervals)
+    written = write_comparison(df, tmp_path)
+    csv = pd.read_csv(written["comparison.csv"])
+    assert (csv["interval_kind"] == intervals.kind).all() and (csv["interval_per_look"] == intervals.per_look).all()
+    assert csv["interval_level"].to_numpy() == pytest.approx(intervals.level)
+    md = written["comparison.md"].read_text()
+    assert header in md_cells(md) and words in md and "[95% CI]" not in md
+    assert header.replace("_", r"\_").replace("%", r"\%") in written["comparison.tex"].read_text()
+    assert header in format_comparison(df)
+    assert parent_metrics(df)["paired_interval_level"] == intervals.level  # the parent run's metric
