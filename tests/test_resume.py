@@ -1,6 +1,7 @@
 """A sweep interrupted after its first trial (SIGINT, or SIGKILL of the driver) and resumed ends with
 every trial exactly once: in Tune's results, in MLflow and in the Optuna study."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from mlflow import MlflowClient
 
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
 from tests.conftest import tiny_spec_dict
+from tests.servers import session
 
 NUM_TRIALS = 2  # the first ends before the interrupt, the second is cut short
 
@@ -74,8 +76,10 @@ def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert first.returncode != 0  # interrupted, not finished
-    if sig == signal.SIGKILL:  # the driver's Ray processes share its session: clear them out
-        subprocess.run(["pkill", "-9", "-s", str(first.pid)], check=False)
+    if sig == signal.SIGKILL:  # the driver's Ray processes share its session: clear them out (as pkill -s would)
+        for pid in session(first.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     resumed = subprocess.run(
         sweep_cmd(spec_path, "--resume"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
