@@ -5,6 +5,21 @@ import pytest
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 
+# what a test may need beyond pip (pyproject.toml's markers); such a test must be slow
+NEEDS_MORE_THAN_PIP = ("root", "needs_compose", "needs_cxx", "needs_git")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The quick tier must pass on a machine with nothing but Python and the pip dependencies, from a clone or
+    an exported tree: a test marked with a need beyond pip but not `slow` is refused before anything runs."""
+    loose = [
+        item.nodeid
+        for item in items
+        if any(item.get_closest_marker(m) for m in NEEDS_MORE_THAN_PIP) and not item.get_closest_marker("slow")
+    ]
+    if loose:
+        raise pytest.UsageError("marked with a need beyond pip but not slow: " + ", ".join(loose))
+
 
 @pytest.fixture(scope="session")
 def ray_local():

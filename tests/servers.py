@@ -66,6 +66,18 @@ def _alive(pid: int) -> bool:
     return st is not None and st[2] != "Z"
 
 
+def session(sid: int) -> set[int]:
+    """The live processes of the session `sid`, as `pkill -s` finds them (Linux keeps a session's id from
+    being reused while a process is in it, so this is safe after its leader is gone)."""
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            st = _stat(int(entry.name))
+            if st and st[1] == sid and st[2] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
 def tree(root: int) -> set[int]:
     """`root` and every live descendant of it, plus every process still in the session `root` leads."""
     parents: dict[int, list[int]] = {}

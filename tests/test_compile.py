@@ -12,6 +12,7 @@ def first_weight(model):
 
 
 @pytest.mark.slow  # compiling two networks takes 30 s to minutes on a small CPU
+@pytest.mark.needs_cxx
 def test_compiled_students_compute_as_the_eager_ones_and_keep_their_state_dict_keys():
     torch.manual_seed(0)
     eager = [build_model(arch, 10, 8) for arch in ("resnet18", "mobilenet_v2")]

@@ -1,13 +1,17 @@
 """docker/: the compose file, the KubeRay manifests and the Dockerfile, checked without a container
-engine (no image can be built here). `docker-compose config` validates the compose file where that
-tool is installed; the assertions below check what matters on any machine: token auth on every Ray
-node, one shared storage volume at the same path everywhere, nothing published beyond 127.0.0.1, and
-that the RayJob's entrypoint really plans the sweep it names.
+engine (no image can be built here). The compose file, interpolated with docker/.env.example as compose
+would, is validated against the Compose Specification's JSON schema (tests/data), so any machine with the
+pip dependencies checks it; `docker-compose config` checks it again in the slow tier where CI installs it.
+The assertions below check what matters: token auth on every Ray node, one shared storage volume at the
+same path everywhere, nothing published beyond 127.0.0.1, and that the RayJob's entrypoint really plans the
+sweep it names.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import hashlib
 import json
 import os
 import re
@@ -15,9 +19,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
+import jsonschema
+import pathspec
 import pytest
 import yaml
 from packaging.requirements import Requirement
@@ -25,11 +31,14 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"
+ENV_EXAMPLE = DOCKER / ".env.example"
+COMPOSE_SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
 KUBERAY = DOCKER / "kuberay"
 RAYJOB = KUBERAY / "rayjob-imagenet100.yaml"
 RAYCLUSTER = KUBERAY / "raycluster.yaml"
 RAY_SERVICES = ("ray-head", "ray-worker", "ray-gpu-worker")
-# what a user puts in docker/.env
+ALL_SERVICES = {*RAY_SERVICES, "mlflow", "postgres", "prometheus", "grafana"}
+# the secrets a user fills in docker/.env.example's empty lines with
 COMPOSE_ENV = {
     "RAY_AUTH_TOKEN": "test-token",
     "POSTGRES_PASSWORD": "test-password",
@@ -42,30 +51,108 @@ AUTH_INI = DOCKER / "mlflow" / "basic_auth.ini"
 
 # ---- compose ---------------------------------------------------------------------------------
 
-_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
+
+class MissingVariable(LookupError):
+    """`${NAME:?message}` or `${NAME?message}` with NAME empty or unset: compose refuses the file."""
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BRACED = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])(.*))?", re.S)
+
+
+def _closing_brace(text: str, start: int) -> int:
+    """The index of the `}` that closes the `${` before `start`, past nested `${...}` in a default."""
+    depth, i = 1, start
+    while i < len(text):
+        if text.startswith("$$", i):
+            i += 2
+            continue
+        if text.startswith("${", i):
+            depth, i = depth + 1, i + 2
+            continue
+        if text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError(f"unclosed ${{ in {text!r}")
+
+
+def _expand(body: str, env: dict) -> str:
+    m = _BRACED.fullmatch(body)
+    if not m:
+        raise ValueError(f"invalid interpolation format: ${{{body}}}")
+    name, op, arg = m.groups()
+    value = env.get(name)
+    if not op:
+        return value or ""
+    present = value is not None and (value != "" or not op.startswith(":"))
+    if op.endswith("-"):
+        return value if present else interpolate_text(arg, env)
+    if op.endswith("?"):
+        if present:
+            return value
+        raise MissingVariable(f"required variable {name} is missing a value: {arg}")
+    return interpolate_text(arg, env) if present else ""  # :+ and +
+
+
+def interpolate_text(text: str, env: dict) -> str:
+    """One string as compose-go's template package reads it: `$$` is a `$`; `$NAME` and `${NAME}`;
+    `${NAME:-default}` / `${NAME-default}` (empty or unset / unset), `${NAME:?err}` / `${NAME?err}`,
+    `${NAME:+alt}` / `${NAME+alt}`, defaults themselves interpolated; any other `$` is an error."""
+    out, i = [], 0
+    while i < len(text):
+        if text[i] != "$":
+            out.append(text[i])
+            i += 1
+        elif text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            end = _closing_brace(text, i + 2)
+            out.append(_expand(text[i + 2 : end], env))
+            i = end + 1
+        elif m := _NAME.match(text, i + 1):
+            out.append(env.get(m.group(), ""))
+            i = m.end()
+        else:
+            raise ValueError(f"invalid interpolation format: {text!r}")
+    return "".join(out)
 
 
 def interpolate(value, env: dict):
-    """Compose's variable substitution (`${X}`, `${X:-default}`, `${X:?error}`, `$$`) on a loaded file."""
+    """Compose's variable substitution on a loaded file: every string value, no key."""
     if isinstance(value, dict):
         return {k: interpolate(v, env) for k, v in value.items()}
     if isinstance(value, list):
         return [interpolate(v, env) for v in value]
-    if not isinstance(value, str):
-        return value
+    if isinstance(value, str):
+        return interpolate_text(value, env)
+    return value
 
-    def sub(m: re.Match) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name, op, arg = m.group(1), m.group(2), m.group(3)
-        set_ = env.get(name) not in (None, "") if op and op.startswith(":") else name in env
-        if set_:
-            return env[name]
-        if op and op.endswith("?"):
-            raise KeyError(f"{name}: {arg}")
-        return arg if op else ""
 
-    return _VAR.sub(sub, value)
+def read_env_file(path: Path) -> dict[str, str]:
+    """A compose .env file: `NAME=value` lines (`export ` allowed), `#` comments, quotes stripped
+    (single quotes keep the text as it is), an unquoted value's ` #` comment dropped."""
+    env = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        assert sep and _NAME.fullmatch(name.strip()), f"{path.name}: not NAME=value: {line!r}"
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        else:
+            value = value.split(" #")[0].rstrip()
+        env[name.strip()] = value
+    return env
+
+
+def user_env() -> dict[str, str]:
+    """docker/.env as a user writes it: the example with its secrets filled in."""
+    return {**read_env_file(ENV_EXAMPLE), **COMPOSE_ENV}
 
 
 def load_compose(env: dict) -> dict:
@@ -74,7 +161,95 @@ def load_compose(env: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return load_compose(COMPOSE_ENV)
+    return load_compose(user_env())
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("${A}", "a"),
+        ("$A/x", "a/x"),
+        ("${UNSET}", ""),
+        ("${EMPTY:-d}", "d"),
+        ("${EMPTY-d}", ""),
+        ("${UNSET-d}", "d"),
+        ("${A:-d}", "a"),
+        ("${UNSET:-${A}-b}", "a-b"),
+        ("${A:+alt}", "alt"),
+        ("${EMPTY:+alt}", ""),
+        ("${EMPTY+alt}", "alt"),
+        ("${EMPTY?e}", ""),
+        ("$$A $${A}", "$A ${A}"),
+        ("{'x': 1}", "{'x': 1}"),
+    ],
+)
+def test_interpolation_reads_each_form_as_compose(text, expected):
+    assert interpolate_text(text, {"A": "a", "EMPTY": ""}) == expected
+
+
+@pytest.mark.parametrize("text", ["${EMPTY:?say why}", "${UNSET?say why}", "${UNSET:?say why}"])
+def test_interpolation_refuses_a_required_variable_without_a_value(text):
+    with pytest.raises(MissingVariable, match="missing a value: say why"):
+        interpolate_text(text, {"EMPTY": ""})
+
+
+def test_env_example_names_every_variable_compose_reads_and_holds_no_secret():
+    example = read_env_file(ENV_EXAMPLE)
+    text = "\n".join(ln for ln in COMPOSE.read_text().splitlines() if not ln.lstrip().startswith("#"))
+    read = set(re.findall(r"(?<!\$)\$\{?([A-Za-z_][A-Za-z0-9_]*)", text.replace("$$", "")))
+    assert set(example) == read
+    assert all(example[name] == "" for name in COMPOSE_ENV), "docker/.env.example must not hold a secret"
+
+
+def compose_schema() -> dict:
+    return json.loads(COMPOSE_SCHEMA.read_text())
+
+
+def schema_errors(doc: dict) -> list[str]:
+    """What the Compose Specification's schema says about a loaded, interpolated compose file."""
+    schema = compose_schema()
+    validator = jsonschema.validators.validator_for(schema)
+    validator.check_schema(schema)
+    errors = sorted(validator(schema).iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors]
+
+
+def test_the_schema_is_the_one_tests_data_readme_names():
+    """Kept verbatim: a schema edited until the compose file passes would check nothing."""
+    digest = hashlib.sha256(COMPOSE_SCHEMA.read_bytes()).hexdigest()
+    assert digest in (COMPOSE_SCHEMA.parent / "README.md").read_text()
+
+
+def test_compose_file_follows_the_compose_specification(compose):
+    assert not schema_errors(compose), "\n".join(schema_errors(compose))
+    # the schema does refuse: a misspelt key, a wrong type
+    typo = copy.deepcopy(compose)
+    typo["services"]["mlflow"]["enviroment"] = typo["services"]["mlflow"].pop("environment")
+    assert any("enviroment" in e for e in schema_errors(typo))
+    wrong = copy.deepcopy(compose)
+    wrong["services"]["ray-head"]["ports"] = "127.0.0.1:8265:8265"
+    assert any(e.startswith("services/ray-head/ports") for e in schema_errors(wrong))
+
+
+def test_compose_services_profiles_and_references(compose):
+    """What `docker-compose config` checks beyond the schema: the services (and with `--profile gpu`
+    the GPU worker), every depends_on a service, every named volume declared, every local path there."""
+    services = compose["services"]
+    assert set(services) == ALL_SERVICES
+    assert {n for n, s in services.items() if s.get("profiles")} == {"ray-gpu-worker"}
+    for name, svc in services.items():
+        for dep in svc.get("depends_on", {}):
+            assert dep in services and not services[dep].get("profiles"), f"{name} depends on {dep}"
+        for source in _mounts(svc).values():
+            if source.startswith((".", "/")):
+                assert (DOCKER / source).exists(), f"{name} mounts {source}, which is not there"
+            else:
+                assert source in compose["volumes"], f"{name} mounts the undeclared volume {source}"
+        build = svc.get("build")
+        if build is not None:
+            context = DOCKER / (build if isinstance(build, str) else build["context"])
+            dockerfile = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
+            assert (context / dockerfile).is_file(), f"{name}: no {dockerfile} in {context}"
 
 
 def compose_command() -> list[str] | None:
@@ -85,43 +260,38 @@ def compose_command() -> list[str] | None:
     return None
 
 
+@pytest.mark.slow
+@pytest.mark.needs_compose
 def test_compose_config_validates(tmp_path):
+    """The same file through a real compose, where .ci/run installs Debian's docker-compose."""
     cmd = compose_command()
     assert cmd, "no compose to validate with: install Debian's docker-compose (.ci/run does)"
-    empty = tmp_path / "empty.env"  # ignore a developer's own docker/.env
-    empty.write_text("")
-    env = {k: v for k, v in os.environ.items() if k not in (*COMPOSE_ENV, "DATA_DIR")}
-    base = [*cmd, "--env-file", str(empty), "-f", str(COMPOSE)]
-    ok = subprocess.run(
-        [*base, "config", "-q"], cwd=ROOT, env={**env, **COMPOSE_ENV}, capture_output=True, text=True, timeout=120
-    )
+    env_file = tmp_path / "user.env"  # docker/.env as a user writes it, not a developer's own
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in user_env().items()))
+    env = {k: v for k, v in os.environ.items() if k not in user_env()}
+    base = [*cmd, "--env-file", str(env_file), "-f", str(COMPOSE)]
+
+    def run(*args: str, env_file_text: str | None = None) -> subprocess.CompletedProcess:
+        if env_file_text is not None:
+            env_file.write_text(env_file_text)
+        return subprocess.run([*base, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    ok = run("config", "-q")
     assert ok.returncode == 0, ok.stderr
-    gpu = subprocess.run(
-        [*base, "--profile", "gpu", "config", "--services"],
-        cwd=ROOT,
-        env={**env, **COMPOSE_ENV},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    gpu = run("--profile", "gpu", "config", "--services")
     assert gpu.returncode == 0, gpu.stderr
-    assert set(gpu.stdout.split()) >= {*RAY_SERVICES, "mlflow", "postgres", "prometheus", "grafana"}
-    # no token, no cluster: compose refuses to start without one
-    missing = subprocess.run(
-        [*base, "config", "-q"],
-        cwd=ROOT,
-        env={**env, "POSTGRES_PASSWORD": "x"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    assert set(gpu.stdout.split()) == ALL_SERVICES
+    # the example as shipped, secrets empty: compose refuses to start without them
+    missing = run("config", "-q", env_file_text=ENV_EXAMPLE.read_text())
     assert missing.returncode != 0 and "RAY_AUTH_TOKEN" in missing.stdout + missing.stderr
 
 
 def test_compose_needs_the_secrets():
-    for name in COMPOSE_ENV:
-        with pytest.raises(KeyError, match=name):
-            load_compose({k: v for k, v in COMPOSE_ENV.items() if k != name})
+    for name in COMPOSE_ENV:  # each left empty as the example ships it, or unset
+        with pytest.raises(MissingVariable, match=f"variable {name} is missing a value"):
+            load_compose({**user_env(), name: ""})
+        with pytest.raises(MissingVariable, match=f"variable {name} is missing a value"):
+            load_compose({k: v for k, v in user_env().items() if k != name})
 
 
 def _mounts(service: dict) -> dict[str, str]:
@@ -271,10 +441,63 @@ def test_gpu_worker_reserves_nvidia_devices(compose):
         assert "deploy" not in services[name]
 
 
+def _ignored_here(parts: tuple[str, ...], is_dir: bool) -> bool:
+    """Whether the .gitignore files from the root down to `parts`' folder exclude it: each file's
+    patterns are relative to its folder, a later line wins within a file and a deeper file wins."""
+    verdict = None
+    for depth in range(len(parts)):
+        rules = ROOT.joinpath(*parts[:depth], ".gitignore")
+        if rules.is_file():
+            spec = pathspec.GitIgnoreSpec.from_lines(rules.read_text().splitlines())
+            found = spec.check_file("/".join(parts[depth:]) + ("/" if is_dir else ""))
+            if found.include is not None:
+                verdict = found.include
+    return bool(verdict)
+
+
+def git_ignored(path: str) -> bool:
+    """Whether git ignores `path` (relative to the root), from the .gitignore files alone: the same
+    answer in a clone and in an exported tree, without git. A file in an ignored folder is ignored."""
+    parts = PurePosixPath(path).parts
+    return any(_ignored_here(parts[:n], is_dir=n < len(parts)) for n in range(1, len(parts) + 1))
+
+
+# paths whose fate the ignore files decide, ignored or not; a slow test checks git agrees
+IGNORE_CASES = {
+    "docker/.env": True,
+    "docker/.env.example": False,
+    "docker/docker-compose.yml": False,
+    "runs/teachers/x.pt": True,
+    "mlflow.db": True,
+    ".venv/bin/python": True,
+    "orchestrator/__pycache__/sweep.cpython-311.pyc": True,
+    "dualkd.egg-info/PKG-INFO": True,
+    "orchestrator/sweep.py": False,
+    "tests/data/compose-spec.json": False,
+}
+
+
 def test_compose_secrets_stay_out_of_git_and_images():
-    ignored = subprocess.run(["git", "check-ignore", "-q", "docker/.env"], cwd=ROOT)
-    assert ignored.returncode == 0, "docker/.env must be git-ignored (ray job submit skips ignored files too)"
+    assert git_ignored("docker/.env"), "docker/.env must be git-ignored (ray job submit skips ignored files too)"
     assert "docker/.env" in _dockerignore()
+    assert {path: git_ignored(path) for path in IGNORE_CASES} == IGNORE_CASES
+
+
+@pytest.mark.slow
+@pytest.mark.needs_git
+def test_git_ignores_what_the_ignore_reader_says():
+    """The pure-Python reader above against git itself, in a clone (as .ci/run runs in)."""
+    assert shutil.which("git") and (ROOT / ".git").exists(), "needs git and a git clone of the project"
+    done = subprocess.run(
+        ["git", "-c", "core.excludesFile=/dev/null", "check-ignore", "--no-index", "--stdin"],
+        cwd=ROOT,
+        input="\n".join(IGNORE_CASES),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode in (0, 1), done.stderr  # 1: none ignored
+    assert set(done.stdout.split()) == {path for path, ignored in IGNORE_CASES.items() if ignored}
 
 
 # ---- KubeRay -------------------------------------------------------------------------------

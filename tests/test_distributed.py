@@ -118,6 +118,7 @@ def _compiled_ddp_worker(rank: int, init: str, out: str) -> None:
 
 
 @pytest.mark.slow  # compiling takes tens of seconds on a small CPU
+@pytest.mark.needs_cxx
 def test_students_compiled_after_the_ddp_wrap_average_the_same_gradients(tmp_path):
     mp.spawn(_compiled_ddp_worker, args=(f"file://{tmp_path / 'rendezvous'}", str(tmp_path / "out")), nprocs=WORLD)
     ranks = [torch.load(tmp_path / f"out.{r}", weights_only=True) for r in range(WORLD)]

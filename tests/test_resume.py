@@ -2,6 +2,7 @@
 every trial exactly once: in Tune's results, in MLflow and in the Optuna study. A resume with an edited
 training setting is refused; one with a raised trial count runs the added trial."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from mlflow import MlflowClient
 
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
 from tests.conftest import tiny_spec_dict
+from tests.servers import session
 
 NUM_TRIALS = 2  # the first ends before the interrupt, the second is cut short
 
@@ -75,8 +77,10 @@ def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     assert first.returncode != 0  # interrupted, not finished
-    if sig == signal.SIGKILL:  # the driver's Ray processes share its session: clear them out
-        subprocess.run(["pkill", "-9", "-s", str(first.pid)], check=False)
+    if sig == signal.SIGKILL:  # the driver's Ray processes share its session: clear them out (as pkill -s would)
+        for pid in session(first.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     # an edited training setting is refused in one line; a raised trial count is taken (after SIGINT)
     refused = subprocess.run(
