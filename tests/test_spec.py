@@ -107,14 +107,14 @@ def test_optuna_space_int_and_categorical(peer_raw):
     raw = _raw(
         peer_raw,
         search={
-            "students.epochs": {"type": "int", "low": 2, "high": 8, "step": 2},
+            "students.warmup_epochs": {"type": "int", "low": 0, "high": 4, "step": 2},
             "students.batch_size": {"type": "int", "low": 16, "high": 128, "log": True},
             "loss.weighting": {"type": "categorical", "choices": ["entropy", "threshold", "entropy+threshold"]},
             "students.lr": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True},
         },
     )
     space = optuna_space(validate_spec(raw))
-    assert space["students.epochs"] == d.IntDistribution(2, 8, step=2)
+    assert space["students.warmup_epochs"] == d.IntDistribution(0, 4, step=2)
     assert space["students.batch_size"] == d.IntDistribution(16, 128, log=True)
     assert space["loss.weighting"] == d.CategoricalDistribution(["entropy", "threshold", "entropy+threshold"])
     assert space["students.lr"] == d.FloatDistribution(1e-3, 1e-1, log=True)
