@@ -132,5 +132,12 @@ def test_the_papers_sweep_and_comparison_rehearsed_on_cpu(tmp_path):
     assert set(table["method"]) == {"kd", "ua_dual"}
     assert {"vs_kd_mean_%", "vs_kd_ci_low_%"} <= set(table.columns)
     ua = table[(table["method"] == "ua_dual")]
-    assert (ua["seeds"] == 2).all() and ua["vs_kd_ci_low_%"].notna().all()
+    assert (ua["seeds"] == 2).all() and (ua["vs_kd_pairs"] == 2).all()
+    for _, row in ua.iterrows():  # an interval exactly when the two seeds' differences are not equal
+        top1 = {
+            (r.data.params["loss.method"], r.data.params["seed"]): r.data.metrics[f"{row.student}/val_top1"]
+            for r in runs
+        }
+        spread = abs((top1["ua_dual", "0"] - top1["kd", "0"]) - (top1["ua_dual", "1"] - top1["kd", "1"])) > 1e-9
+        assert pd.notna(row["vs_kd_ci_low_%"]) == spread, row
     print(f"rehearsal: both specs in {time.time() - started:.0f} s")
