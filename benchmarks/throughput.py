@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from trainables.config import DataConfig  # noqa: E402
 from trainables.data import build_datasets, collate_skipping_none  # noqa: E402
 from trainables.decode import device_batch  # noqa: E402
-from trainables.losses import resolve_method, students_loss  # noqa: E402
+from trainables.losses import students_loss  # noqa: E402
+from trainables.methods import resolve_method
 from trainables.models import build_model  # noqa: E402
 
 STUDENTS = ("resnet18", "mobilenet_v2")

@@ -21,7 +21,8 @@ from orchestrator.comparison import finished_trials, table_intervals, trial_meth
 from orchestrator.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
 from orchestrator.tables import markdown_table
 from orchestrator.teacher_quality import summary_lines, teacher_val_summary
-from trainables.losses import PRESETS, normalized_entropy
+from trainables.losses import normalized_entropy
+from trainables.methods import PRESETS
 
 CERTAINTY_BINS = 5
 REFERENCE = "kd"

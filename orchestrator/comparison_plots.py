@@ -26,7 +26,8 @@ from orchestrator.certainty_bins import (  # noqa: E402
     reference_predictions,
 )
 from orchestrator.tables import save_figure  # noqa: E402
-from trainables.losses import PRESETS, normalized_entropy  # noqa: E402
+from trainables.losses import normalized_entropy  # noqa: E402
+from trainables.methods import PRESETS
 from trainables.metrics import calibration_bins, expected_calibration_error  # noqa: E402
 
 RELIABILITY_BINS = 15  # the ECE's own bins, so the diagram shows what the ECE sums

@@ -28,8 +28,9 @@ import torch  # noqa: E402
 from orchestrator.spec import CategoricalParam, Spec  # noqa: E402
 from trainables import bank, storage  # noqa: E402
 from trainables.failures import one_line  # noqa: E402
-from trainables.losses import GATED_WEIGHTINGS, normalized_entropy, resolve_method, teacher_certainty  # noqa: E402
-from trainables.teacher import SOFT_LABELS_FILE, is_cached, teacher_dir  # noqa: E402
+from trainables.losses import normalized_entropy, teacher_certainty  # noqa: E402
+from trainables.methods import GATED_WEIGHTINGS, resolve_method
+from trainables.teacher_cache import SOFT_LABELS_FILE, is_cached, teacher_dir  # noqa: E402
 
 THRESHOLD_KEY = "loss.threshold"
 WEIGHTING_KEY = "loss.weighting"

@@ -18,10 +18,11 @@ from trainables.config import ConfigError, RunConfig
 from trainables.data import build_datasets
 from trainables.files import STATE_FILE
 from trainables.loop import train_loop_per_worker
-from trainables.losses import needs_teacher, resolve_method
+from trainables.methods import needs_teacher, resolve_method
 from trainables.models import build_model, output_classes
-from trainables.teacher import META_FILE as TEACHER_META
-from trainables.teacher import is_cached, read_state_dict, teacher_dir, teacher_training_config, write_teacher
+from trainables.teacher import read_state_dict, teacher_training_config, write_teacher
+from trainables.teacher_cache import META_FILE as TEACHER_META
+from trainables.teacher_cache import is_cached, teacher_dir
 
 # A teacher whose val top-1 is below this many times chance (1/classes) has learned next to nothing.
 CHANCE_MARGIN = 2.0

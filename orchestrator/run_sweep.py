@@ -42,7 +42,7 @@ from orchestrator.tracking import SweepTracker, error_line, error_text, where_to
 from orchestrator.trial import trial_trainable
 from orchestrator.tune_state import KeepTuneState, repair_state
 from trainables import failures, storage
-from trainables.teacher import SOFT_LABELS_FILE
+from trainables.teacher_cache import SOFT_LABELS_FILE
 
 # Tune saves its experiment state at least this often (seconds), so a killed driver loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")

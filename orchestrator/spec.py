@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from trainables import storage
 from trainables.config import ConfigError, Method, RunConfig, Strict
-from trainables.losses import PRESETS, needs_two_students, resolve_method
-from trainables.models import MODELS
+from trainables.methods import PRESETS, needs_two_students, resolve_method
+from trainables.model_names import ARCHITECTURES
 
 STORAGE_ENV = "DUALKD_STORAGE"  # the storage of specs that set none: clusters set it to their shared storage
 DEFAULT_STORAGE = "runs"
@@ -253,11 +253,12 @@ class Spec(RunConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
-        unknown = [arch for arch in self.students.archs if arch not in MODELS]
+        known = sorted(ARCHITECTURES)
+        unknown = [arch for arch in self.students.archs if arch not in ARCHITECTURES]
         if unknown:
-            raise ValueError(f"students.archs: unknown architectures {unknown}: use one of {sorted(MODELS)}")
-        if self.teacher.arch not in MODELS:
-            raise ValueError(f"teacher.arch: unknown architecture {self.teacher.arch!r}: use one of {sorted(MODELS)}")
+            raise ValueError(f"students.archs: unknown architectures {unknown}: use one of {known}")
+        if self.teacher.arch not in ARCHITECTURES:
+            raise ValueError(f"teacher.arch: unknown architecture {self.teacher.arch!r}: use one of {known}")
         if needs_two_students(self.loss.method) and len(self.students.archs) != 2:
             raise ValueError(f"method {self.loss.method!r} trains two students: list two in students.archs")
         resolve_method(self.loss.settings())

@@ -22,7 +22,8 @@ from orchestrator.spec import load_spec
 from orchestrator.teacher_quality import summary_lines, teacher_val_summary
 from trainables.config import ConfigError
 from trainables.data import build_datasets
-from trainables.teacher import compute_logits, load_soft_labels, load_teacher, read_meta
+from trainables.teacher import compute_logits, load_soft_labels, load_teacher
+from trainables.teacher_cache import read_meta
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:

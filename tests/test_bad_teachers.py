@@ -26,7 +26,8 @@ from trainables.bank import DATA_FILE, Bank, build_shards, write_meta
 from trainables.config import RunConfig
 from trainables.failures import RunFailed
 from trainables.models import build_model, output_classes
-from trainables.teacher import META_FILE, WEIGHTS_FILE, is_cached, load_teacher, teacher_dir, write_teacher
+from trainables.teacher import load_teacher, write_teacher
+from trainables.teacher_cache import META_FILE, WEIGHTS_FILE, is_cached, teacher_dir
 
 
 def bank_setup(tmp_path, bias):

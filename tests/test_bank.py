@@ -16,7 +16,8 @@ from trainables.config import RunConfig
 from trainables.data import build_datasets
 from trainables.decode import device_batch
 from trainables.models import build_model
-from trainables.teacher import WEIGHTS_FILE, load_teacher
+from trainables.teacher import load_teacher
+from trainables.teacher_cache import WEIGHTS_FILE
 from trainables.views import RATIO, SCALE, UNIFORMS, apply_batch, apply_pil, draw_views, epoch_uniforms
 
 

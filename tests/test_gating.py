@@ -30,8 +30,9 @@ from orchestrator.gating import (
 from orchestrator.spec import Spec
 from tests.conftest import tiny_spec_dict
 from trainables import bank, storage
-from trainables.losses import WEIGHTINGS, gated_fraction, teacher_certainty
-from trainables.teacher import META_FILE, SOFT_LABELS_FILE, WEIGHTS_FILE, teacher_dir
+from trainables.losses import gated_fraction, teacher_certainty
+from trainables.methods import WEIGHTINGS
+from trainables.teacher_cache import META_FILE, SOFT_LABELS_FILE, WEIGHTS_FILE, teacher_dir
 
 RANGE = {"loss.threshold": {"type": "float", "low": 0.3, "high": 0.9}}
 

@@ -20,7 +20,7 @@ from tests.conftest import tiny_spec_dict
 from tests.servers import Process, base_env
 from tests.sweep_checks import EPOCHS, check_every_trial_once, logged_epoch, start_sweep, write_spec
 from trainables.models import build_model
-from trainables.teacher import is_cached
+from trainables.teacher_cache import is_cached
 
 
 def mount(*args: str) -> None:
