@@ -180,9 +180,9 @@ def e2e_rates(root: Path, args, work: Path) -> dict:
     """The real loop through one Ray Train worker: live teacher, then the bank; the last epoch of each run."""
     import ray
 
+    from orchestrator.execution import build_trainer
     from orchestrator.preparation import prepare_teacher
     from orchestrator.spec import validate_spec
-    from orchestrator.torch_trainer import build_trainer
 
     if not ray.is_initialized():
         ray.init(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from orchestrator.storage_faults import from_os_error, is_storage_error
+from orchestrator.execution import from_os_error, is_storage_error
 
 JOURNAL_FOLDER = "mlflow-journal"
 RUN_KEY_TAG = "dualkd.run_key"

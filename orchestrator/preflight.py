@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from orchestrator.data_tools import IMAGE_SUFFIXES
 from orchestrator.spec import Spec, SpecError, with_values
-from orchestrator.verify_images import IMAGE_SUFFIXES
 from trainables import storage
 from trainables.config import ConfigError, RunConfig
 from trainables.metric_names import epoch_metric_names

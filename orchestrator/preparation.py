@@ -11,8 +11,8 @@ import ray.train
 import torch
 from ray.train.torch import TorchTrainer
 
+from orchestrator.execution import attempt_failure_location, fit, scaling_config
 from orchestrator.spec import Spec
-from orchestrator.torch_trainer import attempt_failure_location, fit, scaling_config
 from trainables import bank, failures, storage
 from trainables.config import ConfigError, RunConfig
 from trainables.data import build_datasets

@@ -34,11 +34,11 @@ from orchestrator.comparison import (
     write_comparison,
 )
 from orchestrator.comparison_plots import analysis_plots
+from orchestrator.execution import sweep_order
 from orchestrator.journal import Journal
 from orchestrator.paired import IntervalLevel
 from orchestrator.sequential import STOP_TAG, intervals_of, table_note
 from orchestrator.spec import Spec, SpecError
-from orchestrator.sweep_folder import sweep_order
 from orchestrator.tables import ALL_FAILED, all_failed_line, format_table, trials_table, write_results
 from orchestrator.teacher_quality import summary_lines
 from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, absolute_uri, is_constant, open_client, tracking_uri

@@ -19,16 +19,14 @@ from ray.tune import Callback, CLIReporter
 from ray.tune.error import TuneError
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from orchestrator import storage_faults
-from orchestrator.cli import start_ray, stop_own_ray
 from orchestrator.comparison import teacher_uncertainty
+from orchestrator.execution import SPEC_FILE, SweepFolder, start_ray, stop_own_ray, storage_faults
 from orchestrator.gating import log_gating_curve, train_logits_of
 from orchestrator.preparation import prepare_teacher_and_banks, run_seeds
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
 from orchestrator.searcher import OPTUNA_DB, SweepSearch, optuna_storage, sweep_search_alg, write_limits
 from orchestrator.sequential import STOP_TAG, stop_reason
 from orchestrator.spec import Spec, SpecError, optuna_space
-from orchestrator.sweep_folder import SPEC_FILE, SweepFolder
 from orchestrator.tables import (
     ALL_FAILED,
     all_failed_line,

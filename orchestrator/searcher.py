@@ -1,7 +1,7 @@
 """The sweep's Optuna searcher: Ray's `OptunaSearch` with the study in the sweep folder, trials ASHA stopped told
 as pruned, a resource-hour budget, and a study that stays right across resumes.
 
-It reads and replaces protected fields of `OptunaSearch` (see `orchestrator.ray_internals`, checked against
+It reads and replaces protected fields of `OptunaSearch` (see `orchestrator.execution.ray_internals`, checked against
 Ray 2.60.0 and Optuna 5.0.0).
 """
 
@@ -14,7 +14,7 @@ import optuna
 from ray.tune.search import ConcurrencyLimiter, Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.sweep_folder import SweepFolder
+from orchestrator.execution import SweepFolder
 
 OPTUNA_DB = "optuna.db"
 LIMITS_FILE = "search_limits.json"  # the trial count and budget of the spec as it is now: what a resume takes
@@ -138,7 +138,7 @@ class SweepSearch(OptunaSearch):
 class SweepGenerator(SearchGenerator):
     """Tune's wrapper of a searcher, whose saved "finished" does not outlive the spec: a sweep interrupted after
     its last trial was proposed, resumed with more trials or a larger budget, asks its searcher again
-    (`SearchGenerator`'s state keys: see `orchestrator.ray_internals`)."""
+    (`SearchGenerator`'s state keys: see `orchestrator.execution.ray_internals`)."""
 
     def set_state(self, state: dict):
         super().set_state({**state, "finished": False})

@@ -14,10 +14,10 @@ from typing import Optional
 import yaml
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, working_in
+from orchestrator.execution import SPEC_FILE, SweepFolder, latest_sweep_folder, new_sweep_folder
 from orchestrator.preflight import preflight
 from orchestrator.sequential import plan_of
 from orchestrator.spec import Spec, SpecError, apply_overrides, load_raw, validate_spec, with_values
-from orchestrator.sweep_folder import SPEC_FILE, SweepFolder, latest_sweep_folder, new_sweep_folder
 from trainables import storage
 
 

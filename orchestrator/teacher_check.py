@@ -15,8 +15,9 @@ from typing import Optional
 
 import torch
 
-from orchestrator.cli import run_main, spec_parser, start_ray, stop_own_ray
+from orchestrator.cli import run_main, spec_parser
 from orchestrator.comparison import teacher_uncertainty
+from orchestrator.execution import start_ray, stop_own_ray
 from orchestrator.preparation import prepare_teacher
 from orchestrator.spec import load_spec
 from orchestrator.teacher_quality import summary_lines, teacher_val_summary

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from orchestrator.cli import check_outputs_persist, run_main, spec_parser, start_ray, working_in
+from orchestrator.cli import check_outputs_persist, run_main, spec_parser, working_in
+from orchestrator.execution import build_trainer, fit, start_ray
 from orchestrator.preflight import preflight
 from orchestrator.preparation import prepare_teacher
 from orchestrator.spec import Spec, load_spec
-from orchestrator.torch_trainer import build_trainer, fit
 from orchestrator.tracking import EpochLogger, RunLog, TrackedRun, absolute_uri, git_commit, tracking_uri, where_to_look
 from trainables import storage
 

@@ -14,9 +14,8 @@ from typing import Any, Optional
 
 import ray.tune
 
-from orchestrator.ray_internals import TuneReportCallback, hand_over_last_report
+from orchestrator.execution import TuneReportCallback, build_trainer, failure_location, fit, hand_over_last_report
 from orchestrator.spec import Spec, with_values
-from orchestrator.torch_trainer import build_trainer, failure_location, fit
 from trainables import failures
 
 

@@ -20,7 +20,7 @@ from typing import Optional
 
 from ray.tune import Callback
 
-from orchestrator.ray_internals import experiment_folders
+from orchestrator.execution import experiment_folders
 from trainables import storage
 
 STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl")

@@ -16,9 +16,9 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
+from orchestrator.execution import scaling_config
 from orchestrator.preparation import ensure_teacher, teacher_cache
 from orchestrator.spec import validate_spec
-from orchestrator.torch_trainer import scaling_config
 from tests.conftest import tiny_spec_dict
 from tests.driver_without_data import REFUSAL, refuse
 from tests.test_bank import make_jpeg_tree

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from orchestrator.execution import SweepFolder
 from orchestrator.pareto import dominates, pareto_front
 from orchestrator.searcher import SweepSearch
 from orchestrator.spec import SpecError, load_spec, validate_spec
-from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tables import trials_table, write_results
 from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict

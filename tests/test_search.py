@@ -6,8 +6,8 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
+from orchestrator.execution import SweepFolder
 from orchestrator.searcher import SweepSearch
-from orchestrator.sweep_folder import SweepFolder
 
 EPOCHS = 4
 SPACE = {"loss.alpha": FloatDistribution(0.2, 0.8)}

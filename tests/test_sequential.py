@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from ray.tune.search import Searcher
 
 from orchestrator.comparison import comparison_markdown, comparison_table
+from orchestrator.execution import SweepFolder
 from orchestrator.paired import paired_difference, t_interval
 from orchestrator.run_sweep import SweepSearch
 from orchestrator.sequential import (
@@ -28,7 +29,6 @@ from orchestrator.sequential import (
     stop_reason,
 )
 from orchestrator.spec import SpecError, validate_spec
-from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 from tests.servers import run_sweep_process

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from orchestrator.execution import build_trainer
 from orchestrator.preparation import prepare_teacher, teacher_cache
 from orchestrator.spec import validate_spec
-from orchestrator.torch_trainer import build_trainer
 from tests.conftest import tiny_spec_dict
 from trainables.files import PREDICTIONS_FILE, STATE_FILE
 from trainables.metric_names import epoch_metric_names

@@ -9,7 +9,7 @@ from typing import Optional
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from orchestrator import storage_faults
+from orchestrator.execution import storage_faults
 from orchestrator.spec import Resources, Spec
 from trainables import failures, storage
 from trainables.config import ConfigError, RunConfig
