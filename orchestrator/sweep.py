@@ -15,9 +15,8 @@ import yaml
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, working_in
 from orchestrator.execution import SPEC_FILE, SweepFolder, latest_sweep_folder, new_sweep_folder
-from orchestrator.preflight import preflight
 from orchestrator.sequential import plan_of
-from orchestrator.spec import Spec, SpecError, apply_overrides, load_raw, validate_spec, with_values
+from orchestrator.spec import Spec, SpecError, apply_overrides, load_raw, preflight, validate_spec, with_values
 from trainables import storage
 
 
@@ -73,8 +72,8 @@ def read_store(uri: str):
 
 def resume_check(spec: Spec, folder: SweepFolder, force: bool) -> list[str]:
     """With --resume: the plan's lines naming each setting changed since the sweep started (its spec.yaml);
-    refused changes raise (`orchestrator.resume_changes`)."""
-    from orchestrator.resume_changes import resume_lines, spec_changes
+    refused changes raise (`orchestrator.spec.resume_changes`)."""
+    from orchestrator.spec import resume_lines, spec_changes
 
     saved = storage.read_text(storage.join(folder.location, SPEC_FILE))
     if saved is None:
@@ -84,9 +83,9 @@ def resume_check(spec: Spec, folder: SweepFolder, force: bool) -> list[str]:
 
 def from_sweep(raw: dict, overrides: list[str], sweep_name: str, uri: str) -> tuple[Spec, list[str]]:
     """The comparison `raw` started from the recipe of an earlier sweep's best trial, read from MLflow
-    (`orchestrator.recipe`), and the plan's lines: where the recipe came from and what this spec overrides."""
-    from orchestrator.recipe import comparison_from_recipe
+    (`orchestrator.spec.recipe`), and the plan's lines: where the recipe came from and what this spec overrides."""
     from orchestrator.report import load_sweep
+    from orchestrator.spec import comparison_from_recipe
     from orchestrator.tables import best_params, best_trial, trials_table
 
     earlier = load_sweep(read_store(uri), sweep_name)

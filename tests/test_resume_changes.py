@@ -5,8 +5,7 @@ import yaml
 
 from orchestrator import sweep
 from orchestrator.execution import SPEC_FILE, new_sweep_folder
-from orchestrator.resume_changes import resume_lines, spec_changes
-from orchestrator.spec import SpecError, load_spec, validate_spec, with_values
+from orchestrator.spec import SpecError, load_spec, resume_lines, spec_changes, validate_spec, with_values
 from tests.conftest import tiny_spec_dict
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.spec import SpecError, dotted_items
+from orchestrator.spec.dotted import dotted_items
+from orchestrator.spec.schema import SpecError
 
 TAKEN = (
     "tune.num_trials",

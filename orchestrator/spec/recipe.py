@@ -15,7 +15,9 @@ import copy
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from orchestrator.spec import Spec, SpecError, dotted_items, set_dotted, validate_spec
+from orchestrator.spec.dotted import dotted_items, set_dotted
+from orchestrator.spec.loading import validate_spec
+from orchestrator.spec.schema import Spec, SpecError
 
 RECIPE_SECTIONS = ("deterministic", "data", "teacher", "students", "loss")
 PER_TRIAL = {"loss.method"}  # each comparison trial sets its own method

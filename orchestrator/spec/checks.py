@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from orchestrator.data_tools import IMAGE_SUFFIXES
-from orchestrator.spec import Spec, SpecError, with_values
+from orchestrator.spec.loading import with_values
+from orchestrator.spec.schema import Spec, SpecError
 from trainables import storage
 from trainables.config import ConfigError, RunConfig
 from trainables.metric_names import epoch_metric_names

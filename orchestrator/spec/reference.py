@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from orchestrator.spec import Spec
+from orchestrator.spec.schema import Spec
 
 PAGE = Path("docs/spec-reference.md")
 HEADER = """# Spec reference

@@ -1,20 +1,18 @@
-"""A sweep spec: YAML -> validated object, `--set` overrides, and the search space as Optuna distributions.
+"""What a spec holds, as pydantic models: every key, its type, its default and what it means.
 
 A spec is a `RunConfig` (what one training run needs, shared with the workers) plus what the driver
 alone uses: the search space, Tune settings, resources per trial, MLflow and where outputs go.
-Every mistake becomes a `SpecError` with one line that names the key and the fix.
+Every mistake becomes a `SpecError` with one line that names the key and the fix (`orchestrator.spec.loading`
+reads and validates the files).
 """
 
 from __future__ import annotations
 
-import copy
 import os
-import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from trainables import storage
 from trainables.config import ConfigError, Method, RunConfig, Strict
@@ -363,154 +361,3 @@ def _check_search_key(key: str, method: str) -> None:
         )
     if path[0] == "loss" and path[-1] in PRESETS[method]:
         raise ValueError(f"search key {key!r} is fixed by method {method!r}: drop it from search or change the method")
-
-
-def set_dotted(tree: dict, key: str, value: Any) -> None:
-    """tree[a][b][c] = value for key 'a.b.c', creating the intermediate dicts."""
-    parts = key.split(".")
-    search = tree.get("search") or {}
-    if parts[0] == "search" and len(parts) > 2 and isinstance(search, dict):
-        # search keys hold dots themselves: search.loss.alpha.low -> search["loss.alpha"]["low"]
-        rest = parts[1:]
-        n = next((n for n in range(len(rest), 0, -1) if ".".join(rest[:n]) in search), len(rest))
-        parts = ["search", ".".join(rest[:n]), *rest[n:]]
-    *parents, leaf = parts
-    node = tree
-    for part in parents:
-        child = node.get(part)
-        if child is None:  # a missing or null section (teacher_resources: null)
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise SpecError(f"--set {key}: {part!r} is not a section: use a key under a section, e.g. loss.alpha")
-        node = child
-    node[leaf] = value
-
-
-def _section(model: Optional[type[BaseModel]], key: str) -> Optional[type[BaseModel]]:
-    """The model of section `key` of `model` (unwrapping Optional), or None where `key` holds a setting."""
-    field = model.model_fields.get(key) if model is not None else None
-    if field is None:
-        return None
-    for candidate in (field.annotation, *typing.get_args(field.annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
-def dotted_items(tree: dict, model: Optional[type[BaseModel]] = None, prefix: str = "") -> dict[str, Any]:
-    """Every setting of a raw spec (or of its dump) as dotted key -> value: sections are walked, a setting
-    that holds a dict or list (students.init_weights, search, mlflow.tags) is one value."""
-    model = Spec if model is None and not prefix else model
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        section = _section(model, key)
-        if section is not None and isinstance(value, dict):
-            out.update(dotted_items(value, section, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """`key=value` pairs (value parsed as YAML, so 0.5, true, [a, b] and null work) over a raw spec."""
-    out = copy.deepcopy(raw)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(f"--set {item!r}: write it as key=value, e.g. --set loss.alpha=0.5")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            value = text
-        set_dotted(out, key.strip(), value)
-    return out
-
-
-def format_validation_error(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
-        if loc[:1] == ["search"] and len(loc) > 2 and loc[2] in ("float", "int", "categorical"):
-            del loc[2]  # the discriminator's tag
-        loc = ".".join(loc)
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            msg = "type must be float, int or categorical"
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key: remove it or check its spelling"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(dict.fromkeys(parts))
-
-
-def read_yaml(path: str | os.PathLike) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise SpecError(f"spec file {str(p)!r} not found: give the path of a YAML spec, e.g. search_spaces/peer.yaml")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(f"{p}: not valid YAML{where}: fix the syntax") from None
-    if not isinstance(raw, dict):
-        raise SpecError(f"{p}: a spec is a YAML mapping of sections (name, data, students, ...)")
-    return raw
-
-
-def validate_spec(raw: dict, source: str = "spec") -> Spec:
-    try:
-        return Spec.model_validate(raw)
-    except ValidationError as err:
-        raise SpecError(f"{source}: {format_validation_error(err)}") from None
-    except ValueError as err:
-        raise SpecError(f"{source}: {err}") from None
-
-
-def load_raw(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> dict:
-    """A spec file with its `--set` overrides, as written: only the keys it sets (no defaults)."""
-    return apply_overrides(read_yaml(path), overrides or [])
-
-
-def load_spec(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> Spec:
-    """Read, override and validate a spec; relative data and weight paths stay relative to the working folder."""
-    return validate_spec(load_raw(path, overrides), str(path))
-
-
-def optuna_space(spec: Spec) -> dict:
-    """The `search` section as Optuna distributions, keyed by dotted setting names."""
-    import optuna.distributions as d
-
-    space = {}
-    for key, p in spec.search.items():
-        if isinstance(p, FloatParam):
-            space[key] = d.FloatDistribution(p.low, p.high, log=p.log)
-        elif isinstance(p, IntParam):
-            space[key] = d.IntDistribution(p.low, p.high, log=p.log, step=p.step)
-        else:
-            space[key] = d.CategoricalDistribution(p.choices)
-    return space
-
-
-def with_values(spec: Spec, values: dict[str, Any]) -> Spec:
-    """The spec with dotted-key values set (a trial's sampled point, or the best trial)."""
-    raw = spec.model_dump()
-    for key, value in values.items():
-        set_dotted(raw, key, value)
-    return validate_spec(raw, "trial config")
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    """`python -m orchestrator.spec --reference [PATH]`: write the spec reference page (docs/spec-reference.md)."""
-    import argparse
-
-    from orchestrator import spec_reference
-
-    parser = argparse.ArgumentParser(prog="python -m orchestrator.spec", description=main.__doc__)
-    parser.add_argument("--reference", nargs="?", const=str(spec_reference.PAGE), metavar="PATH", required=True)
-    args = parser.parse_args(argv)
-    print(f"wrote {spec_reference.write(Path(args.reference))}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
