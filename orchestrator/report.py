@@ -35,13 +35,21 @@ from orchestrator.comparison import (
 )
 from orchestrator.comparison_plots import analysis_plots
 from orchestrator.execution import sweep_order
-from orchestrator.journal import Journal
 from orchestrator.paired import IntervalLevel
 from orchestrator.sequential import STOP_TAG, intervals_of, table_note
 from orchestrator.spec import Spec, SpecError
 from orchestrator.tables import ALL_FAILED, all_failed_line, format_table, trials_table, write_results
 from orchestrator.teacher_quality import summary_lines
-from orchestrator.tracking import PARENT_TAG, SWEEP_TAG, TRIAL_TAG, absolute_uri, is_constant, open_client, tracking_uri
+from orchestrator.tracking import (
+    PARENT_TAG,
+    SWEEP_TAG,
+    TRIAL_TAG,
+    Journal,
+    absolute_uri,
+    is_constant,
+    open_client,
+    tracking_uri,
+)
 from trainables.files import PREDICTIONS_FILE
 
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one line per download is noise here

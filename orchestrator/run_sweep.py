@@ -36,7 +36,7 @@ from orchestrator.tables import (
     trials_table,
     write_results,
 )
-from orchestrator.tracking import SweepTracker, error_line, error_text, where_to_look
+from orchestrator.tracking import SweepTracker, error_line, error_text, trial_tracker, where_to_look
 from orchestrator.trial import trial_trainable
 from orchestrator.tune_state import KeepTuneState, repair_state
 from trainables import failures, storage
@@ -428,7 +428,7 @@ def tracked_sweep(
     log_teacher_uncertainty(tracker, run_cfg.teacher_dir, spec.loss.threshold)
     log_teacher_gating(tracker, spec, run_cfg.teacher_dir)
     callbacks = [
-        tracker.callback(spec.students.epochs, spec.storage_location),
+        trial_tracker(tracker, spec.students.epochs, spec.storage_location),
         PublishStudy(folder),
         StorageGuard(folder.location),
         KeepTuneState(),

@@ -3,7 +3,7 @@ server can stop training or lose a figure.
 
 The writer appends one JSON line per write (flushed and synced before the call returns) and answers what
 the command itself needs to read back (a run's tags, params, last epoch, children) from what it wrote.
-`orchestrator.sender` sends the lines in order, whenever the server answers. Runs are named by keys the
+`orchestrator.tracking.sender` sends the lines in order, whenever the server answers. Runs are named by keys the
 client makes (the `dualkd.run_key` tag on the server), so a run created while the server is away gets its
 server id when it is back, and sending a line twice changes nothing.
 
@@ -243,7 +243,7 @@ class Journal:
         self.append("log_artifact", run=run_id, file=copy.as_posix(), artifact_path=None if folder == "." else folder)
 
     def log_data(self, run_id: str, data: dict) -> None:
-        """The run's dataset input (`tracking.dataset_input` of these data settings)."""
+        """The run's dataset input (`orchestrator.tracking.sender.dataset_input` of these data settings)."""
         self.append("log_inputs", run=run_id, data=data)
 
 

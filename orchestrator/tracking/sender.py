@@ -1,4 +1,4 @@
-"""Sends a journal's lines (`orchestrator.journal`) to the MLflow tracking server, in order, for as long as it
+"""Sends a journal's lines (`orchestrator.tracking.journal`) to the MLflow tracking server, in order, for as long as it
 takes: a server that does not answer is tried again with back-off, and nothing waits on it but this thread.
 
 Each line is sent so that sending it twice changes nothing: a run is found by its key tag before it is
@@ -10,17 +10,19 @@ rest go on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from orchestrator.journal import PARENT_TAG, RUN_KEY_TAG, JournalFiles
+from orchestrator.tracking.journal import PARENT_TAG, RUN_KEY_TAG, JournalFiles
 
 # A refusal that no retry changes. Anything else (no connection, a 5xx, a timeout, a locked database) is
 # an outage, tried again.
@@ -43,6 +45,19 @@ MAX_DELAY = 30.0
 BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # MLflow's limits per log_batch
 
 
+def dataset_input(data: dict) -> DatasetInput:
+    """The run's data as an MLflow dataset input: its name, where it comes from, and a digest of its settings."""
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.meta_dataset import MetaDataset
+
+    settings = {k: v for k, v in data.items() if k != "loader_workers"}
+    source = CodeDatasetSource({"dataset": data["name"], "root": str(data.get("root") or "embedded")})
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    name = data["name"] if not data.get("root") else f"{data['name']}:{Path(data['root']).name}"
+    entity = MetaDataset(source, name=name, digest=digest)._to_mlflow_entity()
+    return DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])
+
+
 def short_error(err: BaseException) -> str:
     return (str(err).splitlines() or [type(err).__name__])[0][:300]
 
@@ -59,14 +74,11 @@ class Sender:
     """Applies journal lines to a tracking store; `start()` runs it as a thread until `drain()`."""
 
     def __init__(self, files: JournalFiles, uri: str, say: Callable[[str], None] = print):
-        from orchestrator.tracking import dataset_input
-
         for key, value in CLIENT_SETTINGS.items():
             os.environ.setdefault(key, value)
         self.files, self.uri, self.say = files, uri, say
         self.client = MlflowClient(tracking_uri=uri)
         self.ids = files.ids()
-        self.dataset_input = dataset_input
         self.failing: Optional[str] = None  # why the last try failed, while the server is away
         self.rejected = 0
         self._stop = threading.Event()
@@ -111,7 +123,7 @@ class Sender:
         elif op == "log_artifact":
             self.client.log_artifact(run_id, str(self.files.folder / record["file"]), record.get("artifact_path"))
         elif op == "log_inputs":
-            self.client.log_inputs(run_id, [self.dataset_input(record["data"])])
+            self.client.log_inputs(run_id, [dataset_input(record["data"])])
         else:
             raise ValueError(f"journal {self.files.folder}: unknown write {op!r}")
 
