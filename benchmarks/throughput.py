@@ -181,8 +181,8 @@ def e2e_rates(root: Path, args, work: Path) -> dict:
     import ray
 
     from orchestrator.execution import build_trainer
-    from orchestrator.preparation import prepare_teacher
     from orchestrator.spec import validate_spec
+    from orchestrator.teacher import prepare_teacher
 
     if not ray.is_initialized():
         ray.init(

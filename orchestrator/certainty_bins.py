@@ -20,7 +20,7 @@ import torch
 from orchestrator.comparison import finished_trials, table_intervals, trial_method
 from orchestrator.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
 from orchestrator.tables import markdown_table
-from orchestrator.teacher_quality import summary_lines, teacher_val_summary
+from orchestrator.teacher import summary_lines, teacher_val_summary
 from trainables.losses import normalized_entropy
 from trainables.methods import PRESETS
 
@@ -246,7 +246,7 @@ def certainty_markdown(df: pd.DataFrame) -> str:
 def teacher_figures(
     trials: list[dict], predictions: dict[str, dict], threshold: Optional[float] = None, blind_classes=()
 ) -> dict[str, float]:
-    """The teacher's validation figures (`orchestrator.teacher_quality`) from the logits the bins use; {} if none."""
+    """The teacher's validation figures (`orchestrator.teacher.quality`) from the logits the bins use; {} if none."""
     reference = reference_predictions(predictions, methods_in_order(trials))
     if reference is None:
         return {}

@@ -1,6 +1,6 @@
-"""Every method, several seeds: the comparison table beside the paper's figures, and the teacher's uncertainty.
+"""Every method, several seeds: the comparison table beside the paper's figures.
 
-Pure functions on plain data (trial dicts, the teacher's logits), so the comparison driver can call them
+Pure functions on plain data (trial dicts), so the comparison driver can call them
 after Tune returns and the tests can call them without Ray or MLflow; the plots are `comparison_plots`.
 Measured and quoted numbers live in separate, differently named columns: a reader must never take the
 paper's ImageNet-100 figures for a result of this run.
@@ -13,11 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
-import torch
 
 from orchestrator.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
 from orchestrator.tables import markdown_table
-from trainables.losses import normalized_entropy
 
 # The paper's ImageNet-100 top-1 (%) (Gore, Dey, Mishra, arXiv 2511.18826: the method this project
 # implements). It states the dual-student numbers and their gains over KD; the KD figures here are
@@ -257,24 +255,3 @@ def write_comparison(df: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     written["comparison.md"].write_text(comparison_markdown(df))
     written["comparison.tex"].write_text(comparison_latex(df))
     return written
-
-
-UNSURE_U = 0.3  # a teacher is "unsure" on a sample above this u (the hard setting's requirement)
-
-
-def teacher_uncertainty(train_logits, threshold: Optional[float] = None) -> dict[str, float]:
-    """The teacher's training-set u = H / log C: mean, quantiles, share above 0.3 and above the threshold.
-
-    Logged on the parent run: whether the uncertainty weighting can matter at all on this data (a teacher
-    sure of every sample gives every sample w close to 1, and every weighting is then plain KD). Metrics,
-    to sort and filter runs by, so not under `teacher/`, whose figures are logged as params.
-    """
-    u = normalized_entropy(torch.as_tensor(train_logits)).double()
-    summary = {
-        "teacher_u/train_mean": u.mean().item(),
-        **{f"teacher_u/train_p{q}": u.quantile(q / 100).item() for q in (10, 50, 90)},
-        f"teacher_u/train_share_above_{UNSURE_U}": (u > UNSURE_U).double().mean().item(),
-    }
-    if threshold is not None:
-        summary["teacher_u/train_share_above_threshold"] = (u > threshold).double().mean().item()
-    return summary

@@ -39,7 +39,7 @@ from orchestrator.paired import IntervalLevel
 from orchestrator.sequential import STOP_TAG, intervals_of, table_note
 from orchestrator.spec import Spec, SpecError
 from orchestrator.tables import ALL_FAILED, all_failed_line, format_table, trials_table, write_results
-from orchestrator.teacher_quality import summary_lines
+from orchestrator.teacher import summary_lines
 from orchestrator.tracking import (
     PARENT_TAG,
     SWEEP_TAG,

@@ -19,10 +19,7 @@ from ray.tune import Callback, CLIReporter
 from ray.tune.error import TuneError
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from orchestrator.comparison import teacher_uncertainty
 from orchestrator.execution import SPEC_FILE, SweepFolder, start_ray, stop_own_ray, storage_faults
-from orchestrator.gating import log_gating_curve, train_logits_of
-from orchestrator.preparation import prepare_teacher_and_banks, run_seeds
 from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
 from orchestrator.searcher import OPTUNA_DB, SweepSearch, optuna_storage, sweep_search_alg, write_limits
 from orchestrator.sequential import STOP_TAG, stop_reason
@@ -35,6 +32,13 @@ from orchestrator.tables import (
     format_table,
     trials_table,
     write_results,
+)
+from orchestrator.teacher import (
+    log_gating_curve,
+    prepare_teacher_and_banks,
+    run_seeds,
+    teacher_uncertainty,
+    train_logits_of,
 )
 from orchestrator.tracking import SweepTracker, error_line, error_text, trial_tracker, where_to_look
 from orchestrator.trial import trial_trainable
@@ -206,7 +210,7 @@ def log_teacher_uncertainty(tracker: SweepTracker, teacher_dir: Optional[str], t
 
 def log_teacher_gating(tracker: SweepTracker, spec: Spec, teacher_dir: Optional[str]) -> None:
     """The share gated out and the mean teacher weight against `loss.threshold`, on the parent run before the
-    first trial (`orchestrator.gating`): whether the searched range gates anything."""
+    first trial (`orchestrator.teacher.gating`): whether the searched range gates anything."""
     logits = train_logits_of(teacher_dir) if teacher_dir else None
     if logits is not None:
         with tempfile.TemporaryDirectory() as tmp:

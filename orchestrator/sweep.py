@@ -179,11 +179,11 @@ def print_notes(notes: list[str]) -> None:
 
 
 def print_gating_view(spec: Optional[Spec]) -> None:
-    """The teacher's weight at the searched thresholds when the teacher is cached (`orchestrator.gating`);
+    """The teacher's weight at the searched thresholds when the teacher is cached (`orchestrator.teacher.gating`);
     nothing without a resolved spec, whose paths name the teacher folder the run will use."""
     if spec is None:
         return
-    from orchestrator.gating import cached_plan_lines  # matplotlib and pandas load only here
+    from orchestrator.teacher import cached_plan_lines  # matplotlib and pandas load only here
 
     for line in cached_plan_lines(spec):
         print(f"  {line}")

@@ -15,8 +15,8 @@ from typing import Optional
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, working_in
 from orchestrator.execution import build_trainer, fit, start_ray
-from orchestrator.preparation import prepare_teacher
 from orchestrator.spec import Spec, load_spec, preflight
+from orchestrator.teacher import prepare_teacher
 from orchestrator.tracking import EpochLogger, RunLog, TrackedRun, absolute_uri, git_commit, tracking_uri, where_to_look
 from trainables import storage
 

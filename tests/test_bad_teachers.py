@@ -14,10 +14,10 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator import preparation as preparation_module
-from orchestrator.preparation import chance_warning, ensure_teacher, prepare_teacher
 from orchestrator.run_sweep import failure_summary
 from orchestrator.spec import validate_spec
+from orchestrator.teacher import chance_warning, ensure_teacher, prepare_teacher
+from orchestrator.teacher import preparation as preparation_module
 from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 from tests.test_bank import make_jpeg_tree

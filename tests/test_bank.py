@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from orchestrator.execution import build_trainer
-from orchestrator.preparation import prepare_teacher
 from orchestrator.spec import validate_spec
+from orchestrator.teacher import prepare_teacher
 from tests.conftest import tiny_spec_dict
 from trainables.bank import Bank, build_shards, write_meta
 from trainables.config import RunConfig

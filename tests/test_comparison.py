@@ -300,7 +300,7 @@ def test_paired_columns_in_every_table(tmp_path):
 
 
 def test_teacher_uncertainty_summary():
-    from orchestrator.comparison import teacher_uncertainty
+    from orchestrator.teacher import teacher_uncertainty
 
     sure, unsure = torch.tensor([[20.0, 0.0, 0.0]] * 3), torch.zeros(1, 3)  # u = 0 three times, u = 1 once
     summary = teacher_uncertainty(torch.cat([sure, unsure]), threshold=0.8)

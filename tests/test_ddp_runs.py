@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from orchestrator.execution import build_trainer
-from orchestrator.preparation import prepare_teacher
 from orchestrator.spec import validate_spec
+from orchestrator.teacher import prepare_teacher
 from tests.conftest import tiny_spec_dict
 from tests.test_bad_images import truncate
 from tests.test_bank import make_jpeg_tree

@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 from torch import nn
 
 from orchestrator.execution import build_trainer, failure_location, worker_failure
-from orchestrator.preparation import prepare_teacher
 from orchestrator.spec import validate_spec
+from orchestrator.teacher import prepare_teacher
 from orchestrator.tracking import PARENT_TAG, error_line
 from tests.conftest import tiny_spec_dict
 from trainables import failures

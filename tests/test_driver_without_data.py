@@ -17,8 +17,8 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator.execution import scaling_config
-from orchestrator.preparation import ensure_teacher, teacher_cache
 from orchestrator.spec import validate_spec
+from orchestrator.teacher import ensure_teacher, teacher_cache
 from tests.conftest import tiny_spec_dict
 from tests.driver_without_data import REFUSAL, refuse
 from tests.test_bank import make_jpeg_tree

@@ -1,4 +1,4 @@
-"""The teacher's weight across `loss.threshold` (`orchestrator.gating`): the curve, the thresholds a spec
+"""The teacher's weight across `loss.threshold` (`orchestrator.teacher.gating`): the curve, the thresholds a spec
 shows, the plan's lines, the plot, the parent run's artifacts and metrics, and the dry run. No Ray."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.gating import (
+from orchestrator.spec import Spec
+from orchestrator.teacher import (
     CSV_FILE,
     GRID,
     PLOT_FILE,
@@ -27,7 +28,6 @@ from orchestrator.gating import (
     thresholds_to_show,
     train_logits_of,
 )
-from orchestrator.spec import Spec
 from tests.conftest import tiny_spec_dict
 from trainables import bank, storage
 from trainables.losses import gated_fraction, teacher_certainty

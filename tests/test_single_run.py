@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from orchestrator.execution import build_trainer
-from orchestrator.preparation import prepare_teacher, teacher_cache
 from orchestrator.spec import validate_spec
+from orchestrator.teacher import prepare_teacher, teacher_cache
 from tests.conftest import tiny_spec_dict
 from trainables.files import PREDICTIONS_FILE, STATE_FILE
 from trainables.metric_names import epoch_metric_names

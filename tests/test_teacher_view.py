@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from orchestrator.spec import SpecError, validate_spec
-from orchestrator.teacher_quality import error_auroc, teacher_val_summary
+from orchestrator.teacher import error_auroc, teacher_val_summary
 from tests.conftest import tiny_spec_dict
 from trainables.config import DataConfig, RunConfig
 from trainables.data import build_datasets

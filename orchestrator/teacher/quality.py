@@ -1,7 +1,8 @@
-"""Whether a teacher is unsure where it errs: its validation figures, from its val logits and the labels.
+"""How unsure the teacher is, and whether it is unsure where it errs: its training-set uncertainty summary (logged
+on a sweep's parent run before any trial) and its validation figures, from its logits and the labels.
 
-Pure functions: `orchestrator.teacher_check` prints them for one teacher, and a comparison's report logs them
-on the parent run beside the per-bin table (`orchestrator.certainty_bins`).
+Pure functions: `python -m orchestrator.teacher_check` prints them for one teacher, and a comparison's report logs
+them on the parent run beside the per-bin table (`orchestrator.results.certainty_bins`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,28 @@ from typing import Iterable, Optional
 
 import torch
 
-from orchestrator.comparison import UNSURE_U
 from trainables.losses import normalized_entropy
 
 PREFIX = "teacher_u/val_"
+UNSURE_U = 0.3  # a teacher is "unsure" on a sample above this u (the hard setting's requirement)
+
+
+def teacher_uncertainty(train_logits, threshold: Optional[float] = None) -> dict[str, float]:
+    """The teacher's training-set u = H / log C: mean, quantiles, share above 0.3 and above the threshold.
+
+    Logged on the parent run: whether the uncertainty weighting can matter at all on this data (a teacher
+    sure of every sample gives every sample w close to 1, and every weighting is then plain KD). Metrics,
+    to sort and filter runs by, so not under `teacher/`, whose figures are logged as params.
+    """
+    u = normalized_entropy(torch.as_tensor(train_logits)).double()
+    summary = {
+        "teacher_u/train_mean": u.mean().item(),
+        **{f"teacher_u/train_p{q}": u.quantile(q / 100).item() for q in (10, 50, 90)},
+        f"teacher_u/train_share_above_{UNSURE_U}": (u > UNSURE_U).double().mean().item(),
+    }
+    if threshold is not None:
+        summary["teacher_u/train_share_above_threshold"] = (u > threshold).double().mean().item()
+    return summary
 
 
 def error_auroc(u: torch.Tensor, wrong: torch.Tensor) -> float:
@@ -33,7 +52,7 @@ def teacher_val_summary(
     val_logits, labels, threshold: Optional[float] = None, blind_classes: Iterable[int] = ()
 ) -> dict[str, float]:
     """The teacher's figures on the validation set (fractions), keyed `teacher_u/val_*` like the training-set
-    summary of `comparison.teacher_uncertainty`."""
+    summary of `teacher_uncertainty`."""
     logits, labels = torch.as_tensor(val_logits).float(), torch.as_tensor(labels)
     u = normalized_entropy(logits).double()
     wrong = logits.argmax(1) != labels
