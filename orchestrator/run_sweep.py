@@ -20,26 +20,24 @@ from ray.tune.error import TuneError
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from orchestrator.execution import SPEC_FILE, SweepFolder, start_ray, stop_own_ray, storage_faults
-from orchestrator.report import TEACHER_LOGITS_ARTIFACT, build_report, load_sweep
-from orchestrator.searcher import OPTUNA_DB, SweepSearch, optuna_storage, sweep_search_alg, write_limits
-from orchestrator.sequential import STOP_TAG, stop_reason
-from orchestrator.spec import Spec, SpecError, optuna_space
-from orchestrator.tables import (
+from orchestrator.results import (
     ALL_FAILED,
+    STOP_TAG,
+    TEACHER_LOGITS_ARTIFACT,
     all_failed_line,
     best_params,
     best_trial,
+    build_report,
     format_table,
+    load_sweep,
+    log_gating_curve,
+    stop_reason,
     trials_table,
     write_results,
 )
-from orchestrator.teacher import (
-    log_gating_curve,
-    prepare_teacher_and_banks,
-    run_seeds,
-    teacher_uncertainty,
-    train_logits_of,
-)
+from orchestrator.searcher import OPTUNA_DB, SweepSearch, optuna_storage, sweep_search_alg, write_limits
+from orchestrator.spec import Spec, SpecError, optuna_space
+from orchestrator.teacher import prepare_teacher_and_banks, run_seeds, teacher_uncertainty, train_logits_of
 from orchestrator.tracking import SweepTracker, error_line, error_text, trial_tracker, where_to_look
 from orchestrator.trial import trial_trainable
 from orchestrator.tune_state import KeepTuneState, repair_state
@@ -329,7 +327,7 @@ def run_comparison(
     callbacks: list,
 ) -> int:
     """Every method for the listed seeds; with `compare.sequential`, then one seed more (for every method, a
-    round of its own) until the rule in `orchestrator.sequential` stops it. The reason is on the parent run."""
+    round of its own) until the rule in `orchestrator.results.sequential` stops it. The reason is on the parent run."""
     c = spec.compare
     seeds, used, reason = list(c.seeds), 0.0, None
     round_seeds, name = seeds, None

@@ -15,7 +15,7 @@ import yaml
 
 from orchestrator.cli import check_outputs_persist, run_main, spec_parser, working_in
 from orchestrator.execution import SPEC_FILE, SweepFolder, latest_sweep_folder, new_sweep_folder
-from orchestrator.sequential import plan_of
+from orchestrator.results import plan_of
 from orchestrator.spec import Spec, SpecError, apply_overrides, load_raw, preflight, validate_spec, with_values
 from trainables import storage
 
@@ -84,9 +84,8 @@ def resume_check(spec: Spec, folder: SweepFolder, force: bool) -> list[str]:
 def from_sweep(raw: dict, overrides: list[str], sweep_name: str, uri: str) -> tuple[Spec, list[str]]:
     """The comparison `raw` started from the recipe of an earlier sweep's best trial, read from MLflow
     (`orchestrator.spec.recipe`), and the plan's lines: where the recipe came from and what this spec overrides."""
-    from orchestrator.report import load_sweep
+    from orchestrator.results import best_params, best_trial, load_sweep, trials_table
     from orchestrator.spec import comparison_from_recipe
-    from orchestrator.tables import best_params, best_trial, trials_table
 
     earlier = load_sweep(read_store(uri), sweep_name)
     if earlier.spec.tune.pareto:

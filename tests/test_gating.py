@@ -13,16 +13,13 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
+from orchestrator.results import CSV_FILE, PLOT_FILE, log_gating_curve, plot_gating_curve
 from orchestrator.spec import Spec
 from orchestrator.teacher import (
-    CSV_FILE,
     GRID,
-    PLOT_FILE,
     cached_plan_lines,
     gating_curve,
-    log_gating_curve,
     plan_lines,
-    plot_gating_curve,
     search_range,
     shown_weighting,
     thresholds_to_show,

@@ -13,7 +13,7 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator import sweep
-from orchestrator.tables import FROM_SWEEP_TAG
+from orchestrator.results import FROM_SWEEP_TAG
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG, is_constant, where_to_look
 from tests.conftest import tiny_spec_dict
 

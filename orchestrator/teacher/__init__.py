@@ -6,11 +6,11 @@ gates of it.
 - `quality`: its training-set uncertainty (`teacher_uncertainty`, `UNSURE_U`) and its validation figures: the
   AUROC of u for its own errors, its top-1 on blind-spot classes (`teacher_val_summary`).
 - `shown_thresholds`: which thresholds and weighting a spec's gating view shows (no torch).
-- `gating`: the teacher's weight w and the share gated out across `loss.threshold` (`gating_curve`).
+- `gating`: the teacher's weight w and the share gated out across `loss.threshold` (`gating_curve`); its plot
+  on the parent run is `orchestrator.results.teacher_gating`'s.
 - `cached_logits`: the cached teacher's training-set logits (`train_logits_of`).
 - `plan_view`: the plan's lines on the gating, from the cache alone (`cached_plan_lines`; torch only when the
   teacher is cached).
-- `gating_plot`: the curve as the parent run's plot, CSV and metrics (`log_gating_curve`).
 - `check`: `python -m orchestrator.teacher_check` (`check_teacher`).
 
 Above it: `orchestrator.results` and `orchestrator.search`; below it: `orchestrator.execution` (the Ray Train runs)
@@ -31,10 +31,9 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
     ),
     "quality": ("UNSURE_U", "teacher_uncertainty", "teacher_val_summary", "error_auroc", "summary_lines"),
     "shown_thresholds": ("THRESHOLD_KEY", "thresholds_to_show", "search_range", "shown_weighting"),
-    "gating": ("GRID", "gating_curve", "plan_lines"),
+    "gating": ("GRID", "METRIC_PREFIX", "gating_curve", "shown_points", "plan_lines"),
     "cached_logits": ("train_logits_of",),
     "plan_view": ("cached_plan_lines", "READ_ERRORS"),
-    "gating_plot": ("PLOT_FILE", "CSV_FILE", "plot_gating_curve", "log_gating_curve"),
     "check": ("check_teacher",),
 }
 _HOME = {name: module for module, names in _MODULES.items() for name in names}

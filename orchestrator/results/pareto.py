@@ -7,16 +7,16 @@ like its mirror image); a front shows what each trial gives up. Pure functions o
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")  # plots are files; a sweep often runs without a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from orchestrator.spec import Spec  # noqa: E402
+from orchestrator.results.best_specs import PARETO_DIR, best_spec_yaml
+from orchestrator.results.figures import pyplot, save_figure
+from orchestrator.results.formatting import markdown_table, plain_value
+from orchestrator.results.tables import param_columns
+from orchestrator.spec import Spec
 
 
 def dominates(a: np.ndarray, b: np.ndarray) -> bool:
@@ -45,8 +45,7 @@ def pareto_front(df: pd.DataFrame, spec: Spec) -> pd.DataFrame:
 
 def plot_front(df: pd.DataFrame, front: pd.DataFrame, spec: Spec, names: dict[str, str], path: Path) -> Path:
     """Every completed trial on the first two objectives, the front highlighted, joined and named."""
-    from orchestrator.tables import save_figure  # here: tables imports this module
-
+    plt = pyplot()
     (x, x_mode), (y, y_mode) = spec.tune.objectives[:2]
     rows = candidates(df, spec)
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -69,3 +68,37 @@ def plot_front(df: pd.DataFrame, front: pd.DataFrame, spec: Spec, names: dict[st
     ax.set_title(title)
     ax.legend()
     return save_figure(fig, path)
+
+
+def _objective_figures(row: pd.Series, spec: Spec) -> dict[str, float]:
+    return {metric: float(row[metric]) for metric, _ in spec.tune.objectives}
+
+
+def write_front(
+    df: pd.DataFrame, spec: Spec, out: Path, sweep_name: Optional[str], names: dict[str, str]
+) -> dict[str, Path]:
+    """pareto.csv, pareto.md, pareto.png and pareto/tNN.yaml for each trial of a Pareto search's front."""
+    front = pareto_front(df, spec)
+    table = front.assign(trial=[names.get(t, t) for t in front["trial_id"]])
+    table = table[["trial", *[c for c in front.columns if c != "trial"]]]
+    written = {"pareto.csv": out / "pareto.csv", "pareto.md": out / "pareto.md"}
+    table.to_csv(written["pareto.csv"], index=False)
+    written["pareto.md"].write_text(markdown_table(table))
+    if not candidates(df, spec).empty:
+        written["pareto.png"] = plot_front(df, front, spec, names, out / "pareto.png")
+    (out / PARETO_DIR).mkdir(exist_ok=True)
+    for _, row in table.iterrows():
+        params = {key: plain_value(row[key]) for key in param_columns(df, spec)}
+        path = out / PARETO_DIR / f"{row['trial']}.yaml"
+        path.write_text(
+            best_spec_yaml(
+                spec,
+                params,
+                trial_id=row["trial_id"],
+                figures=_objective_figures(row, spec),
+                sweep_name=sweep_name,
+                label=row["trial"],
+            )
+        )
+        written[f"{PARETO_DIR}/{path.name}"] = path
+    return written

@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from orchestrator.comparison import comparison_table
-from orchestrator.paired import LEVEL, IntervalLevel, min_seeds, t_decides
+from orchestrator.results.comparison import comparison_table
+from orchestrator.results.paired import LEVEL, IntervalLevel, min_seeds, t_decides
 from orchestrator.spec import CompareSettings, Spec
 
 STOP_TAG = "sequential_stop"  # the parent run's tag: why the comparison stopped adding seeds

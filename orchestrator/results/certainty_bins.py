@@ -17,9 +17,9 @@ from typing import Iterable, Optional
 import pandas as pd
 import torch
 
-from orchestrator.comparison import finished_trials, table_intervals, trial_method
-from orchestrator.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
-from orchestrator.tables import markdown_table
+from orchestrator.results.comparison import finished_trials, table_intervals, trial_method
+from orchestrator.results.formatting import markdown_table
+from orchestrator.results.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
 from orchestrator.teacher import summary_lines, teacher_val_summary
 from trainables.losses import normalized_entropy
 from trainables.methods import PRESETS
@@ -149,7 +149,7 @@ def accuracy_by_certainty_table(
     """One row per (certainty bin, method, student): top-1 mean over seeds, and the paired difference to kd.
 
     Bins, methods, teacher logits and the trials used are those of the plot. Per seed a method's top-1 in a
-    bin is compared with kd's top-1 in the same bin on the same seed (`orchestrator.paired`, the comparison
+    bin is compared with kd's top-1 in the same bin on the same seed (`orchestrator.results.paired`, the comparison
     table's kind of interval); kd's own rows, and every row when kd has no trial, have no difference.
     Percentages x100; an empty table (with the columns) when no trial saved teacher val logits.
     `focus_classes`: class ids that get extra rows, bin label `classes 3,7`, over only their samples, and rows

@@ -1,7 +1,7 @@
 """A comparison's uncertainty analysis as PNGs: where the teacher is unsure, and what each method does there.
 
 Pure functions on plain data (trial dicts, the saved validation predictions, per-epoch histories), like
-the table in `orchestrator.comparison`, so the report can draw them after Tune returns and the tests
+the table in `orchestrator.results.comparison`, so the report can draw them after Tune returns and the tests
 can call them without Ray or MLflow.
 """
 
@@ -10,25 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import matplotlib
+import pandas as pd
+import torch
+from matplotlib import ticker
 
-matplotlib.use("Agg")  # plots are files; a comparison often runs without a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from matplotlib import ticker  # noqa: E402
-
-from orchestrator.certainty_bins import (  # noqa: E402
+from orchestrator.results.certainty_bins import (
     certainty_bins,
     matching_records,
     methods_in_order,
     reference_predictions,
 )
-from orchestrator.tables import save_figure  # noqa: E402
-from trainables.losses import normalized_entropy  # noqa: E402
+from orchestrator.results.figures import pyplot, save_figure
+from trainables.losses import normalized_entropy
 from trainables.methods import PRESETS
-from trainables.metrics import calibration_bins, expected_calibration_error  # noqa: E402
+from trainables.metrics import calibration_bins, expected_calibration_error
 
 RELIABILITY_BINS = 15  # the ECE's own bins, so the diagram shows what the ECE sums
 
@@ -38,6 +33,7 @@ def _colour(method: str) -> str:
 
 
 def _subplots(n: int, title: str):
+    plt = pyplot()
     fig, axes = plt.subplots(1, n, figsize=(5 * n, 4), squeeze=False)
     fig.suptitle(title)
     return fig, axes[0]
@@ -54,6 +50,7 @@ def _label_panel(ax, xlabel: str, title: str) -> None:
 
 def _finish(fig, drawn: bool, path: Path) -> Optional[Path]:
     """The figure saved to `path`, or closed (and None) when nothing was drawn on it."""
+    plt = pyplot()
     if not drawn:
         plt.close(fig)
         return None
@@ -61,6 +58,7 @@ def _finish(fig, drawn: bool, path: Path) -> Optional[Path]:
 
 
 def _teacher_entropy(out: Path, train_logits, val_logits) -> Optional[Path]:
+    plt = pyplot()
     logits, split = (train_logits, "training") if train_logits is not None else (val_logits, "validation")
     if logits is None:
         return None
@@ -99,6 +97,7 @@ def _accuracy_by_certainty(out: Path, student_names, groups, predictions, labels
 
 
 def _reliability(out: Path, name: str, groups, predictions) -> Optional[Path]:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
     drawn = False
@@ -158,7 +157,7 @@ def analysis_plots(
       w = 1 - u, one line per method. The teacher is the same in every trial, so the first teacher
       logits found bin every method, those without a teacher too; a trial whose validation labels
       differ from that trial's (another split or order) is left out. Its numbers, with paired differences
-      to kd, are `orchestrator.certainty_bins`' accuracy_by_certainty.csv, from the same bins;
+      to kd, are `orchestrator.results.certainty_bins`' accuracy_by_certainty.csv, from the same bins;
     - reliability_<student>.png: accuracy against confidence, ECE per method in the legend;
     - accuracy_vs_epoch.png: val top-1 against epoch, mean over seeds.
     Seeds are pooled per method; errored trials are left out, as in the table.

@@ -1,5 +1,5 @@
 """The teacher's gating curve on the parent run: `teacher_gating.png` and `.csv`, and the figures at the thresholds
-the spec shows as metrics (`orchestrator.teacher.gating`).
+the spec shows as metrics. The curve is `orchestrator.teacher.gating`'s; this module draws and logs it.
 """
 
 from __future__ import annotations
@@ -7,17 +7,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import matplotlib
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")  # plots are files; a sweep often runs without a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from orchestrator.spec import Spec  # noqa: E402
-from orchestrator.teacher.gating import GRID, METRIC_PREFIX, gating_curve, shown_points  # noqa: E402
-from orchestrator.teacher.shown_thresholds import THRESHOLD_KEY, search_range, shown_weighting  # noqa: E402
+from orchestrator.results.figures import pyplot
+from orchestrator.spec import Spec
+from orchestrator.teacher import (
+    GRID,
+    METRIC_PREFIX,
+    THRESHOLD_KEY,
+    gating_curve,
+    search_range,
+    shown_points,
+    shown_weighting,
+)
 
 PLOT_FILE = "teacher_gating.png"
 CSV_FILE = "teacher_gating.csv"
@@ -30,6 +33,7 @@ def plot_gating_curve(
     title: Optional[str] = None,
 ) -> Path:
     """Share gated out and mean w against the threshold, the searched range shaded."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(curve_df["threshold"], curve_df["share_gated"], color="C3", label="share gated out (u > threshold)")
     ax.plot(curve_df["threshold"], curve_df["mean_weight"], color="C0", label="mean teacher weight w")

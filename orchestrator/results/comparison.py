@@ -14,8 +14,8 @@ from typing import Optional
 
 import pandas as pd
 
-from orchestrator.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
-from orchestrator.tables import markdown_table
+from orchestrator.results.formatting import markdown_table
+from orchestrator.results.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
 
 # The paper's ImageNet-100 top-1 (%) (Gore, Dey, Mishra, arXiv 2511.18826: the method this project
 # implements). It states the dual-student numbers and their gains over KD; the KD figures here are
@@ -107,7 +107,7 @@ def comparison_table(
     much smaller its student is. A method with no finished trial keeps its row, with 0 seeds.
     The paired columns compare each method with kd and ce on the seeds both finished (NaN for the
     reference itself and where it is not among `methods`). `intervals`: their kind and level (a sequential
-    comparison's are per look: `orchestrator.sequential`), also in the table's `interval_*` columns; `note`
+    comparison's are per look: `orchestrator.results.sequential`), also in the table's `interval_*` columns; `note`
     goes into the caption.
     """
     done = finished_trials(trials)
