@@ -232,7 +232,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(describe_plan(written, folder, uri, plan_lines))
     print_gating_view(spec)
     print_notes(notes)
-    from orchestrator.run_sweep import run_sweep  # Ray, Tune and MLflow load only when the sweep runs
+    from orchestrator.search import run_sweep  # Ray, Tune and MLflow load only when the sweep runs
     from orchestrator.tracking import git_commit
 
     spec_text, commit = Path(args.spec).read_text(), git_commit()

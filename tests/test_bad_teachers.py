@@ -14,7 +14,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.run_sweep import failure_summary
+from orchestrator.search import failure_summary
 from orchestrator.spec import validate_spec
 from orchestrator.teacher import chance_warning, ensure_teacher, prepare_teacher
 from orchestrator.teacher import preparation as preparation_module

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from orchestrator.execution import SweepFolder
 from orchestrator.results import dominates, pareto_front, trials_table, write_results
-from orchestrator.searcher import SweepSearch
+from orchestrator.search import SweepSearch
 from orchestrator.spec import SpecError, load_spec, validate_spec
 from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict

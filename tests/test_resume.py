@@ -122,7 +122,7 @@ def test_restored_searcher_keeps_the_studys_first_ending(tmp_path):
     from optuna.distributions import FloatDistribution
 
     from orchestrator.execution import SweepFolder
-    from orchestrator.run_sweep import SweepSearch
+    from orchestrator.search import SweepSearch
 
     folder = SweepFolder(str(tmp_path), "sweep")
     folder.local.mkdir()

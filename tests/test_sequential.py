@@ -31,7 +31,7 @@ from orchestrator.results.sequential import (
     null_differences,
     shipped_plans,
 )
-from orchestrator.run_sweep import SweepSearch
+from orchestrator.search import SweepSearch
 from orchestrator.spec import SpecError, validate_spec
 from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict

@@ -10,12 +10,12 @@ the pin, run that test and read each item below against the new sources.
   (ray.train): developer APIs ("may change across minor releases") that the trials and the epoch
   logger are built on.
 - `experiment_folders`: a Tune trial's `StorageContext` (ray.train._internal.storage), whose paths
-  `orchestrator.tune_state` copies Tune's state files between.
-- `OPTUNA_SEARCH_FIELDS`: the protected fields of Ray's `OptunaSearch` that `orchestrator.searcher.SweepSearch`
+  `orchestrator.search.tune_state` copies Tune's state files between.
+- `OPTUNA_SEARCH_FIELDS`: the protected fields of Ray's `OptunaSearch` that `orchestrator.search.searcher.SweepSearch`
   reads and replaces (the Tune-trial-to-Optuna-trial map, the study, its storage, the told trials), and
   Optuna's `Trial._trial_id` / `optuna.Trial(study, trial_id)`.
-- `SearchGenerator`'s state dict and its key `finished` (ray.tune.search), which `orchestrator.searcher.
-  SweepGenerator` clears on restore so that a resumed sweep's searcher decides anew on the spec's trial count.
+- `SearchGenerator`'s state dict and its key `finished` (ray.tune.search), which `orchestrator.search.
+  searcher.SweepGenerator` clears on restore so that a resumed sweep's searcher decides anew on the spec's trial count.
 - The worker side has one more, kept beside its use because workers never import the driver:
   `trainables.loop` quiets Ray Train v2's per-report log through the logger named after
   `ray.train.v2._internal.execution.context`.

@@ -3,8 +3,8 @@ what is done (every finished epoch's checkpoint, the trials that ended) for `--r
 
 Ray reports such a failure as a trial error with a worker traceback, retries the trial into the same
 failure and goes on with the next trials, which fail the same way; Tune's own saves fail with log
-lines only. The driver's guard (`run_sweep.StorageGuard`) stops the sweep at the first trial that fails
-on its storage. No Ray here.
+lines only. The driver's guard (`orchestrator.search.tune_callbacks.StorageGuard`) stops the sweep at the
+first trial that fails on its storage. No Ray here.
 """
 
 from __future__ import annotations
