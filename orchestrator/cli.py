@@ -1,5 +1,6 @@
-"""What every command (door) shares: its spec arguments, one-line errors for user mistakes, internal errors that
-keep their cause, the folder it works in, and the check that a Ray job's outputs outlive it.
+"""What every command (door) shares: its spec arguments (`spec_parser`) and how it ends (`run_main`): one line
+for a user mistake, and for anything else one line that names it, with the traceback kept in a file (in the
+folder the command works in, `orchestrator.execution.working_in`, when it has one).
 
 Starting or joining Ray is `orchestrator.execution.ray_start`'s (a command that needs Ray calls it): this
 module imports no Ray, MLflow or torch.
@@ -13,44 +14,16 @@ import sys
 import tempfile
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
-from orchestrator.execution import from_os_error, is_storage_error, stop_own_ray
-from trainables import storage
+from orchestrator.execution import from_os_error, is_storage_error, stop_own_ray, working_folder
 from trainables.config import ConfigError
 
 USER_ERRORS = (ConfigError,)  # raised on purpose for a user mistake (MissingInput among them); nothing else
 INTERNAL_ERROR = 1
-# Set by Ray in the entrypoint of `ray job submit`, whose working folder Ray deletes with the job.
-RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 PACKAGES = ("orchestrator", "trainables")  # whose frames an internal error's line names
 _PROJECT = Path(__file__).parent.parent  # the folder that holds them
-
-
-def in_ray_job() -> bool:
-    return RAY_JOB_ENV in os.environ
-
-
-def check_outputs_persist(storage_setting: str, tracking_uri: Optional[str] = None) -> None:
-    """In a Ray job, refuse outputs relative to its temporary folder: they would vanish with the job."""
-    if not in_ray_job():
-        return
-    if not storage.is_uri(storage_setting) and not os.path.isabs(
-        os.path.expandvars(os.path.expanduser(storage_setting))
-    ):
-        raise ConfigError(
-            f"storage {storage_setting!r} is relative, and a Ray job runs in a temporary folder that is "
-            "deleted with it: set DUALKD_STORAGE on the cluster to a folder every node shares "
-            "(or s3://bucket/prefix), or --set storage=..."
-        )
-    if tracking_uri and tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
-        raise ConfigError(
-            f"MLflow store {tracking_uri} is relative, and a Ray job runs in a temporary folder that "
-            "is deleted with it: set MLFLOW_TRACKING_URI on the cluster (an http:// tracking server), "
-            "or --tracking-uri"
-        )
 
 
 def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -76,28 +49,6 @@ def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
         help="do not look for data.root and init_weights on this machine (only the workers see them)",
     )
     return p
-
-
-_traceback_folder: list[Optional[Path]] = [None]
-
-
-@contextmanager
-def working_in(folder: Path) -> Iterator[None]:
-    """Once its inputs are read (every path absolute), a command works from a folder of its own: a Ray job's
-    working folder may be unpacked again underneath it, which fails the `os.getcwd()` inside Tune's relpath
-    calls. An internal error's traceback goes there too. The caller's folder is back afterwards, if it still
-    exists (a test that calls a command's main goes on where it was)."""
-    before = os.getcwd()
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chdir(folder)
-    _traceback_folder[0] = folder
-    try:
-        yield
-    finally:
-        try:
-            os.chdir(before)
-        except OSError:
-            pass
 
 
 def run_main(main: Callable[[Optional[list[str]]], int]) -> None:
@@ -148,7 +99,7 @@ def internal_error_line(err: BaseException, traceback_file: Path) -> str:
 
 
 def _traceback_file() -> Path:
-    folder = _traceback_folder[0]
+    folder = working_folder()
     if folder is not None and folder.is_dir():
         return folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}.txt"
     handle, name = tempfile.mkstemp(prefix="dualkd-error-", suffix=".txt")

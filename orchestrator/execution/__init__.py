@@ -2,6 +2,8 @@
 writes, storage that stops taking writes, and the Ray internals we lean on.
 
 - `ray_start`: `start_ray` (a local Ray with TRAIN_DRIVER slots, or a cluster's), `stop_own_ray`.
+- `ray_job`: a command inside `ray job submit`: outputs that outlive the job's temporary folder
+  (`check_outputs_persist`), and a working folder of the command's own (`working_in`).
 - `torch_trainer`: the Ray Train `TorchTrainer` of one run (`build_trainer`, `scaling_config`) and its `fit`,
   which turns a worker's one-line failure back into that line.
 - `sweep_folder`: a sweep's folder on a shared disk or in a bucket (`SweepFolder`: a local scratch copy,
@@ -18,6 +20,7 @@ import importlib
 
 _MODULES = {  # module -> the names it offers the other packages (imported when first used)
     "ray_start": ("start_ray", "stop_own_ray", "pin_state_api"),
+    "ray_job": ("RAY_JOB_ENV", "in_ray_job", "check_outputs_persist", "working_in", "working_folder"),
     "torch_trainer": (
         "build_trainer",
         "fit",

@@ -1,6 +1,6 @@
 """Runs a validated sweep: Ray, the MLflow parent run, the teacher once, then the search or the comparison.
 
-`python -m orchestrator.sweep` comes here once the spec is read, resolved and checked.
+`python -m orchestrator.sweep` comes here once the spec is read, resolved and checked (`launch`).
 """
 
 from __future__ import annotations

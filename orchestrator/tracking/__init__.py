@@ -3,7 +3,8 @@ until the tracking server takes it.
 
 - `uris`: the tracking URI of a command, a sqlite store's file and artifacts, where to look at the runs; no
   MLflow import.
-- `client`: an MLflow client whose store exists (`open_client`) and the experiment (`ensure_experiment`).
+- `client`: an MLflow client whose store exists (`open_client`), one that reads a store and creates nothing
+  (`read_store`), and the experiment (`ensure_experiment`).
 - `records`: what a run's record holds: the tags that find it (`SWEEP_TAG`, `TRIAL_TAG`), its name, which
   figures are curves and which params, the git commit.
 - `errors`: why a trial failed, in one line (`error_line`).
@@ -30,7 +31,7 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
         "artifact_location",
         "where_to_look",
     ),
-    "client": ("open_client", "ensure_experiment", "EXPERIMENT_KIND"),
+    "client": ("open_client", "read_store", "ensure_experiment", "EXPERIMENT_KIND"),
     "records": (
         "SWEEP_TAG",
         "TRIAL_TAG",

@@ -1,5 +1,6 @@
-"""MLflow clients: one whose store exists (a new sqlite store is created by one process at a time), and the
-experiment a command's runs go to, tagged so that the UI opens it on its runs table.
+"""MLflow clients: one whose store exists (a new sqlite store is created by one process at a time), one that only
+reads a store that exists (`read_store`), and the experiment a command's runs go to, tagged so that the UI opens
+it on its runs table.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from orchestrator.spec import SpecError
 from orchestrator.tracking.uris import artifact_location, sqlite_path
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on the runs table
@@ -43,3 +45,14 @@ def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
         if found.tags.get(key) != value:
             client.set_experiment_tag(found.experiment_id, key, value)
     return found.experiment_id
+
+
+def read_store(uri: str) -> MlflowClient:
+    """A client of an MLflow store that exists, creating nothing (a dry run writes no file)."""
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise SpecError(
+            f"no MLflow store at {db} to read the earlier sweep from: run from the folder the search ran in, "
+            "or give its --tracking-uri"
+        )
+    return MlflowClient(tracking_uri=uri)
