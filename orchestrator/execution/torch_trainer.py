@@ -9,7 +9,7 @@ from typing import Optional
 import ray.train
 from ray.train.torch import TorchTrainer
 
-from orchestrator.execution import storage_faults
+from orchestrator.execution.storage_faults import StorageFailed, probe, reason_in, storage_failure
 from orchestrator.spec import Resources, Spec
 from trainables import failures, storage
 from trainables.config import ConfigError, RunConfig
@@ -40,8 +40,8 @@ def worker_failure(err: ray.train.TrainingFailedError, storage_path: str) -> Opt
     for failure in getattr(err, "worker_failures", {}).values():
         if isinstance(failure, ConfigError):
             return failure
-    reason = storage_faults.probe(storage_path) or storage_faults.reason_in(str(err))
-    return storage_faults.storage_failure(storage_path, reason) if reason else None
+    reason = probe(storage_path) or reason_in(str(err))
+    return storage_failure(storage_path, reason) if reason else None
 
 
 def fit(trainer: TorchTrainer) -> ray.train.Result:
@@ -52,7 +52,7 @@ def fit(trainer: TorchTrainer) -> ray.train.Result:
         failure = worker_failure(err, trainer.run_config.storage_path)
         if failure is None:
             raise
-        if isinstance(failure, storage_faults.StorageFailed):
+        if isinstance(failure, StorageFailed):
             raise failure from None
         raise failures.RunFailed(failures.one_line(failure)) from None
 

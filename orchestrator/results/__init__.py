@@ -51,7 +51,7 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
         "table_intervals",
         "REFERENCES",
     ),
-    "certainty_bins": ("certainty_table", "write_certainty_table", "teacher_figures"),
+    "certainty_bins": ("accuracy_by_certainty_table", "write_certainty_table", "teacher_figures"),
     "comparison_plots": ("analysis_plots",),
     "teacher_gating": ("PLOT_FILE", "CSV_FILE", "plot_gating_curve", "log_gating_curve"),
     "logged_sweep": ("LoggedSweep", "load_sweep", "find_parent", "CONFIG_ARTIFACT", "TEACHER_LOGITS_ARTIFACT"),
