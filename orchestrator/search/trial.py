@@ -40,7 +40,7 @@ def trial_trainable(
 ):
     """`run_trial` bound to the spec, needing one TRAIN_DRIVER slot (its workers ask for their own CPUs).
 
-    `banks`: the soft-label bank of each seed the trials train with (`trainer.prepare_teacher_and_banks`).
+    `banks`: the soft-label bank of each seed the trials train with (`orchestrator.teacher.prepare_teacher_and_banks`).
     """
     bound = ray.tune.with_parameters(
         run_trial, spec=spec.model_dump(), teacher_dir=teacher_dir, train_storage=train_storage, banks=banks
