@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from benchmarks.throughput import input_rate, step_rates, write_jpeg_tree  # noqa: E402
-from orchestrator.resize_images import resize_files  # noqa: E402
+from orchestrator.data_tools import resize_files  # noqa: E402
 from trainables.failures import one_line  # noqa: E402
 
 PEER_SPEC = ROOT / "search_spaces" / "imagenet100" / "peer.yaml"

@@ -1,11 +1,11 @@
 """The share of comparisons with no true difference that the tables' rule wrongly decides: at most 5 % is
-the promise (`orchestrator.paired`, `orchestrator.sequential`).
+the promise (`orchestrator.results.paired`, `orchestrator.results.sequential`).
 
     python benchmarks/false_decisions.py [--simulations 4000] [--seed 0]
 
 One row per shipped comparison spec (its sequential plan, or one look at its seeds count) and per plan the
 tests simulate; one column per kind of null differences: continuous (`normal`, `t3`) and lattice ones in
-whole validation images, which tie (`orchestrator.sequential.null_differences`). Printed as Markdown; below
+whole validation images, which tie (`orchestrator.results.sequential.null_differences`). Printed as Markdown; below
 it, for comparison, two rules without the sign-flip test, the error split over every planned look: the t
 interval with equal differences not deciding, and the rule before (equal differences deciding).
 """
@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from orchestrator.paired import has_spread, t_interval
-from orchestrator.sequential import NOISES, SequentialPlan, coverage_table, false_decision_rate, shipped_plans
-from orchestrator.tables import markdown_table
+from orchestrator.results import SequentialPlan, has_spread, markdown_table, t_interval
+from orchestrator.results.sequential import NOISES, coverage_table, false_decision_rate, shipped_plans
 
 SEARCH_SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 TESTED = {

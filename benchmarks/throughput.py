@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from trainables.config import DataConfig  # noqa: E402
 from trainables.data import build_datasets, collate_skipping_none  # noqa: E402
 from trainables.decode import device_batch  # noqa: E402
-from trainables.losses import resolve_method, students_loss  # noqa: E402
+from trainables.losses import students_loss  # noqa: E402
+from trainables.methods import resolve_method
 from trainables.models import build_model  # noqa: E402
 
 STUDENTS = ("resnet18", "mobilenet_v2")
@@ -179,9 +180,9 @@ def e2e_rates(root: Path, args, work: Path) -> dict:
     """The real loop through one Ray Train worker: live teacher, then the bank; the last epoch of each run."""
     import ray
 
-    from orchestrator.preparation import prepare_teacher
+    from orchestrator.execution import build_trainer
     from orchestrator.spec import validate_spec
-    from orchestrator.torch_trainer import build_trainer
+    from orchestrator.teacher import prepare_teacher
 
     if not ray.is_initialized():
         ray.init(

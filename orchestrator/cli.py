@@ -1,51 +1,29 @@
-"""What every command shares: one-line errors for user mistakes, internal errors that keep their cause, and
-Ray start-up."""
+"""What every command (door) shares: its spec arguments (`spec_parser`) and how it ends (`run_main`): one line
+for a user mistake, and for anything else one line that names it, with the traceback kept in a file (in the
+folder the command works in, `orchestrator.execution.working_in`, when it has one).
+
+Starting or joining Ray is `orchestrator.execution.ray_start`'s (a command that needs Ray calls it): this
+module imports no Ray, MLflow or torch.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
-from orchestrator.storage_faults import from_os_error, is_storage_error
-from trainables import storage
+from orchestrator.execution import from_os_error, is_storage_error, stop_own_ray, working_folder
 from trainables.config import ConfigError
 
 USER_ERRORS = (ConfigError,)  # raised on purpose for a user mistake (MissingInput among them); nothing else
 INTERNAL_ERROR = 1
-# Set by Ray in the entrypoint of `ray job submit`, whose working folder Ray deletes with the job.
-RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
-
-
-def in_ray_job() -> bool:
-    return RAY_JOB_ENV in os.environ
-
-
-def check_outputs_persist(storage_setting: str, tracking_uri: Optional[str] = None) -> None:
-    """In a Ray job, refuse outputs relative to its temporary folder: they would vanish with the job."""
-    if not in_ray_job():
-        return
-    if not storage.is_uri(storage_setting) and not os.path.isabs(
-        os.path.expandvars(os.path.expanduser(storage_setting))
-    ):
-        raise ConfigError(
-            f"storage {storage_setting!r} is relative, and a Ray job runs in a temporary folder that is "
-            "deleted with it: set DUALKD_STORAGE on the cluster to a folder every node shares "
-            "(or s3://bucket/prefix), or --set storage=..."
-        )
-    if tracking_uri and tracking_uri.startswith("sqlite:///") and not tracking_uri.startswith("sqlite:////"):
-        raise ConfigError(
-            f"MLflow store {tracking_uri} is relative, and a Ray job runs in a temporary folder that "
-            "is deleted with it: set MLFLOW_TRACKING_URI on the cluster (an http:// tracking server), "
-            "or --tracking-uri"
-        )
+PACKAGES = ("orchestrator", "trainables")  # whose frames an internal error's line names
+_PROJECT = Path(__file__).parent.parent  # the folder that holds them
 
 
 def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -73,28 +51,6 @@ def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-_traceback_folder: list[Optional[Path]] = [None]
-
-
-@contextmanager
-def working_in(folder: Path) -> Iterator[None]:
-    """Once its inputs are read (every path absolute), a command works from a folder of its own: a Ray job's
-    working folder may be unpacked again underneath it, which fails the `os.getcwd()` inside Tune's relpath
-    calls. An internal error's traceback goes there too. The caller's folder is back afterwards, if it still
-    exists (a test that calls a command's main goes on where it was)."""
-    before = os.getcwd()
-    folder.mkdir(parents=True, exist_ok=True)
-    os.chdir(folder)
-    _traceback_folder[0] = folder
-    try:
-        yield
-    finally:
-        try:
-            os.chdir(before)
-        except OSError:
-            pass
-
-
 def run_main(main: Callable[[Optional[list[str]]], int]) -> None:
     """Run a command's main; a user mistake prints `error: ...` (one line per problem) and exits 2, no traceback.
 
@@ -112,6 +68,16 @@ def run_main(main: Callable[[Optional[list[str]]], int]) -> None:
     sys.exit(code)
 
 
+def project_path(filename: str) -> Optional[str]:
+    """`orchestrator/search/driver.py` for a file of this project's packages, else None. Pure path arithmetic: the
+    working folder may be gone (a frame of ours has an absolute file name, one of `<frozen ...>` none)."""
+    path = Path(filename)
+    for package in PACKAGES:
+        if path.is_relative_to(_PROJECT / package):
+            return path.relative_to(_PROJECT).as_posix()
+    return None
+
+
 def internal_error_line(err: BaseException, traceback_file: Path) -> str:
     """`TYPE in FUNCTION (FILE:LINE), called from OUR_FILE:LINE: MESSAGE (path: P); traceback in F`."""
     frames = traceback.extract_tb(err.__traceback__)
@@ -119,14 +85,9 @@ def internal_error_line(err: BaseException, traceback_file: Path) -> str:
     if frames:
         last = frames[-1]
         where = f" in {last.name} ({Path(last.filename).name}:{last.lineno})"
-        ours = [
-            f
-            for f in frames[:-1]
-            if f.filename != __file__ and Path(f.filename).parent.name in ("orchestrator", "trainables")
-        ]
+        ours = [f for f in frames[:-1] if f.filename != __file__ and project_path(f.filename)]
         if ours:
-            caller = Path(ours[-1].filename)
-            where += f", called from {caller.parent.name}/{caller.name}:{ours[-1].lineno}"
+            where += f", called from {project_path(ours[-1].filename)}:{ours[-1].lineno}"
     message = (str(err).splitlines() or [""])[0]
     path = getattr(err, "filename", None)
     if path is not None and str(path) not in message:
@@ -138,7 +99,7 @@ def internal_error_line(err: BaseException, traceback_file: Path) -> str:
 
 
 def _traceback_file() -> Path:
-    folder = _traceback_folder[0]
+    folder = working_folder()
     if folder is not None and folder.is_dir():
         return folder / f"error-{time.strftime('%Y%m%d-%H%M%S')}.txt"
     handle, name = tempfile.mkstemp(prefix="dualkd-error-", suffix=".txt")
@@ -170,57 +131,3 @@ def _disconnect_ray() -> None:
     """Ray prints its workers' last log lines when it disconnects: do that first, so the error line comes last."""
     stop_own_ray()
     sys.stdout.flush()
-
-
-def stop_own_ray() -> None:
-    """Disconnects from the Ray that `start_ray` connected to; a Ray the caller had connected to (a notebook's,
-    a test session's) stays theirs."""
-    ray = sys.modules.get("ray")
-    if _own_ray[0] and ray is not None and ray.is_initialized():
-        ray.shutdown()
-    _own_ray[0] = False
-
-
-def pin_state_api() -> Optional[int]:
-    """A free port for the local Ray's dashboard, named in RAY_API_SERVER_ADDRESS for every process it starts.
-
-    Ray Train's placement-group cleaner asks the state API with no address; with another Ray instance on
-    the machine (a second sweep, a test's Ray) it finds both, fails, and a trial that ASHA stopped keeps
-    its workers' resources for good: the next trial waits forever. Processes inherit this variable.
-    """
-    if os.environ.get("RAY_API_SERVER_ADDRESS") not in (None, _pinned[0]):
-        return None  # the user's own
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    _pinned[0] = os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    return port
-
-
-_pinned: list[Optional[str]] = [None]  # what pin_state_api set: a later local Ray in this process pins anew
-_own_ray = [False]  # whether start_ray connected this process to its Ray (stop_own_ray disconnects only that)
-
-
-def start_ray(address: Optional[str] = None, driver_slots: int = 0) -> Optional[str]:
-    """Join `address` (or RAY_ADDRESS), else start a local Ray with `driver_slots` TRAIN_DRIVER resources.
-
-    Returns the dashboard URL when there is one.
-    """
-    import ray
-
-    address = address or os.environ.get("RAY_ADDRESS")
-    if ray.is_initialized():
-        return None
-    if address and address != "local":
-        context = ray.init(address=address)
-    else:  # "local": a Ray of its own, even where `ray start` left a cluster that plain ray.init() would join
-        port = pin_state_api()
-        context = ray.init(
-            address="local",
-            resources={"TRAIN_DRIVER": driver_slots} if driver_slots else None,
-            include_dashboard=True,
-            dashboard_port=port,
-        )
-    _own_ray[0] = True
-    url = getattr(context, "dashboard_url", None)
-    return f"http://{url}" if url and not url.startswith("http") else url

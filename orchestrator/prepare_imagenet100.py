@@ -7,129 +7,16 @@ so the `imagefolder` dataset reads OUT with no copy. Everything is checked befor
 linked, and a rerun on a correct OUT is a no-op. `--verify` then decodes every image once, in
 parallel, and lists the unreadable ones (exit status 1 when there are any). `--resize S` writes a
 copy instead of links: every image as a JPEG (quality 90) with its short side at S px, for
-`data.decode: gpu`; a rerun continues where it stopped, and unreadable images are listed (exit 1).
+`data.decode: gpu`; a rerun continues where it stopped, and unreadable images are listed (exit 1). The work is
+`orchestrator.data_tools.imagenet100`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from importlib import resources
-from pathlib import Path
 
-from orchestrator.resize_images import resize_files
-from orchestrator.verify_images import IMAGE_SUFFIXES, image_files, verify
-
-NUM_CLASSES = 100
-VAL_PER_CLASS = 50
-SPLITS = ("train", "val")
-
-
-class PrepareError(Exception):
-    """A problem the user can fix; the CLI prints it as one line."""
-
-
-def read_classes(path: str | Path | None = None) -> list[str]:
-    """WordNet ids, one a line; the packaged CMC list by default."""
-    if path is None:
-        text = resources.files("orchestrator").joinpath("resources/imagenet100_classes.txt").read_text()
-    else:
-        try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise PrepareError(
-                f"cannot read class file {path}: {e.strerror}; give a file with one WordNet id a line"
-            ) from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def count_images(folder: Path) -> int:
-    with os.scandir(folder) as entries:
-        return sum(1 for e in entries if e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
-
-
-def _check_source(root: Path, classes: list[str]) -> None:
-    if len(classes) != NUM_CLASSES or len(set(classes)) != NUM_CLASSES:
-        raise PrepareError(
-            f"the class list has {len(set(classes))} distinct ids, ImageNet-100 needs {NUM_CLASSES}; fix --classes"
-        )
-    for split in SPLITS:
-        if not (root / split).is_dir():
-            raise PrepareError(
-                f"{root / split} not found: IMAGENET_ROOT must hold train/<wnid>/ and val/<wnid>/ "
-                "(val sorted into class folders)"
-            )
-    missing = [f"{split}/{wnid}" for split in SPLITS for wnid in classes if not (root / split / wnid).is_dir()]
-    if missing:
-        raise PrepareError(
-            f"{len(missing)} class folders missing under {root} (first: {missing[0]}); "
-            "is it the full ImageNet-1k tree with val sorted into class folders?"
-        )
-    for wnid in classes:
-        n = count_images(root / "val" / wnid)
-        if n != VAL_PER_CLASS:
-            raise PrepareError(
-                f"{root / 'val' / wnid} holds {n} images, ImageNet-1k has exactly {VAL_PER_CLASS} per class; "
-                "restore the full validation set"
-            )
-
-
-def _link_split(source: Path, dest: Path, classes: list[str]) -> None:
-    if dest.is_dir():
-        extra = sorted(set(os.listdir(dest)) - set(classes))
-        if extra:
-            raise PrepareError(
-                f"{dest} already holds {len(extra)} entries that are not ImageNet-100 classes "
-                f"(first: {extra[0]}); remove them or choose an empty OUT"
-            )
-    dest.mkdir(parents=True, exist_ok=True)
-    for wnid in classes:
-        link, target = dest / wnid, (source / wnid).resolve()
-        if link.is_symlink() and link.resolve() == target:
-            continue
-        if link.exists() or link.is_symlink():
-            raise PrepareError(f"{link} already exists and is not a link to {target}; remove it or choose an empty OUT")
-        link.symlink_to(target, target_is_directory=True)
-
-
-def _resize_split(source: Path, dest: Path, classes: list[str], short: int, workers: int | None) -> list:
-    """Resized JPEG copies of the classes' images; (path, reason) of those that could not be read."""
-    if dest.is_dir():
-        links = sorted(p.name for p in dest.iterdir() if p.is_symlink() or p.name not in classes)
-        if links:
-            raise PrepareError(
-                f"{dest} already holds {len(links)} entries that are links or not ImageNet-100 "
-                f"classes (first: {links[0]}); choose an empty OUT for --resize"
-            )
-    pairs = []
-    for wnid in classes:
-        for src in image_files(source / wnid):
-            pairs.append((src, (dest / wnid / Path(src).name).with_suffix(".JPEG")))
-    return resize_files(pairs, short, workers)
-
-
-def build_imagenet100(
-    root: str | Path, out: str | Path, classes: list[str], resize: int | None = None, workers: int | None = None
-) -> dict:
-    """Link (or, with `resize`, copy resized) the classes of `root` into `out`;
-    {out, classes, train_images, val_images}.
-
-    Raises PrepareError (nothing written) when the source is incomplete or `out` holds something else.
-    With `resize` the summary's `unreadable` lists (path, reason) of source images left out.
-    """
-    root, out = Path(root), Path(out)
-    _check_source(root, classes)
-    unreadable = []
-    for split in SPLITS:
-        if resize:
-            unreadable += _resize_split(root / split, out / split, classes, resize, workers)
-        else:
-            _link_split(root / split, out / split, classes)
-    summary = {"out": str(out), "classes": NUM_CLASSES, **({"unreadable": unreadable} if resize else {})}
-    for split in SPLITS:  # counted through the links, so a broken link shows up here
-        summary[f"{split}_images"] = sum(count_images(out / split / wnid) for wnid in classes)
-    return summary
+from orchestrator.data_tools import prepare
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,30 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         help="write a copy instead of links: JPEGs (quality 90) with the short side at S px, e.g. 256",
     )
     args = parser.parse_args(argv)
-    if args.resize is not None and not 8 <= args.resize <= 4096:
-        print(f"error: --resize {args.resize}: give the short side in pixels, 8 to 4096 (e.g. 256)", file=sys.stderr)
-        return 2
-    try:
-        summary = build_imagenet100(args.imagenet_root, args.out, read_classes(args.classes), args.resize, args.workers)
-    except PrepareError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: cannot access {e.filename}: {e.strerror}; check the path and its permissions", file=sys.stderr)
-        return 2
-    for path, reason in summary.get("unreadable", []):
-        print(f"{path}: {reason}")
-    resized = f", short side {args.resize} px" if args.resize else ""
-    print(
-        f"ImageNet-100 ready at {summary['out']}: {summary['classes']} classes, "
-        f"{summary['train_images']} train images, {summary['val_images']} val images{resized}"
-    )
-    if summary.get("unreadable"):
-        print(f"{len(summary['unreadable'])} unreadable source images were left out")
-        return 1
-    if args.verify and verify(args.out, args.workers):
-        return 1
-    return 0
+    return prepare(args.imagenet_root, args.out, args.classes, args.resize, args.verify, args.workers)
 
 
 if __name__ == "__main__":

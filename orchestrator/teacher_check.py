@@ -5,7 +5,8 @@ and low elsewhere. This trains (or takes from the cache) the spec's teacher as a
 its validation figures: top-1, the AUROC of u for its own errors (1: every error is less sure than every
 correct answer; 0.5: u says nothing), the share of samples above u = 0.3 and above `loss.threshold`, and,
 when `teacher.data` gives it blind-spot classes, its top-1 and mean u on them and elsewhere. The embedded
-data only: the check reads the validation images on this machine. Comparisons log the same figures.
+data only: the check reads the validation images on this machine. Comparisons log the same figures. The work is
+`orchestrator.teacher.check`.
 """
 
 from __future__ import annotations
@@ -13,16 +14,8 @@ from __future__ import annotations
 import argparse
 from typing import Optional
 
-import torch
-
-from orchestrator.cli import run_main, spec_parser, start_ray, stop_own_ray
-from orchestrator.comparison import teacher_uncertainty
-from orchestrator.preparation import prepare_teacher
-from orchestrator.spec import load_spec
-from orchestrator.teacher_quality import summary_lines, teacher_val_summary
-from trainables.config import ConfigError
-from trainables.data import build_datasets
-from trainables.teacher import compute_logits, load_soft_labels, load_teacher, read_meta
+from orchestrator import teacher
+from orchestrator.cli import run_main, spec_parser
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -31,34 +24,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    spec = load_spec(args.spec, args.overrides).resolved()
-    if spec.data.name == "imagefolder":
-        raise ConfigError("teacher_check reads the validation set on this machine: it is for digits and synthetic")
-    start_ray(args.address)
-    try:
-        folder = prepare_teacher(spec).teacher_dir
-    finally:
-        stop_own_ray()
-    if folder is None:
-        raise ConfigError(f"loss.method {spec.loss.method} uses no teacher: set a method with a teacher")
-    num_classes = read_meta(folder)["num_classes"]
-    _, val, _ = build_datasets(spec.data, spec.data.split_seed)
-    teacher = load_teacher(folder, spec.teacher.arch, num_classes, spec.data.image_size)
-    labels = torch.tensor([val[i][1] for i in range(len(val))])
-    blind = spec.teacher.blind_classes()
-    print(f"\nteacher {spec.teacher.arch} ({folder}) on the validation set ({len(labels)} images):")
-    for line in summary_lines(
-        teacher_val_summary(compute_logits(teacher, val), labels, spec.loss.threshold, blind), blind
-    ):
-        print(f"  {line}")
-    train_logits = load_soft_labels(folder)
-    if train_logits is not None:
-        train = teacher_uncertainty(train_logits, spec.loss.threshold)
-        print(
-            "on the students' training set: "
-            + ", ".join(f"{k.removeprefix('teacher_u/train_')} {v:.3f}" for k, v in train.items())
-        )
-    return 0
+    return teacher.check_teacher(args.spec, args.overrides, args.address)
 
 
 if __name__ == "__main__":

@@ -2,68 +2,17 @@
 
     python -m orchestrator.verify_images ROOT [--workers N]
 
-A truncated or corrupt file otherwise stops a run when a training worker first reads it, possibly
-hours in. Images are decoded exactly as training decodes them (`trainables.data.load_image`).
 Exit status: 0 when every image decodes, 1 when some do not (each listed as `PATH: reason`), 2 when
-ROOT is not a folder.
+ROOT is not a folder. The work is `orchestrator.data_tools.decode_check`.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
-from torchvision.datasets.folder import IMG_EXTENSIONS
-
-# What torchvision's ImageFolder reads (it lower-cases the suffix), so the counts are what training sees.
-IMAGE_SUFFIXES: tuple[str, ...] = IMG_EXTENSIONS
-
-
-def image_files(root: str | Path) -> list[str]:
-    """Every image file under `root` (following links, as a prepared ImageNet-100 is links), sorted."""
-    found = []
-    for folder, _, files in os.walk(root, followlinks=True):
-        found.extend(os.path.join(folder, name) for name in files if name.lower().endswith(IMAGE_SUFFIXES))
-    return sorted(found)
-
-
-def decode_error(path: str) -> Optional[str]:
-    """Why the image at `path` cannot be decoded, or None when it can."""
-    from trainables.data import BadImageError, load_image
-
-    try:
-        load_image(path)
-    except BadImageError as err:
-        return err.reason
-    return None
-
-
-def find_bad_images(paths: Iterable[str], workers: Optional[int] = None) -> list[tuple[str, str]]:
-    """(path, reason) of every image that does not decode; `workers` processes decode them (default: all cores)."""
-    paths = list(paths)
-    workers = max(1, workers or os.cpu_count() or 1)
-    chunk = max(1, min(256, len(paths) // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        reasons = pool.map(decode_error, paths, chunksize=chunk)
-        return [(path, reason) for path, reason in zip(paths, reasons) if reason is not None]
-
-
-def verify(root: str | Path, workers: Optional[int] = None, out=sys.stdout) -> int:
-    """Print the unreadable images under `root` and a summary; the number of unreadable images."""
-    paths = image_files(root)
-    bad = find_bad_images(paths, workers)
-    for path, reason in bad:
-        print(f"{path}: {reason}", file=out)
-    print(
-        f"{len(paths)} images decoded under {root}: {len(bad)} unreadable"
-        + (" (replace or delete them, or set data.skip_bad_images: true)" if bad else ""),
-        file=out,
-    )
-    return len(bad)
+from orchestrator.data_tools import verify_folder
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -71,10 +20,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("root", help="a folder of images, e.g. an imagefolder data.root (train/ and val/)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: every core)")
     args = p.parse_args(argv)
-    if not Path(args.root).is_dir():
-        print(f"error: {args.root} is not a folder: give the folder that holds the images", file=sys.stderr)
-        return 2
-    return 1 if verify(args.root, args.workers) else 0
+    return verify_folder(args.root, args.workers)
 
 
 if __name__ == "__main__":

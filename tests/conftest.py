@@ -30,7 +30,7 @@ def ray_local():
     Ray (none, or another instance's on the machine) the group keeps its CPUs, and the next fit waits forever."""
     import ray
 
-    from orchestrator.cli import pin_state_api
+    from orchestrator.execution import pin_state_api
 
     port = pin_state_api()
     ray.init(

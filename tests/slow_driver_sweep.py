@@ -1,7 +1,7 @@
 """A Tune trial whose TorchTrainer reports twice while the driver is busy (a callback that blocks on the
 first result for DRIVER_BUSY_S, as a driver waiting for a down MLflow server does). Run as a script by
 tests/test_faults.py, under a timeout: in Ray 2.60 such a trial deadlocks unless it hands over its last
-report (`orchestrator.ray_internals.hand_over_last_report`). Argument: `hand-over` or `plain`."""
+report (`orchestrator.execution.ray_internals.hand_over_last_report`). Argument: `hand-over` or `plain`."""
 
 import sys
 import tempfile
@@ -13,7 +13,7 @@ import ray.tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from orchestrator.ray_internals import hand_over_last_report
+from orchestrator.execution import hand_over_last_report
 
 DRIVER_BUSY_S = 15
 

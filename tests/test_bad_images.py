@@ -12,11 +12,11 @@ import torch
 import yaml
 from PIL import Image
 
-from orchestrator import prepare_imagenet100 as prep
-from orchestrator.preparation import prepare_teacher
+from orchestrator.data_tools import find_bad_images, image_files
+from orchestrator.data_tools import imagenet100 as prep
+from orchestrator.execution import build_trainer
 from orchestrator.spec import validate_spec
-from orchestrator.torch_trainer import build_trainer
-from orchestrator.verify_images import find_bad_images, image_files
+from orchestrator.teacher import prepare_teacher
 from tests.conftest import tiny_spec_dict
 from trainables.config import DataConfig
 from trainables.data import BadImageError, build_datasets, collate_skipping_none

@@ -14,10 +14,10 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator import preparation as preparation_module
-from orchestrator.preparation import chance_warning, ensure_teacher, prepare_teacher
-from orchestrator.run_sweep import failure_summary
+from orchestrator.search import failure_summary
 from orchestrator.spec import validate_spec
+from orchestrator.teacher import chance_warning, ensure_teacher, prepare_teacher
+from orchestrator.teacher import preparation as preparation_module
 from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 from tests.test_bank import make_jpeg_tree
@@ -26,7 +26,8 @@ from trainables.bank import DATA_FILE, Bank, build_shards, write_meta
 from trainables.config import RunConfig
 from trainables.failures import RunFailed
 from trainables.models import build_model, output_classes
-from trainables.teacher import META_FILE, WEIGHTS_FILE, is_cached, load_teacher, teacher_dir, write_teacher
+from trainables.teacher import load_teacher, write_teacher
+from trainables.teacher_cache import META_FILE, WEIGHTS_FILE, is_cached, teacher_dir
 
 
 def bank_setup(tmp_path, bias):

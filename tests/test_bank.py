@@ -7,16 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from orchestrator.preparation import prepare_teacher
+from orchestrator.execution import build_trainer
 from orchestrator.spec import validate_spec
-from orchestrator.torch_trainer import build_trainer
+from orchestrator.teacher import prepare_teacher
 from tests.conftest import tiny_spec_dict
 from trainables.bank import Bank, build_shards, write_meta
 from trainables.config import RunConfig
 from trainables.data import build_datasets
 from trainables.decode import device_batch
 from trainables.models import build_model
-from trainables.teacher import WEIGHTS_FILE, load_teacher
+from trainables.teacher import load_teacher
+from trainables.teacher_cache import WEIGHTS_FILE
 from trainables.views import RATIO, SCALE, UNIFORMS, apply_batch, apply_pil, draw_views, epoch_uniforms
 
 

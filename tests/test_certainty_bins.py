@@ -7,17 +7,15 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator.certainty_bins import (
+from orchestrator.results import IntervalLevel, analysis_plots, paired_difference, write_certainty_table
+from orchestrator.results.certainty_bins import (
     CSV,
     MD,
     accuracy_by_certainty_table,
     bin_accuracy,
     certainty_bins,
     equal_count_bins,
-    write_certainty_table,
 )
-from orchestrator.comparison_plots import analysis_plots
-from orchestrator.paired import IntervalLevel, paired_difference
 from trainables.losses import normalized_entropy
 
 STUDENTS = ["resnet18", "mobilenet_v2"]

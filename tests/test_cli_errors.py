@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli
+from orchestrator.execution import working_in
 from trainables.config import MissingInput
 
 
@@ -24,7 +25,7 @@ def test_a_vanished_working_folder_is_an_internal_error_with_its_cause_and_trace
     monkeypatch.chdir(job)
 
     def main(argv):
-        with cli.working_in(sweep):  # the sweep's folder takes the traceback
+        with working_in(sweep):  # the sweep's folder takes the traceback
             os.chdir(job)
             job.rmdir()  # as a Ray job's folder unpacked again underneath the driver
             return os.path.relpath("/a/b")

@@ -9,18 +9,16 @@ import pytest
 import torch
 from scipy.special import ndtr, ndtri
 
-from orchestrator.comparison import (
-    PAPER_COMPRESSION,
-    PAPER_TOP1,
-    comparison_latex,
+from orchestrator.results import (
+    IntervalLevel,
+    analysis_plots,
     comparison_markdown,
     comparison_table,
     format_comparison,
+    parent_metrics,
     write_comparison,
 )
-from orchestrator.comparison_plots import analysis_plots
-from orchestrator.paired import IntervalLevel
-from orchestrator.report import parent_metrics
+from orchestrator.results.comparison import PAPER_COMPRESSION, PAPER_TOP1, comparison_latex
 
 STUDENTS = ["resnet18", "mobilenet_v2"]
 METHODS = ["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"]
@@ -215,7 +213,7 @@ def test_analysis_plots_skip_missing_data(tmp_path):
 def test_paired_difference_t_and_bootstrap():
     from scipy import stats
 
-    from orchestrator.paired import paired_difference
+    from orchestrator.results import paired_difference
 
     method = {0: 91.0, 1: 93.0, 2: 92.5, 3: 94.0, 4: 92.0, 9: 50.0}  # seed 9 has no pair: left out
     reference = {0: 90.0, 1: 91.0, 2: 92.0, 3: 92.0, 4: 91.5}
@@ -257,7 +255,7 @@ def exact_bootstrap(diffs, level=0.95):
 
 
 def test_bootstrap_is_bca_and_reaches_into_a_skewed_tail():
-    from orchestrator.paired import paired_difference
+    from orchestrator.results import paired_difference
 
     diffs = [0.2, 0.5, 0.1, 0.3, 2.5]  # one seed far above the others
     (pct_low, pct_high), (bca_low, bca_high) = exact_bootstrap(diffs)
@@ -270,7 +268,7 @@ def test_bootstrap_is_bca_and_reaches_into_a_skewed_tail():
 
 
 def test_intervals_of_equal_and_of_two_differences():
-    from orchestrator.paired import paired_difference
+    from orchestrator.results import paired_difference
 
     for interval in ("t", "bootstrap"):  # equal differences estimate no spread: no interval, nothing decided
         same = paired_difference({0: 3.0, 1: 4.0, 2: 5.0}, {0: 1.0, 1: 2.0, 2: 3.0}, interval)
@@ -300,7 +298,7 @@ def test_paired_columns_in_every_table(tmp_path):
 
 
 def test_teacher_uncertainty_summary():
-    from orchestrator.comparison import teacher_uncertainty
+    from orchestrator.teacher import teacher_uncertainty
 
     sure, unsure = torch.tensor([[20.0, 0.0, 0.0]] * 3), torch.zeros(1, 3)  # u = 0 three times, u = 1 once
     summary = teacher_uncertainty(torch.cat([sure, unsure]), threshold=0.8)

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from trainables.losses import resolve_method, students_loss
+from trainables.losses import students_loss
+from trainables.methods import resolve_method
 from trainables.models import build_model
 
 

@@ -7,7 +7,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from orchestrator.sweep_folder import latest_sweep_folder, new_sweep_folder, sweep_order
+from orchestrator.execution import latest_sweep_folder, new_sweep_folder, sweep_order
 
 ROOT = Path(__file__).resolve().parents[1]
 

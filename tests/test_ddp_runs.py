@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 import torch
 
-from orchestrator.preparation import prepare_teacher
+from orchestrator.execution import build_trainer
 from orchestrator.spec import validate_spec
-from orchestrator.torch_trainer import build_trainer
+from orchestrator.teacher import prepare_teacher
 from tests.conftest import tiny_spec_dict
 from tests.test_bad_images import truncate
 from tests.test_bank import make_jpeg_tree

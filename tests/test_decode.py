@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from orchestrator import prepare_imagenet100 as prep
+from orchestrator import prepare_imagenet100
+from orchestrator.data_tools import imagenet100 as prep
 from trainables.config import DataConfig
 from trainables.data import BadImageError, build_datasets, collate_skipping_none
 from trainables.decode import device_batch
@@ -85,7 +86,7 @@ def test_prepare_imagenet100_resize_writes_short_side_jpegs_and_lists_unreadable
     assert not out.is_symlink()
     with Image.open(out / f"{classes[0]}_7.JPEG") as image:
         assert image.format == "JPEG" and image.size == (25, 20)
-    again = prep.main([str(src), str(tmp_path / "out"), "--resize", "20", "--workers", "1"])
+    again = prepare_imagenet100.main([str(src), str(tmp_path / "out"), "--resize", "20", "--workers", "1"])
     assert again == 1  # a rerun keeps what was written and lists the same bad file
     assert subprocess.run(
         [sys.executable, "-m", "orchestrator.prepare_imagenet100", str(src), str(tmp_path / "o2"), "--resize", "3"],

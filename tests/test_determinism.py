@@ -9,9 +9,9 @@ import ray
 import torch
 from ray.train import UserCallback
 
-from orchestrator.preparation import prepare_teacher
+from orchestrator.execution import build_trainer
 from orchestrator.spec import validate_spec
-from orchestrator.torch_trainer import build_trainer
+from orchestrator.teacher import prepare_teacher
 from tests.conftest import tiny_spec_dict
 from trainables.loop import use_deterministic_algorithms
 from trainables.metric_names import epoch_metric_names

@@ -17,9 +17,9 @@ import yaml
 from mlflow import MlflowClient
 from torch import nn
 
-from orchestrator.preparation import prepare_teacher
+from orchestrator.execution import build_trainer, failure_location, worker_failure
 from orchestrator.spec import validate_spec
-from orchestrator.torch_trainer import build_trainer, failure_location, worker_failure
+from orchestrator.teacher import prepare_teacher
 from orchestrator.tracking import PARENT_TAG, error_line
 from tests.conftest import tiny_spec_dict
 from trainables import failures

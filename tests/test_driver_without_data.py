@@ -16,14 +16,14 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.preparation import ensure_teacher, teacher_cache
+from orchestrator.execution import scaling_config
 from orchestrator.spec import validate_spec
-from orchestrator.torch_trainer import scaling_config
+from orchestrator.teacher import ensure_teacher, teacher_cache
 from tests.conftest import tiny_spec_dict
 from tests.driver_without_data import REFUSAL, refuse
 from tests.test_bank import make_jpeg_tree
 from trainables.models import build_model
-from trainables.teacher import read_meta
+from trainables.teacher_cache import read_meta
 
 WRAPPER = Path(__file__).with_name("driver_without_data.py")
 

@@ -1,4 +1,4 @@
-"""The teacher's weight across `loss.threshold` (`orchestrator.gating`): the curve, the thresholds a spec
+"""The teacher's weight across `loss.threshold` (`orchestrator.teacher.gating`): the curve, the thresholds a spec
 shows, the plan's lines, the plot, the parent run's artifacts and metrics, and the dry run. No Ray."""
 
 from __future__ import annotations
@@ -13,25 +13,23 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.gating import (
-    CSV_FILE,
+from orchestrator.results import CSV_FILE, PLOT_FILE, log_gating_curve, plot_gating_curve
+from orchestrator.spec import Spec
+from orchestrator.teacher import (
     GRID,
-    PLOT_FILE,
     cached_plan_lines,
     gating_curve,
-    log_gating_curve,
     plan_lines,
-    plot_gating_curve,
     search_range,
     shown_weighting,
     thresholds_to_show,
     train_logits_of,
 )
-from orchestrator.spec import Spec
 from tests.conftest import tiny_spec_dict
 from trainables import bank, storage
-from trainables.losses import WEIGHTINGS, gated_fraction, teacher_certainty
-from trainables.teacher import META_FILE, SOFT_LABELS_FILE, WEIGHTS_FILE, teacher_dir
+from trainables.losses import gated_fraction, teacher_certainty
+from trainables.methods import WEIGHTINGS
+from trainables.teacher_cache import META_FILE, SOFT_LABELS_FILE, WEIGHTS_FILE, teacher_dir
 
 RANGE = {"loss.threshold": {"type": "float", "low": 0.3, "high": 0.9}}
 

@@ -12,9 +12,16 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from orchestrator.journal import JOURNAL_FOLDER, PARENT_TAG, RUN_KEY_TAG, Journal, JournalFiles
-from orchestrator.sender import Sender
-from orchestrator.tracking import ensure_experiment, open_client
+from orchestrator.tracking import (
+    JOURNAL_FOLDER,
+    PARENT_TAG,
+    RUN_KEY_TAG,
+    Journal,
+    JournalFiles,
+    Sender,
+    ensure_experiment,
+    open_client,
+)
 from tests.servers import MlflowServer, base_env
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Tests of trainables.losses against independent, written-out computations."""
+"""Tests of trainables.losses (and trainables.methods, its presets) against independent, written-out computations."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from trainables import losses as L
+from trainables import methods as M
+from trainables.metric_names import train_key, train_keys
 
 C = 10
 BASE = dict(temperature=4.0, alpha=0.5, beta=1.0, weighting="entropy", threshold=None, peer_weighting="uniform")
@@ -71,7 +73,7 @@ def test_weighting_none_is_ones_and_unknown_weighting_raises():
 
 def test_certainty_carries_no_gradient():
     z = torch.randn(5, C, generator=_gen(3), requires_grad=True)
-    for weighting in L.WEIGHTINGS:
+    for weighting in M.WEIGHTINGS:
         assert not L.teacher_certainty(z, weighting, 0.5).requires_grad
 
 
@@ -199,7 +201,7 @@ def test_teacher_gets_no_gradient():
     a.requires_grad_(True)
     b.requires_grad_(True)
     t.requires_grad_(True)
-    for weighting in L.WEIGHTINGS:
+    for weighting in M.WEIGHTINGS:
         t.grad = None
         out = L.dual_student_loss(
             a, b, y, t, **{**BASE, "weighting": weighting, "threshold": 0.9, "peer_weighting": "inverse"}
@@ -250,15 +252,15 @@ def test_switched_off_terms_need_no_logits():
 
 
 def _run(method: str, **overrides):
-    settings = L.resolve_method({"method": method, **BASE, **overrides})
+    settings = M.resolve_method({"method": method, **BASE, **overrides})
     a, b, t, y = _batch(seed=15)
-    teacher = t if L.needs_teacher(settings) else None
+    teacher = t if M.needs_teacher(settings) else None
     return settings, L.dual_student_loss(a, b, y, teacher, **settings), (a, b, t, y)
 
 
 def test_preset_ce_is_cross_entropy_only():
     settings, out, (a, b, t, y) = _run("ce")
-    assert not L.needs_teacher(settings)
+    assert not M.needs_teacher(settings)
     for name, logits in (("a", a), ("b", b)):
         assert out[f"{name}/kd"].item() == 0.0 and out[f"{name}/peer"].item() == 0.0
         assert torch.allclose(out[f"{name}/total"], F.cross_entropy(logits, y))
@@ -275,7 +277,7 @@ def test_preset_kd_has_no_peer_and_uniform_teacher():
 
 def test_preset_dml_has_no_teacher_term():
     settings, out, _ = _run("dml")
-    assert not L.needs_teacher(settings)
+    assert not M.needs_teacher(settings)
     assert out["a/kd"].item() == 0.0 and out["b/kd"].item() == 0.0
     assert out["a/peer"].item() > 0 and out["b/peer"].item() > 0
 
@@ -297,29 +299,42 @@ def test_preset_ua_kd_keeps_weighting_and_drops_peer():
 
 def test_preset_ua_dual_keeps_every_setting():
     raw = {"method": "ua_dual", **BASE, "threshold": 0.7, "peer_weighting": "inverse"}
-    assert L.resolve_method(raw) == {k: v for k, v in raw.items() if k != "method"}
+    assert M.resolve_method(raw) == {k: v for k, v in raw.items() if k != "method"}
 
 
 def test_resolve_method_rejects_meaningless_combinations():
     with pytest.raises(ValueError, match="weighting"):
-        L.resolve_method({"method": "ua_dual", **BASE, "weighting": "none"})
+        M.resolve_method({"method": "ua_dual", **BASE, "weighting": "none"})
     with pytest.raises(ValueError, match="weighting"):
-        L.resolve_method({"method": "ua_kd", **BASE, "weighting": "none"})
+        M.resolve_method({"method": "ua_kd", **BASE, "weighting": "none"})
     with pytest.raises(ValueError, match="beta"):
-        L.resolve_method({"method": "dml", **BASE, "beta": 0.0})
+        M.resolve_method({"method": "dml", **BASE, "beta": 0.0})
     with pytest.raises(ValueError, match="method"):
-        L.resolve_method({"method": "nope", **BASE})
+        M.resolve_method({"method": "nope", **BASE})
     with pytest.raises(ValueError, match="unknown"):
-        L.resolve_method({"method": "kd", **BASE, "tempreature": 2.0})
+        M.resolve_method({"method": "kd", **BASE, "tempreature": 2.0})
+
+
+@pytest.mark.parametrize("method", list(M.PRESETS))
+@pytest.mark.parametrize("names", [["a"], ["a", "b"]])
+def test_metric_names_name_the_loss_parts(method, names):
+    """`trainables.metric_names` names the parts without torch: they are the ones `students_loss` returns."""
+    if M.needs_two_students(method) and len(names) == 1:
+        pytest.skip("a method with a peer trains two students")
+    settings = M.resolve_method({"method": method, **BASE})
+    a, b, t, y = _batch(seed=17)
+    teacher = t if M.needs_teacher(settings) else None
+    parts = L.students_loss([a, b][: len(names)], y, teacher, names=names, **settings)
+    assert train_keys(names) == [train_key(k) for k in parts if k != "total"]
 
 
 def test_needs_two_students_and_teacher():
-    assert [m for m in L.PRESETS if L.needs_two_students(m)] == ["dml", "dual_kd", "ua_dual"]
-    assert L.needs_teacher({"method": "kd", **BASE})
-    assert not L.needs_teacher({"method": "ce", **BASE})
-    assert not L.needs_teacher({"method": "dml", **BASE})
-    assert L.needs_teacher({**BASE, "alpha": 0.0, "peer_weighting": "inverse"})
-    assert not L.needs_teacher({**BASE, "alpha": 0.0, "beta": 0.0, "peer_weighting": "inverse"})
+    assert [m for m in M.PRESETS if M.needs_two_students(m)] == ["dml", "dual_kd", "ua_dual"]
+    assert M.needs_teacher({"method": "kd", **BASE})
+    assert not M.needs_teacher({"method": "ce", **BASE})
+    assert not M.needs_teacher({"method": "dml", **BASE})
+    assert M.needs_teacher({**BASE, "alpha": 0.0, "peer_weighting": "inverse"})
+    assert not M.needs_teacher({**BASE, "alpha": 0.0, "beta": 0.0, "peer_weighting": "inverse"})
 
 
 # --------------------------------------------------------------------------- dual loss

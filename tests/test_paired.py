@@ -1,4 +1,4 @@
-"""The rule that decides a paired difference (`orchestrator.paired`): equal differences never decide, the
+"""The rule that decides a paired difference (`orchestrator.results.paired`): equal differences never decide, the
 sign-flip test is exact, and every table and the sequential rule decide alike (no Ray, no MLflow)."""
 
 import itertools
@@ -7,17 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from orchestrator.paired import (
-    EXACT_SIGN_FLIPS,
-    IntervalLevel,
-    decides,
-    has_spread,
-    min_seeds,
-    paired_difference,
-    sign_flip_p,
-    t_decides,
-    t_interval,
-)
+from orchestrator.results import IntervalLevel, decides, has_spread, min_seeds, paired_difference, t_interval
+from orchestrator.results.paired import EXACT_SIGN_FLIPS, sign_flip_p, t_decides
 
 IMAGE = 100 / 360  # one validation image of the digits, in points
 

@@ -10,11 +10,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.pareto import dominates, pareto_front
-from orchestrator.searcher import SweepSearch
+from orchestrator.execution import SweepFolder
+from orchestrator.results import dominates, pareto_front, trials_table, write_results
+from orchestrator.search import SweepSearch
 from orchestrator.spec import SpecError, load_spec, validate_spec
-from orchestrator.sweep_folder import SweepFolder
-from orchestrator.tables import trials_table, write_results
 from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 from tests.servers import run_sweep_process
@@ -178,7 +177,7 @@ def test_a_front_of_no_completed_trial_is_empty_and_its_files_are_written(tmp_pa
 
 
 def test_the_all_failed_line_counts_each_cause():
-    from orchestrator.tables import all_failed_line
+    from orchestrator.results import all_failed_line
 
     assert all_failed_line(["x", "y", "x"]) == "every trial failed (3 of 3): 2 x x | 1 x y"
     assert all_failed_line(["x", None]) is None and all_failed_line([]) is None

@@ -8,8 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from orchestrator.preflight import PreflightError, data_root_problems, preflight
-from orchestrator.spec import validate_spec
+from orchestrator.spec import PreflightError, data_root_problems, preflight, validate_spec
 from tests.conftest import tiny_spec_dict
 
 

@@ -1,4 +1,4 @@
-"""The Ray and Optuna internals `orchestrator.ray_internals` lists are still where the code reaches for them
+"""The Ray and Optuna internals `orchestrator.execution.ray_internals` lists are still where the code reaches for them
 (no Ray started: the installed sources and objects are read). A failure here means: read that module's
 notes against the new version before raising the pin in pyproject.toml."""
 
@@ -10,7 +10,7 @@ from ray.train._internal.session import _TrainSession
 from ray.train._internal.storage import StorageContext
 from ray.tune.search.optuna import OptunaSearch
 
-from orchestrator.ray_internals import OPTUNA_SEARCH_FIELDS
+from orchestrator.execution import OPTUNA_SEARCH_FIELDS
 
 
 def test_the_train_session_still_holds_the_queue_the_last_report_waits_in():

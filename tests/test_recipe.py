@@ -1,11 +1,18 @@
-"""What a comparison with --from-sweep takes from the search's best trial (`orchestrator.recipe`)."""
+"""What a comparison with --from-sweep takes from the search's best trial (`orchestrator.spec.recipe`)."""
 
 from pathlib import Path
 
 import pytest
 
-from orchestrator.recipe import comparison_from_recipe, recipe_keys
-from orchestrator.spec import SpecError, apply_overrides, load_raw, load_spec, with_values
+from orchestrator.spec import (
+    SpecError,
+    apply_overrides,
+    comparison_from_recipe,
+    load_raw,
+    load_spec,
+    recipe_keys,
+    with_values,
+)
 
 SPECS = Path(__file__).resolve().parents[1] / "search_spaces"
 BEST = {"loss.threshold": 0.61, "loss.temperature": 2.5, "loss.alpha": 0.3, "loss.beta": 1.7}

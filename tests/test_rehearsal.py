@@ -20,13 +20,14 @@ import yaml
 from mlflow import MlflowClient
 from PIL import Image
 
+from orchestrator.data_tools import read_classes
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
 from tests.servers import base_env
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "search_spaces" / "imagenet100"
-CLASSES = (REPO / "orchestrator" / "resources" / "imagenet100_classes.txt").read_text().split()
+CLASSES = read_classes()
 TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 1
 
 

@@ -121,8 +121,8 @@ def test_restored_searcher_keeps_the_studys_first_ending(tmp_path):
     the searcher was saved. The restored searcher ignores a's re-run and fails the orphaned b."""
     from optuna.distributions import FloatDistribution
 
-    from orchestrator.run_sweep import SweepSearch
-    from orchestrator.sweep_folder import SweepFolder
+    from orchestrator.execution import SweepFolder
+    from orchestrator.search import SweepSearch
 
     folder = SweepFolder(str(tmp_path), "sweep")
     folder.local.mkdir()

@@ -4,9 +4,8 @@ import pytest
 import yaml
 
 from orchestrator import sweep
-from orchestrator.resume_changes import resume_lines, spec_changes
-from orchestrator.spec import SpecError, load_spec, validate_spec, with_values
-from orchestrator.sweep_folder import SPEC_FILE, new_sweep_folder
+from orchestrator.execution import SPEC_FILE, new_sweep_folder
+from orchestrator.spec import SpecError, load_spec, resume_lines, spec_changes, validate_spec, with_values
 from tests.conftest import tiny_spec_dict
 
 

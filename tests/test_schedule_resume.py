@@ -9,8 +9,8 @@ import pytest
 import ray.train
 import torch
 
+from orchestrator.execution import build_trainer
 from orchestrator.spec import validate_spec
-from orchestrator.torch_trainer import build_trainer
 from tests.conftest import tiny_spec_dict
 from tests.test_ddp_runs import KillAfterFirstEpoch
 from tests.test_determinism import WriteReports

@@ -6,8 +6,8 @@ import optuna
 import pytest
 from optuna.distributions import FloatDistribution
 
-from orchestrator.searcher import SweepSearch
-from orchestrator.sweep_folder import SweepFolder
+from orchestrator.execution import SweepFolder
+from orchestrator.search import SweepSearch
 
 EPOCHS = 4
 SPACE = {"loss.alpha": FloatDistribution(0.2, 0.8)}
@@ -111,7 +111,7 @@ def test_the_trial_count_is_the_searchers_and_a_restore_takes_the_spec_as_it_is_
     the count, budget and units the driver wrote from the spec it resumes with."""
     from ray.tune.search import Searcher
 
-    from orchestrator.searcher import write_limits
+    from orchestrator.search import write_limits
 
     first = searcher(tmp_path, num_trials=2, budget_hours=5.0)
     assert isinstance(first.suggest("a"), dict) and isinstance(first.suggest("b"), dict)
@@ -128,7 +128,7 @@ def test_the_trial_count_is_the_searchers_and_a_restore_takes_the_spec_as_it_is_
 def test_a_restored_generator_asks_its_searcher_again(tmp_path):
     """A sweep interrupted after its last trial was proposed has a saved 'finished' generator: resumed with more
     trials, it must not stay finished."""
-    from orchestrator.searcher import SweepGenerator, sweep_search_alg
+    from orchestrator.search import SweepGenerator, sweep_search_alg
 
     generator = sweep_search_alg(searcher(tmp_path, num_trials=1), max_concurrent=2)
     generator._finished, generator._total_samples = True, sys.maxsize  # saved once the searcher said FINISHED

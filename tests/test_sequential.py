@@ -13,22 +13,26 @@ import yaml
 from mlflow import MlflowClient
 from ray.tune.search import Searcher
 
-from orchestrator.comparison import comparison_markdown, comparison_table
-from orchestrator.paired import paired_difference, t_interval
-from orchestrator.run_sweep import SweepSearch
-from orchestrator.sequential import (
-    NOISES,
+from orchestrator.execution import SweepFolder
+from orchestrator.results import (
     STOP_TAG,
     SequentialPlan,
+    comparison_markdown,
+    comparison_table,
+    paired_difference,
+    stop_reason,
+    t_interval,
+)
+from orchestrator.results.sequential import (
+    NOISES,
     coverage_table,
     deciding_looks,
     false_decision_rate,
     null_differences,
     shipped_plans,
-    stop_reason,
 )
+from orchestrator.search import SweepSearch
 from orchestrator.spec import SpecError, validate_spec
-from orchestrator.sweep_folder import SweepFolder
 from orchestrator.tracking import TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 from tests.servers import run_sweep_process

@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 import yaml
 
-from orchestrator.preparation import prepare_teacher, teacher_cache
+from orchestrator.execution import build_trainer
 from orchestrator.spec import validate_spec
-from orchestrator.torch_trainer import build_trainer
+from orchestrator.teacher import prepare_teacher, teacher_cache
 from tests.conftest import tiny_spec_dict
 from trainables.files import PREDICTIONS_FILE, STATE_FILE
 from trainables.metric_names import epoch_metric_names
-from trainables.teacher import SOFT_LABELS_FILE, is_cached, read_meta, teacher_dir
+from trainables.teacher_cache import SOFT_LABELS_FILE, is_cached, read_meta, teacher_dir
 
 
 def live_metric_lines(ray_module, run: str, timeout: float = 30.0) -> list[str]:

@@ -635,7 +635,7 @@ def test_cli_bad_spec_one_line_exit_2(peer_raw, tmp_path):
 
 def test_the_committed_spec_reference_is_the_generated_one():
     """docs/spec-reference.md is generated from the models: a changed key or description regenerates it."""
-    from orchestrator.spec_reference import PAGE, render
+    from orchestrator.spec import PAGE, render
 
     committed = (Path(__file__).resolve().parents[1] / PAGE).read_text()
     assert committed == render(), "docs/spec-reference.md is stale: run python -m orchestrator.spec --reference"

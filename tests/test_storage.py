@@ -16,7 +16,7 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.cli import check_outputs_persist
+from orchestrator.execution import check_outputs_persist
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 from trainables import storage

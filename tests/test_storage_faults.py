@@ -15,12 +15,12 @@ import torch
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.storage_faults import StorageFailed, found_in, from_os_error, is_storage_error, reason_in
+from orchestrator.execution import StorageFailed, found_in, from_os_error, is_storage_error, reason_in
 from tests.conftest import tiny_spec_dict
 from tests.servers import Process, base_env
 from tests.sweep_checks import EPOCHS, check_every_trial_once, logged_epoch, start_sweep, write_spec
 from trainables.models import build_model
-from trainables.teacher import is_cached
+from trainables.teacher_cache import is_cached
 
 
 def mount(*args: str) -> None:
@@ -106,7 +106,7 @@ FILLS_AT_EPOCH_2 = "280m"
 def test_storage_filling_mid_sweep_stops_and_resumes(tmp_path, disk):
     """Full at the second epoch's checkpoint: the sweep stops with one line (exit 2) instead of failing every
     trial; once the storage takes writes again (grown), `--resume` ends every trial once, each epoch once.
-    A read-only storage takes the same path (its errno in `orchestrator.storage_faults`, tested below)."""
+    A read-only storage takes the same path (its errno in `orchestrator.execution.storage_faults`, tested below)."""
     store = disk(FILLS_AT_EPOCH_2)
     trials = 1  # one trial fills the disk at a known epoch
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # MLflow is elsewhere: only the storage fails

@@ -13,7 +13,8 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator import sweep
-from orchestrator.tables import FROM_SWEEP_TAG
+from orchestrator.results import FROM_SWEEP_TAG
+from orchestrator.search import from_sweep
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG, is_constant, where_to_look
 from tests.conftest import tiny_spec_dict
 
@@ -102,7 +103,7 @@ def test_sweep_end_to_end(ray_local, tmp_path, monkeypatch, capsys):
     assert f"recipe: the best trial of sweep {folder.name} (" in plan
     assert "students.epochs: 2 in the search -> 1 here" in plan.splitlines()[2]
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == files
-    spec, _ = sweep.from_sweep(yaml.safe_load(compare.read_text()), [], "tiny", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    spec, _ = from_sweep(yaml.safe_load(compare.read_text()), [], "tiny", f"sqlite:///{tmp_path / 'mlflow.db'}")
     recipe = yaml.safe_load((folder / "best.yaml").read_text())
     for section in ("data", "teacher", "students", "loss"):
         dumped = spec.resolved().model_dump()[section]

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from optuna.distributions import FloatDistribution
 
-from orchestrator.spec import load_spec, validate_spec, with_values
-from orchestrator.tables import (
+from orchestrator.results import (
     best_spec_yaml,
     best_trial,
     format_table,
@@ -20,6 +19,7 @@ from orchestrator.tables import (
     trials_table,
     write_results,
 )
+from orchestrator.spec import load_spec, validate_spec, with_values
 
 SEARCH = {
     "loss.threshold": {"type": "float", "low": 0.3, "high": 1.0},

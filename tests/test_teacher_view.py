@@ -11,12 +11,13 @@ import torch
 import yaml
 
 from orchestrator.spec import SpecError, validate_spec
-from orchestrator.teacher_quality import error_auroc, teacher_val_summary
+from orchestrator.teacher import error_auroc, teacher_val_summary
 from tests.conftest import tiny_spec_dict
 from trainables.config import DataConfig, RunConfig
 from trainables.data import build_datasets
 from trainables.models import build_model
-from trainables.teacher import load_soft_labels, read_meta, teacher_identity, teacher_training_config, write_teacher
+from trainables.teacher import load_soft_labels, teacher_training_config, write_teacher
+from trainables.teacher_cache import read_meta, teacher_identity
 
 GROUP = [3, 5, 8]
 

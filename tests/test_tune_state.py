@@ -3,7 +3,7 @@
 import json
 import pickle
 
-from orchestrator.tune_state import KEPT, repair_state
+from orchestrator.search import KEPT, repair_state
 
 STATE = {"trial_data": [["trial", "meta"]], "runner_data": {"x": 1}}
 
@@ -43,7 +43,7 @@ def test_a_running_experiment_keeps_a_whole_copy_of_every_state_file(ray_local, 
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from orchestrator.tune_state import KeepTuneState, reads_whole, state_files
+    from orchestrator.search import KeepTuneState, reads_whole, state_files
 
     def trainable(config):
         for step in range(3):

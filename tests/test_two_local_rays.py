@@ -15,7 +15,7 @@ from tests.servers import base_env
 
 PROBE = """
 import ray
-from orchestrator.cli import start_ray
+from orchestrator.execution import start_ray
 start_ray(None, driver_slots=1)
 
 @ray.remote

@@ -253,7 +253,7 @@ class LossConfig(Strict):
     )
 
     def settings(self) -> dict:
-        """What `trainables.losses.resolve_method` takes: the loss itself, without its schedule."""
+        """What `trainables.methods.resolve_method` takes: the loss itself, without its schedule."""
         return self.model_dump(exclude={"peer_warmup_epochs"})
 
 

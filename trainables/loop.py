@@ -38,7 +38,8 @@ from trainables.decode import device_batch, resolve_decode
 from trainables.divergence import FiniteGuard, LossDiverged, divergence_hint
 from trainables.files import PREDICTIONS_FILE, STATE_FILE
 from trainables.live_metrics import LiveMetrics
-from trainables.losses import needs_teacher, peer_warmup_factor, resolve_method, students_loss
+from trainables.losses import peer_warmup_factor, students_loss
+from trainables.methods import needs_teacher, resolve_method
 from trainables.metric_names import BAD_IMAGES_KEY, MEAN_KEY, TEACHER_FORWARDS_KEY, VAL_KEYS, train_key
 from trainables.metrics import expected_calibration_error, topk_correct
 from trainables.models import build_model, model_profile

@@ -18,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import models as tvm
 
 from trainables.config import MissingInput
+from trainables.model_names import ARCHITECTURES
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +39,15 @@ def _mobilenet_v2_small_input(model: tvm.MobileNetV2) -> None:
     model.features[2].conv[1][0].stride = (1, 1)
 
 
-MODELS: dict[str, Callable[[nn.Module], None]] = {
-    "resnet18": _resnet_small_input,
-    "resnet34": _resnet_small_input,
-    "resnet50": _resnet_small_input,
+_SMALL_INPUT_STEMS: dict[str, Callable[[nn.Module], None]] = {
+    "resnet": _resnet_small_input,
     "mobilenet_v2": _mobilenet_v2_small_input,
 }
-"""The supported architectures (torchvision names) -> their small-input adaptation, applied in place."""
+MODELS: dict[str, Callable[[nn.Module], None]] = {
+    name: _SMALL_INPUT_STEMS[stem] for name, stem in ARCHITECTURES.items()
+}
+"""The supported architectures (torchvision names, `trainables.model_names`) -> their small-input adaptation,
+applied in place."""
 
 
 def build_model(name: str, num_classes: int, image_size: int, weights_path: Optional[str | Path] = None) -> nn.Module:

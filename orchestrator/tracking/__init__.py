@@ -1,0 +1,66 @@
+"""MLflow on the driver: where the store is, the runs a command writes, and the journal that keeps every write
+until the tracking server takes it.
+
+- `uris`: the tracking URI of a command, a sqlite store's file and artifacts, where to look at the runs; no
+  MLflow import.
+- `client`: an MLflow client whose store exists (`open_client`), one that reads a store and creates nothing
+  (`read_store`), and the experiment (`ensure_experiment`).
+- `records`: what a run's record holds: the tags that find it (`SWEEP_TAG`, `TRIAL_TAG`), its name, which
+  figures are curves and which params, the git commit.
+- `errors`: why a trial failed, in one line (`error_line`).
+- `journal`: the append-only journal of every write (`Journal`); `sender`: the thread that sends it, in order,
+  for as long as it takes (`Sender`); `resend`: sending what a journal kept (`python -m orchestrator.sync`).
+- `runs`: the runs a command writes through its journal: a sweep's parent run (`SweepTracker`), one
+  `orchestrator.train` run (`TrackedRun`), and each run's writes (`RunLog`).
+- `callbacks`: the Ray callbacks that write from the driver: the Tune callback of a sweep's trials
+  (`trial_tracker`) and the Ray Train callback of one run's epochs (`EpochLogger`).
+
+Above it: `orchestrator.results` (which reads sweeps back from MLflow) and `orchestrator.search`; below it:
+`orchestrator.execution`. MLflow is imported by `client`, `sender`, `runs` and `callbacks`, Ray by `callbacks`,
+each when first used through this face.
+"""
+
+import importlib
+
+_MODULES = {  # module -> the names it offers the other packages (imported when first used)
+    "uris": (
+        "DEFAULT_TRACKING_URI",
+        "tracking_uri",
+        "sqlite_path",
+        "absolute_uri",
+        "artifact_location",
+        "where_to_look",
+    ),
+    "client": ("open_client", "read_store", "ensure_experiment", "EXPERIMENT_KIND"),
+    "records": (
+        "SWEEP_TAG",
+        "TRIAL_TAG",
+        "is_constant",
+        "numeric_metrics",
+        "constant_figures",
+        "run_name",
+        "flatten",
+        "git_commit",
+    ),
+    "errors": ("error_line", "error_text"),
+    "journal": ("JOURNAL_FOLDER", "PARENT_TAG", "RUN_KEY_TAG", "Journal", "JournalFiles", "open_journal"),
+    "sender": ("Sender", "short_error", "dataset_input"),
+    "resend": ("journal_files", "send_kept"),
+    "runs": ("RunLog", "TrackedRun", "SweepTracker", "log_params"),
+    "callbacks": ("EpochLogger", "TrialTracker", "trial_tracker"),
+}
+_HOME = {name: module for module, names in _MODULES.items() for name in names}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    """A public name, imported from its module on first use: importing the package imports nothing."""
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
