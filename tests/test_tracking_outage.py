@@ -19,6 +19,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from orchestrator.tracking.journal import JournalFiles
 from tests.servers import MlflowServer, Process, base_env
 from tests.sweep_checks import (
     EPOCHS,
@@ -120,17 +121,19 @@ def test_writes_left_at_the_end_are_sent_by_sync_once(tmp_path, storage, server)
 
 def test_a_driver_killed_while_the_server_is_away_resumes_with_every_epoch_once(tmp_path, storage, server):
     client = MlflowClient(tracking_uri=server.uri)
-    spec = write_spec(tmp_path, storage, "killed", server.uri, trials=2)
+    # the sweep waits at its end for the server (send_timeout_s), so it is still there to be killed even when
+    # the trials end before the stop returns (CI: they did, and the kill hit a process that had exited)
+    spec = with_send_timeout(write_spec(tmp_path, storage, "killed", server.uri, trials=2), 900)
     sweep = start_sweep(spec, tmp_path)
     try:
         assert wait_for_epoch(sweep, client, "killed") < EPOCHS
+        journal = JournalFiles(next((storage / "sweeps").glob("killed-*")) / "mlflow-journal")
         server.stop()
-        journal = next((storage / "sweeps").glob("killed-*")) / "mlflow-journal" / "records.jsonl"
-        lines = len(journal.read_text().splitlines())
         deadline = time.time() + 120
-        while time.time() < deadline and len(journal.read_text().splitlines()) < lines + 3:
-            time.sleep(1)  # a few writes journaled while the server is away
-        assert len(journal.read_text().splitlines()) >= lines + 3, sweep.tail()
+        while time.time() < deadline and journal.unsent() < 3:
+            time.sleep(1)  # a few writes journaled and not sent while the server is away
+        assert journal.unsent() >= 3, sweep.tail()
+        assert sweep.proc.poll() is None, f"the sweep ended while the server was away\n{sweep.tail()}"
         os.kill(sweep.pid, signal.SIGKILL)
     finally:
         sweep.stop(grace=5)
