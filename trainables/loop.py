@@ -31,7 +31,7 @@ import ray.train.torch
 import torch
 from torch import nn
 
-from trainables import distributed, failures
+from trainables import distributed, failures, trace
 from trainables.config import ConfigError, OptimConfig, RunConfig
 from trainables.data import build_datasets, collate_skipping_none
 from trainables.decode import device_batch, resolve_decode
@@ -304,11 +304,20 @@ class Training:
     steps_per_epoch: int  # this rank's; the checkpoint keeps it, so that a resume can tell when it changed
 
 
+def assigned_cpus() -> Optional[float]:
+    """The CPUs Ray gave this worker; None in Ray Train's local mode (no worker process: torch keeps its threads)."""
+    try:
+        return ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    except AssertionError:  # Ray's answer outside a worker process
+        return None
+
+
 def start_worker(cfg: RunConfig) -> Worker:
     """This worker's rank, device and precision; seeds its RNG streams before anything draws from them."""
     _quiet_ray_report_log()
-    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
-    torch.set_num_threads(max(1, int(cpus)))
+    cpus = assigned_cpus()
+    if cpus is not None:
+        torch.set_num_threads(max(1, int(cpus)))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     run = ctx.get_experiment_name()
@@ -557,15 +566,20 @@ def checkpoint_and_report(
 
 def _train(cfg: RunConfig) -> None:
     w = start_worker(cfg)
+    mark = trace.mark if w.rank == 0 else lambda run, event: None
+    mark(w.run, "worker_start")
     t = build_training(cfg, w)
     start_epoch, teacher_val = restore(cfg, w, t)
     if start_epoch >= cfg.students.epochs:
         return  # it had finished: `restore` reported its last epoch again
     hint = divergence_hint(cfg.students.lr, t.loss_settings)
     for epoch in range(start_epoch, cfg.students.epochs):
+        mark(w.run, "epoch_start")
         metrics, bad = run_epoch(cfg, w, t, epoch, hint)
         plain, predictions, teacher_val = validate(cfg, w, t, epoch, metrics, bad, teacher_val, hint)
+        mark(w.run, "epoch_end")
         checkpoint_and_report(cfg, w, t, epoch, metrics, plain, predictions)
+        mark(w.run, "reported")
 
 
 def restore_rank_rng(state: dict, rank: int, world: int, device, run: str) -> None:

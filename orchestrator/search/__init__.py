@@ -12,7 +12,7 @@ values, from a command's arguments to their results.
   sequential) and its tables.
 - `outcomes`: what a round came to (every trial failed, interrupted, resource-hours used).
 - `teacher_logging`: the teacher's uncertainty and gating curve on the parent run, before the first trial.
-- `tune_callbacks`: the sweep's Tune callbacks (the study published to a bucket, the storage guard).
+- `tune_callbacks`: the sweep's Tune callbacks (the study published to a bucket, the storage guard, the phase trace).
 - `searcher`: Ray's `OptunaSearch` with the study in the sweep folder (`SweepSearch`).
 - `trial`: the Tune function trainable: one trial = one `TorchTrainer` (`trial_trainable`).
 - `tune_state`: a whole copy of Tune's saved state, so a full disk cannot make `--resume` start over.

@@ -15,7 +15,7 @@ from orchestrator.search.comparison_rounds import run_comparison
 from orchestrator.search.search_loop import run_search
 from orchestrator.search.searcher import OPTUNA_DB
 from orchestrator.search.teacher_logging import log_teacher_gating, log_teacher_uncertainty
-from orchestrator.search.tune_callbacks import PublishStudy, StorageGuard
+from orchestrator.search.tune_callbacks import PublishStudy, StorageGuard, TraceTrials
 from orchestrator.search.tune_state import KeepTuneState
 from orchestrator.search.tuner import set_tune_environment
 from orchestrator.spec import Spec, SpecError
@@ -93,6 +93,7 @@ def tracked_sweep(
         PublishStudy(folder),
         StorageGuard(folder.location),
         KeepTuneState(),
+        TraceTrials(),
     ]
     if spec.compare:
         return run_comparison(spec, folder, tracker, run_cfg.teacher_dir, train_storage, banks, resume, callbacks)

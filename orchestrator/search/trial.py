@@ -16,7 +16,7 @@ import ray.tune
 
 from orchestrator.execution import TuneReportCallback, build_trainer, failure_location, fit, hand_over_last_report
 from orchestrator.spec import Spec, with_values
-from trainables import failures
+from trainables import failures, trace
 
 
 def run_trial(
@@ -30,8 +30,10 @@ def run_trial(
     bank_dir = (banks or {}).get(trial_spec.seed)  # the bank of the trial's seed, built before any trial
     run_cfg = trial_spec.run_config().model_copy(update={"teacher_dir": teacher_dir, "bank_dir": bank_dir})
     name = ray.tune.get_context().get_trial_id()
+    trace.mark(name, "trainable_start")
     failures.raise_recorded(failure_location(train_storage, name))
     fit(build_trainer(trial_spec, run_cfg, name=name, storage_path=train_storage, callbacks=[TuneReportCallback()]))
+    trace.mark(name, "fit_end")
     hand_over_last_report()
 
 

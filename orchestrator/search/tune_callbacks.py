@@ -1,5 +1,6 @@
-"""The sweep's own Tune callbacks: the Optuna study published to a bucket as trials start and end, and a stop
-(StorageFailed) at the first trial that fails because its storage is full or read-only.
+"""The sweep's own Tune callbacks: the Optuna study published to a bucket as trials start and end, a stop
+(StorageFailed) at the first trial that fails because its storage is full or read-only, and the trials' start and
+end in the phase trace of `benchmarks/overhead.py` (`trainables.trace`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from ray.tune import Callback
 from orchestrator.execution import SweepFolder, probe, reason_in, storage_failure
 from orchestrator.search.searcher import OPTUNA_DB
 from orchestrator.tracking import error_text
+from trainables import trace
 
 
 class PublishStudy(Callback):
@@ -40,3 +42,16 @@ class StorageGuard(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._check(trial)
+
+
+class TraceTrials(Callback):
+    """A trial's start and end as the driver sees them, in the phase trace (nothing unless `DUALKD_TRACE` is set)."""
+
+    def setup(self, **info):
+        trace.mark("", "tune_start")
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        trace.mark(trial.trial_id, "trial_start")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        trace.mark(trial.trial_id, "trial_end")

@@ -111,6 +111,7 @@ def build_tuner(
             scheduler=scheduler,
             num_samples=1 if spec.compare else -1,  # the searcher stops at tune.num_trials (a resume may change it)
             max_concurrent_trials=t.max_concurrent_trials if spec.compare else None,  # a search's: in search_alg
+            reuse_actors=True,  # a trial that ended hands its actor (Ray and the project imported) to the next
         ),
         run_config=ray.tune.RunConfig(
             name=name or folder.name,
