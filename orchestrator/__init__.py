@@ -24,5 +24,27 @@ used, so importing a package loads nothing heavy); arrows point down, and no pac
 - `spec`: a spec's schema, loading, search space, pre-flight and reference page.
 - `data_tools`: image data on disk: ImageNet-100, resized copies, image checks.
 
-`tests/test_layout.py` holds the code to this layout.
+`tests/test_layout.py` holds the code to this layout. Each package's face is `lazy_face` over its `_MODULES` table.
 """
+
+import importlib
+import sys
+
+
+def lazy_face(package: str, modules: dict[str, tuple[str, ...]]):
+    """A package's `__getattr__`, `__dir__` and `__all__` from its table (module -> the names it offers the
+    other packages): a name is imported from its module on first use, so importing the package imports nothing.
+    """
+    home = {name: module for module, names in modules.items() for name in names}
+
+    def __getattr__(name: str):
+        if name not in home:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{package}.{home[name]}"), name)
+        setattr(sys.modules[package], name, value)  # the next use finds it without this function
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[package]), *home})
+
+    return __getattr__, __dir__, sorted(home)

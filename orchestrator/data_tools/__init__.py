@@ -12,7 +12,7 @@ The lowest package of `orchestrator/`: it imports only `trainables` (the image d
 `orchestrator.spec`'s pre-flight counts images with it.
 """
 
-import importlib
+from orchestrator import lazy_face
 
 _MODULES = {  # module -> the names it offers the other packages (imported when first used)
     "images": ("IMAGE_SUFFIXES", "image_files"),
@@ -20,18 +20,4 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
     "resize": ("resize_files",),
     "decode_check": ("find_bad_images", "verify", "verify_folder"),
 }
-_HOME = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str):
-    """A public name, imported from its module on first use: importing the package imports nothing."""
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = lazy_face(__name__, _MODULES)

@@ -22,7 +22,7 @@ Pure functions on plain data where they can be, so the tests call them without R
 use them.
 """
 
-import importlib
+from orchestrator import lazy_face
 
 _MODULES = {  # module -> the names it offers the other packages (imported when first used)
     "tables": ("trials_table", "best_trial", "best_params", "all_failed_line", "ALL_FAILED", "RANKED_STATES"),
@@ -57,18 +57,4 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
     "logged_sweep": ("LoggedSweep", "load_sweep", "find_parent", "CONFIG_ARTIFACT", "TEACHER_LOGITS_ARTIFACT"),
     "sweep_report": ("build_report", "parent_metrics", "rebuild_report"),
 }
-_HOME = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str):
-    """A public name, imported from its module on first use: importing the package imports nothing."""
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = lazy_face(__name__, _MODULES)

@@ -22,7 +22,7 @@ The top of the libraries: the doors call it; it calls `orchestrator.results`, `t
 and `spec`. Ray, Tune, MLflow and torch load with the modules that use them (not `launch` and `plan`).
 """
 
-import importlib
+from orchestrator import lazy_face
 
 _MODULES = {  # module -> the names it offers the other packages (imported when first used)
     "launch": ("launch_sweep", "from_sweep", "sweep_folder", "sweeps_root"),
@@ -35,18 +35,4 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
     "tune_state": ("KEPT", "KeepTuneState", "repair_state", "reads_whole", "state_files"),
     "single_run": ("train_once",),
 }
-_HOME = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str):
-    """A public name, imported from its module on first use: importing the package imports nothing."""
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = lazy_face(__name__, _MODULES)

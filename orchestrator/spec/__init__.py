@@ -18,7 +18,7 @@ The bottom of the driver: it imports only `trainables` (no torch: the torch-free
 through it.
 """
 
-import importlib
+from orchestrator import lazy_face
 
 _MODULES = {  # module -> the names it offers the other packages (imported when first used)
     "schema": (
@@ -51,18 +51,4 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
     "resume_changes": ("spec_changes", "resume_lines", "Change"),
     "reference": ("render", "PAGE"),
 }
-_HOME = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str):
-    """A public name, imported from its module on first use: importing the package imports nothing."""
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = lazy_face(__name__, _MODULES)

@@ -17,7 +17,7 @@ Above it: `orchestrator.results` and `orchestrator.search`; below it: `orchestra
 and `orchestrator.spec`. torch is imported by the modules that need it, when first used through this face.
 """
 
-import importlib
+from orchestrator import lazy_face
 
 _MODULES = {  # module -> the names it offers the other packages (imported when first used)
     "preparation": (
@@ -36,18 +36,4 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
     "plan_view": ("cached_plan_lines", "READ_ERRORS"),
     "check": ("check_teacher",),
 }
-_HOME = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str):
-    """A public name, imported from its module on first use: importing the package imports nothing."""
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = lazy_face(__name__, _MODULES)

@@ -20,7 +20,7 @@ Above it: `orchestrator.results` (which reads sweeps back from MLflow) and `orch
 each when first used through this face.
 """
 
-import importlib
+from orchestrator import lazy_face
 
 _MODULES = {  # module -> the names it offers the other packages (imported when first used)
     "uris": (
@@ -49,18 +49,4 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
     "runs": ("RunLog", "TrackedRun", "SweepTracker", "log_params"),
     "callbacks": ("EpochLogger", "TrialTracker", "trial_tracker"),
 }
-_HOME = {name: module for module, names in _MODULES.items() for name in names}
-__all__ = sorted(_HOME)
-
-
-def __getattr__(name: str):
-    """A public name, imported from its module on first use: importing the package imports nothing."""
-    if name not in _HOME:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__, __all__ = lazy_face(__name__, _MODULES)
