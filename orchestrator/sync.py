@@ -15,9 +15,19 @@ from orchestrator.cli import run_main
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m orchestrator.sync", description=__doc__.splitlines()[0])
     p.add_argument("folder", help="the sweep's or run's folder, as the line that kept the writes named it")
-    p.add_argument("--tracking-uri", help="send to this server instead of the one the journal was written for")
+    p.add_argument(
+        "--tracking-uri",
+        help="send to this server instead of the one the journal was written for (all of it, in the experiment "
+        "of the same name)",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="how long to wait for another process sending this journal (default 30)",
+    )
     args = p.parse_args(argv)
-    return tracking.send_kept(args.folder, args.tracking_uri)
+    return tracking.send_kept(args.folder, args.tracking_uri, args.wait)
 
 
 if __name__ == "__main__":

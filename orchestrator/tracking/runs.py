@@ -74,6 +74,7 @@ class TrackedRun:
         self.experiment_id = ensure_experiment(self.client, experiment, uri)
         self.data, self.tags = data, dict(tags or {})
         self.journal = open_journal(folder / JOURNAL_FOLDER, uri)
+        self.journal.name_experiment(self.experiment_id, experiment)  # another server finds it by this name
         self.sender = Sender(self.journal.files, uri).start()
         self.run_id = ""
 
