@@ -44,7 +44,7 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
     ),
     "errors": ("error_line", "error_text"),
     "journal": ("JOURNAL_FOLDER", "PARENT_TAG", "RUN_KEY_TAG", "Journal", "JournalFiles", "open_journal"),
-    "sender": ("Sender", "short_error", "dataset_input"),
+    "sender": ("Sender", "SendLock", "short_error", "dataset_input"),
     "resend": ("journal_files", "send_kept"),
     "runs": ("RunLog", "TrackedRun", "SweepTracker", "log_params"),
     "callbacks": ("EpochLogger", "TrialTracker", "trial_tracker"),
