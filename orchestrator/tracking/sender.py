@@ -256,7 +256,7 @@ class Sender:
         """Send one line; False when it went to `rejected.jsonl` instead. An outage raises."""
         key = record.get("run")
         if key in self.state.refused:
-            self._reject(record, f"its run was refused: {self.state.refused[key]}")
+            self._reject(record, f"its run was refused: {self.state.refused[key]}", quiet=True)
             return False
         try:
             self.apply(record)
@@ -296,7 +296,8 @@ class Sender:
         except OSError as err:
             raise folder_fault(self.files.folder, err) from err
 
-    def _reject(self, record: dict, reason: str) -> None:
+    def _reject(self, record: dict, reason: str, quiet: bool = False) -> None:
+        """Keep the line in `rejected.jsonl` with why; one line says so (none for each later line of a refused run)."""
         self.rejected += 1
         line = json.dumps({"server": self.uri, "error": reason, "record": record}) + "\n"
         try:
@@ -304,7 +305,8 @@ class Sender:
                 f.write(line)
         except OSError as err:
             raise folder_fault(self.files.folder, err) from err
-        self.say(f"MLflow at {self.uri} did not take a write ({reason}): kept in {self.files.folder / REJECTED}")
+        if not quiet:
+            self.say(f"MLflow at {self.uri} did not take a write ({reason}): kept in {self.files.folder / REJECTED}")
 
     # ---- the thread ----------------------------------------------------------------------------
     def start(self) -> "Sender":
