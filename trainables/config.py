@@ -12,6 +12,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from trainables.model_names import ARCHITECTURES
+
 Weighting = Literal["none", "entropy", "threshold", "entropy+threshold"]
 PeerWeighting = Literal["uniform", "inverse"]
 Method = Literal["ce", "kd", "dml", "dual_kd", "ua_kd", "ua_dual"]
@@ -156,7 +158,9 @@ class OptimConfig(Strict):
 class TeacherConfig(OptimConfig):
     """The frozen teacher: trained once per setting and cached, or loaded from a checkpoint."""
 
-    arch: str = Field("resnet50", description="a torchvision model name (see trainables.models)")
+    arch: str = Field(
+        "resnet50", description=f"one of {', '.join(ARCHITECTURES)} (torchvision's, see trainables.models)"
+    )
     checkpoint: Optional[str] = Field(None, description="a state_dict file to load instead of training")
     init_weights: Optional[str] = Field(None, description="local weights file to start training from")
     seed: int = Field(0, ge=0, description="the teacher's own seed: student seeds share one teacher")
@@ -201,7 +205,8 @@ class StudentsConfig(OptimConfig):
         default_factory=lambda: ["resnet18", "mobilenet_v2"],
         min_length=1,
         max_length=2,
-        description="one student (ce, kd, ua_kd) or two (dml, dual_kd, ua_dual)",
+        description="one student (ce, kd, ua_kd) or two (dml, dual_kd, ua_dual), "
+        f"each one of {', '.join(ARCHITECTURES)}",
     )
     init_weights: dict[str, str] = Field(default_factory=dict, description="arch -> local weights file")
     channels_last: bool = Field(True, description="channels-last memory format on GPU (ignored on CPU)")

@@ -30,10 +30,12 @@ class SpecError(ConfigError):
 
 
 class FloatParam(Strict):
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
+    """A real number drawn between low and high."""
+
+    type: Literal["float"] = Field(description="float: a real number")
+    low: float = Field(description="the smallest value drawn")
+    high: float = Field(description="the largest value drawn; above low")
+    log: bool = Field(False, description="draw on a log scale (low > 0)")
 
     @model_validator(mode="after")
     def _order(self):
@@ -45,11 +47,13 @@ class FloatParam(Strict):
 
 
 class IntParam(Strict):
-    type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int = Field(1, ge=1)
+    """A whole number drawn from low to high, both included."""
+
+    type: Literal["int"] = Field(description="int: a whole number")
+    low: int = Field(description="the smallest value drawn")
+    high: int = Field(description="the largest value drawn; above low")
+    log: bool = Field(False, description="draw on a log scale (low >= 1, no step)")
+    step: int = Field(1, ge=1, description="draw low, low + step, ... up to high")
 
     @model_validator(mode="after")
     def _order(self):
@@ -63,8 +67,12 @@ class IntParam(Strict):
 
 
 class CategoricalParam(Strict):
-    type: Literal["categorical"]
-    choices: list[Union[str, int, float, bool, None]] = Field(min_length=1)
+    """One of the listed values."""
+
+    type: Literal["categorical"] = Field(description="categorical: one of a list")
+    choices: list[Union[str, int, float, bool, None]] = Field(
+        min_length=1, description="the values drawn from, e.g. [entropy, threshold]"
+    )
 
 
 SearchParam = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
