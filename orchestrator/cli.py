@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -26,8 +27,21 @@ PACKAGES = ("orchestrator", "trainables")  # whose frames an internal error's li
 _PROJECT = Path(__file__).parent.parent  # the folder that holds them
 
 
-def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """The arguments every spec-running command takes: the spec, `--set` overrides, `--address`, `--tracking-uri`."""
+def summary(doc: str) -> str:
+    """A door's `--help` description: its docstring's first paragraph on one line, without the usage it may open
+    with (argparse prints the usage above it); the next paragraph when the first was only the usage."""
+    paragraphs = [" ".join(p.split()) for p in doc.strip().split("\n\n")]
+    first = re.sub(r"^`python -m [^`]*`[:.]?\s*", "", paragraphs[0])
+    text = first or (paragraphs[1] if len(paragraphs) > 1 else "")
+    return text[:1].upper() + text[1:]
+
+
+def spec_parser(
+    prog: str, description: str, *, tracking: bool = True, data_check: bool = True
+) -> argparse.ArgumentParser:
+    """The arguments a spec-running command takes: the spec, `--set` overrides, `--address`, and unless it
+    logs nothing (`tracking`) or reads its data on this machine (`data_check`), `--tracking-uri` and
+    `--skip-data-check`."""
     p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("spec", help="a YAML spec, e.g. search_spaces/peer.yaml")
     p.add_argument(
@@ -39,15 +53,17 @@ def spec_parser(prog: str, description: str) -> argparse.ArgumentParser:
         help="override a setting, e.g. --set students.epochs=3 (repeatable; values read as YAML)",
     )
     p.add_argument("--address", help="join this Ray cluster (default: RAY_ADDRESS, else a local Ray)")
-    p.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: the spec's, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
-    )
-    p.add_argument(
-        "--skip-data-check",
-        action="store_true",
-        help="do not look for data.root and init_weights on this machine (only the workers see them)",
-    )
+    if tracking:
+        p.add_argument(
+            "--tracking-uri",
+            help="MLflow tracking URI (default: the spec's, else MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)",
+        )
+    if data_check:
+        p.add_argument(
+            "--skip-data-check",
+            action="store_true",
+            help="do not look for data.root and init_weights on this machine (only the workers see them)",
+        )
     return p
 
 

@@ -12,11 +12,11 @@ import argparse
 from typing import Optional
 
 from orchestrator import results
-from orchestrator.cli import run_main
+from orchestrator.cli import run_main, summary
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m orchestrator.report", description=summary(__doc__))
     p.add_argument("sweep", help="a sweep folder's name, or a spec name for its newest sweep")
     p.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)")
     p.add_argument("--out", help="where to write the tables and plots (default: reports/SWEEP)")

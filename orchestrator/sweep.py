@@ -11,11 +11,11 @@ import argparse
 from typing import Optional
 
 from orchestrator import search
-from orchestrator.cli import run_main, spec_parser
+from orchestrator.cli import run_main, spec_parser, summary
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    p = spec_parser("python -m orchestrator.sweep", __doc__.splitlines()[0])
+    p = spec_parser("python -m orchestrator.sweep", summary(__doc__))
     p.add_argument("--resume", action="store_true", help="continue the newest interrupted sweep of this spec")
     p.add_argument(
         "--force",

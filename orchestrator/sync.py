@@ -9,11 +9,11 @@ import argparse
 from typing import Optional
 
 from orchestrator import tracking
-from orchestrator.cli import run_main
+from orchestrator.cli import run_main, summary
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m orchestrator.sync", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m orchestrator.sync", description=summary(__doc__))
     p.add_argument("folder", help="the sweep's or run's folder, as the line that kept the writes named it")
     p.add_argument(
         "--tracking-uri",

@@ -15,11 +15,13 @@ import argparse
 from typing import Optional
 
 from orchestrator import teacher
-from orchestrator.cli import run_main, spec_parser
+from orchestrator.cli import run_main, spec_parser, summary
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    return spec_parser("python -m orchestrator.teacher_check", __doc__.splitlines()[0]).parse_args(argv)
+    # it logs nothing to MLflow and reads the validation images here: no --tracking-uri, no --skip-data-check
+    parser = spec_parser("python -m orchestrator.teacher_check", summary(__doc__), tracking=False, data_check=False)
+    return parser.parse_args(argv)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

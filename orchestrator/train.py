@@ -12,11 +12,11 @@ import argparse
 from typing import Optional
 
 from orchestrator import search
-from orchestrator.cli import run_main, spec_parser
+from orchestrator.cli import run_main, spec_parser, summary
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    p = spec_parser("python -m orchestrator.train", __doc__.splitlines()[0])
+    p = spec_parser("python -m orchestrator.train", summary(__doc__))
     return p.parse_args(argv)
 
 

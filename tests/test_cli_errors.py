@@ -3,6 +3,7 @@ error, where it happened and its path, with the traceback kept in a file that li
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -60,3 +61,23 @@ def test_a_missing_input_the_user_named_stays_one_line_without_a_traceback(capsy
     assert code == 2 and lines == [
         "error: weights file not found: w.pt (give a local state_dict file; nothing is downloaded)"
     ]
+
+
+@pytest.mark.parametrize("door", ["sweep", "train", "report", "sync", "teacher_check"])
+def test_help_describes_the_command_in_whole_sentences_without_repeating_its_usage(door, capsys):
+    module = importlib.import_module(f"orchestrator.{door}")
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    text = capsys.readouterr().out
+    description = " ".join(text.split("\n\n")[1].split())  # the paragraph after the usage
+    assert description.endswith((".", "?")), description
+    assert "python -m" not in description, description
+
+
+@pytest.mark.parametrize("option", [["--tracking-uri", "sqlite:///x.db"], ["--skip-data-check"]])
+def test_teacher_check_offers_no_option_it_would_ignore(option, capsys):
+    from orchestrator import teacher_check
+
+    with pytest.raises(SystemExit) as info:
+        teacher_check.parse_args(["spec.yaml", *option])
+    assert info.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from orchestrator.spec import (
     validate_spec,
     with_values,
 )
-from trainables.config import ConfigError, RunConfig
+from trainables.config import DRIVER_KEYS, ConfigError, RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PEER = ROOT / "search_spaces" / "peer.yaml"
@@ -512,6 +512,100 @@ def test_search_unknown_param_key(peer_raw):
     spec_error(raw, "search.loss.alpha", "lo")
 
 
+# --------------------------------------------------------------------------- errors that name their source and the fix
+
+
+def test_a_misspelt_set_key_names_the_set_and_the_key_meant():
+    with pytest.raises(SpecError) as info:
+        load_spec(PEER, ["loss.temprature=3"])
+    msg = assert_one_line(info.value)
+    assert msg == "--set loss.temprature=3: unknown key: did you mean loss.temperature?"
+
+
+def test_a_misspelt_file_key_names_the_file_and_the_key_meant(peer_raw, tmp_path):
+    path = _write(tmp_path, _raw(peer_raw, loss={"temprature": 3}))
+    with pytest.raises(SpecError) as info:
+        load_spec(path, ["students.epochs=2"])  # an override elsewhere is not blamed
+    msg = assert_one_line(info.value)
+    assert msg == f"{path}: loss.temprature: unknown key: did you mean loss.temperature?"
+
+
+@pytest.mark.parametrize(
+    "item,meant",
+    [
+        ("temperature=3", "loss.temperature"),
+        ("students.temperature=3", "loss.temperature"),
+        ("tune.metrc=x", "tune.metric"),
+    ],
+)
+def test_a_key_in_the_wrong_place_suggests_where_it_lives(item, meant):
+    with pytest.raises(SpecError) as info:
+        load_spec(PEER, [item])
+    assert_one_line(info.value, f"--set {item}:", f"did you mean {meant}?")
+
+
+def test_a_union_error_says_what_the_key_takes():
+    with pytest.raises(SpecError) as info:
+        load_spec(PEER, ["tune.mode=maximize"])
+    msg = assert_one_line(info.value)
+    assert msg == "--set tune.mode=maximize: 'maximize' is not valid: it takes max or min, or a list of max or min"
+
+
+def test_a_missing_key_is_a_sentence(peer_raw, tmp_path):
+    raw = copy.deepcopy(peer_raw)
+    del raw["name"]
+    path = _write(tmp_path, raw)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    msg = assert_one_line(info.value, f"{path}: name is missing: add it, it takes text")
+    assert "Field required" not in msg
+
+
+def test_a_field_of_a_search_entry_the_spec_lacks_names_the_entry_meant():
+    with pytest.raises(SpecError) as info:
+        load_spec(PEER, ["search.loss.temprature.low=1"])
+    msg = assert_one_line(info.value, "--set search.loss.temprature.low", "did you mean search.loss.temperature.low?")
+    assert "dictionary" not in msg
+
+
+def test_a_search_entry_that_is_no_mapping_says_what_an_entry_is(peer_raw):
+    msg = spec_error(_raw(peer_raw, search={"loss.alpha": 0.5}), "search.loss.alpha: a search entry is a mapping")
+    assert "dictionary" not in msg
+
+
+def test_a_teacher_view_error_names_its_key_once():
+    with pytest.raises(SpecError) as info:
+        load_spec(PEER, ["teacher.data.rare_classes=[3, 12]"])
+    msg = assert_one_line(info.value)
+    assert msg == "--set teacher.data.rare_classes=[3, 12]: class 12 does not exist: this data has classes 0 to 9"
+
+
+def test_a_data_error_names_its_key_once(peer_raw):
+    msg = spec_error(_raw(peer_raw, data={"rare_classes": [12]}), "data.rare_classes: class 12 does not exist")
+    assert "data: data" not in msg
+
+
+@pytest.mark.parametrize("key", DRIVER_KEYS)
+def test_the_drivers_keys_are_refused_in_a_spec_and_in_set(peer_raw, key):
+    spec_error(_raw(peer_raw, **{key: "/somewhere"}), f"spec: {key} is set by the driver")
+    with pytest.raises(SpecError) as info:
+        load_spec(PEER, [f"{key}=/somewhere"])
+    assert_one_line(info.value, f"--set {key}=/somewhere: {key} is set by the driver")
+
+
+def test_the_drivers_keys_left_empty_by_older_dumps_are_dropped(peer_raw):
+    """A sweep's saved spec (and its MLflow config) from before held them as null."""
+    spec = validate_spec(_raw(peer_raw, teacher_dir=None, bank_dir=None, failure_file=None))
+    assert not set(DRIVER_KEYS) & set(spec.model_dump())
+
+
+def test_the_drivers_keys_are_not_on_the_reference_page():
+    from orchestrator.spec import render
+
+    page = render()
+    assert not [key for key in DRIVER_KEYS if f"`{key}`" in page]
+
+
 # --------------------------------------------------------------------------- reading files
 
 
@@ -631,6 +725,18 @@ def test_cli_bad_spec_one_line_exit_2(peer_raw, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("error:") and "loss.alpah" in lines[0]
+
+
+def test_cli_a_misspelt_set_key_is_one_line_exit_2():
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.sweep", str(PEER), "--set", "loss.temprature=3", "--dry-run"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "error: --set loss.temprature=3: unknown key: did you mean loss.temperature?\n"
 
 
 def test_the_committed_spec_reference_is_the_generated_one():

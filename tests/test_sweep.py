@@ -59,6 +59,9 @@ def test_sweep_end_to_end(ray_local, tmp_path, monkeypatch, capsys):
     assert all(c.data.tags[PARENT_TAG] == parent.info.run_id for c in children)
     for child in children:
         assert {"loss.threshold", "loss.temperature"} <= set(child.data.params)
+        assert (
+            child.data.params["students.epochs"] == "2" and child.data.params["data.name"] == "digits"
+        )  # every setting
         for student in ("resnet18", "mobilenet_v2"):
             history = client.get_metric_history(child.info.run_id, f"{student}/val_top1")
             assert [m.step for m in history] == list(range(1, len(history) + 1)) and history

@@ -7,9 +7,12 @@ default. Unknown keys are errors everywhere.
 
 from __future__ import annotations
 
+import re
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from trainables.model_names import ARCHITECTURES
 
 Weighting = Literal["none", "entropy", "threshold", "entropy+threshold"]
 PeerWeighting = Literal["uniform", "inverse"]
@@ -99,12 +102,11 @@ class DataConfig(Strict):
         if min(self.rare_classes, default=0) < 0 or len(set(self.rare_classes)) < len(self.rare_classes):
             raise ValueError(f"data.rare_classes: {self.rare_classes} must be distinct class ids >= 0")
         classes = DIGITS_CLASSES if self.name == "digits" else self.num_classes  # imagefolder has no views
-        named = seen | set(self.rare_classes)
-        if named and max(named) >= classes:
-            raise ValueError(
-                f"data: class {max(named)} in confused_classes or rare_classes does not exist: "
-                f"this data has classes 0 to {classes - 1}"
-            )
+        for key, named in (("confused_classes", seen), ("rare_classes", set(self.rare_classes))):
+            if named and max(named) >= classes:
+                raise ValueError(
+                    f"data.{key}: class {max(named)} does not exist: this data has classes 0 to {classes - 1}"
+                )
         return self
 
     def identity(self) -> dict:
@@ -156,7 +158,9 @@ class OptimConfig(Strict):
 class TeacherConfig(OptimConfig):
     """The frozen teacher: trained once per setting and cached, or loaded from a checkpoint."""
 
-    arch: str = Field("resnet50", description="a torchvision model name (see trainables.models)")
+    arch: str = Field(
+        "resnet50", description=f"one of {', '.join(ARCHITECTURES)} (torchvision's, see trainables.models)"
+    )
     checkpoint: Optional[str] = Field(None, description="a state_dict file to load instead of training")
     init_weights: Optional[str] = Field(None, description="local weights file to start training from")
     seed: int = Field(0, ge=0, description="the teacher's own seed: student seeds share one teacher")
@@ -201,7 +205,8 @@ class StudentsConfig(OptimConfig):
         default_factory=lambda: ["resnet18", "mobilenet_v2"],
         min_length=1,
         max_length=2,
-        description="one student (ce, kd, ua_kd) or two (dml, dual_kd, ua_dual)",
+        description="one student (ce, kd, ua_kd) or two (dml, dual_kd, ua_dual), "
+        f"each one of {', '.join(ARCHITECTURES)}",
     )
     init_weights: dict[str, str] = Field(default_factory=dict, description="arch -> local weights file")
     channels_last: bool = Field(True, description="channels-last memory format on GPU (ignored on CPU)")
@@ -257,8 +262,11 @@ class LossConfig(Strict):
         return self.model_dump(exclude={"peer_warmup_epochs"})
 
 
-class RunConfig(Strict):
-    """Everything one training run needs: what the driver sends to every worker."""
+DRIVER_KEYS = ("teacher_dir", "bank_dir", "failure_file")  # RunConfig's keys that the driver sets, never a spec
+
+
+class TrainingSettings(Strict):
+    """What a user sets for one training run: a spec's training sections (`RunConfig` adds what the driver sets)."""
 
     seed: int = Field(0, ge=0, description="the run's seed: initial weights, data order, augmentation")
     deterministic: bool = Field(
@@ -268,6 +276,30 @@ class RunConfig(Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="the frozen teacher")
     students: StudentsConfig = Field(default_factory=StudentsConfig, description="the students")
     loss: LossConfig = Field(default_factory=LossConfig, description="the distillation loss")
+
+    @model_validator(mode="after")
+    def _teacher_data_valid(self) -> "TrainingSettings":
+        if self.teacher.data is not None:
+            try:
+                self.teacher.data.applied_to(self.data)
+            except ValidationError as err:
+                raise ValueError(teacher_view_problem(err, self.teacher.data)) from None
+        return self
+
+
+def teacher_view_problem(err: ValidationError, view: TeacherDataConfig) -> str:
+    """The data's complaint about the teacher's view, naming the view's key: `data.rare_classes: ...` is
+    `teacher.data.rare_classes: ...` when the view set rare_classes (the data's own keys passed already)."""
+    msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+    named = re.match(r"data\.(\w+)", msg)
+    if named and named.group(1) in view.model_fields_set:
+        return f"teacher.{msg}"
+    return f"teacher.data: {msg}"
+
+
+class RunConfig(TrainingSettings):
+    """Everything one training run needs: what the driver sends to every worker."""
+
     teacher_dir: Optional[str] = Field(None, description="set by the driver: the prepared teacher's cache folder")
     bank_dir: Optional[str] = Field(None, description="set by the driver: the teacher's soft-label bank, if any")
     failure_file: Optional[str] = Field(
@@ -275,12 +307,3 @@ class RunConfig(Strict):
         description="set by the driver: where a worker records a failure that "
         "a restart cannot fix, so that restarts stop at once",
     )
-
-    @model_validator(mode="after")
-    def _teacher_data_valid(self) -> "RunConfig":
-        if self.teacher.data is not None:
-            try:
-                self.teacher.data.applied_to(self.data)
-            except ValidationError as err:
-                raise ValueError(f"teacher.data: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
-        return self

@@ -71,11 +71,13 @@ def load_sweep(client: MlflowClient, name: str) -> LoggedSweep:
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=5000
     )
+    own = {*spec.search, *(key for variant in spec.variants() for key in variant)}  # what each trial was given
     for child in sorted(children, key=lambda r: r.info.start_time):
         trial_id = child.data.tags.get(TRIAL_TAG, child.info.run_id)
         sweep.child_ids[trial_id] = child.info.run_id
         sweep.names[trial_id] = (child.info.run_name or trial_id).split()[0]
-        params = {k: _param_value(v) for k, v in child.data.params.items()}
+        # a trial's run logs every setting; its table row holds the values the trial was given, as Tune's does
+        params = {k: _param_value(v) for k, v in child.data.params.items() if k in own or is_constant(k)}
         constants = {k: float(params.pop(k)) for k in list(params) if is_constant(k)}  # sizes, teacher top-1
         sweep.trials.append(
             {

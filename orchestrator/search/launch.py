@@ -122,7 +122,7 @@ def launch_sweep(
     """`python -m orchestrator.sweep` once its arguments are parsed: the spec read, resolved and checked, the plan
     printed; then, unless `dry_run`, the sweep run (`driver.run_sweep`). `earlier_sweep`: `--from-sweep`."""
     raw = load_raw(spec_file, overrides)
-    spec = validate_spec(raw, spec_file)
+    spec = validate_spec(raw, spec_file, overrides)
     if not spec.search and not spec.compare:
         raise SpecError(
             f"{spec_file}: neither search nor compare is set: add settings to search, "

@@ -4,6 +4,8 @@
   user mistake; `Spec.resolved` fixes paths and storage before Ray starts.
 - `loading`: a YAML file with `--set` overrides -> a validated `Spec` (`load_spec`, `load_raw`,
   `validate_spec`), and a spec with dotted-key values set (`with_values`: a trial's point, the best trial).
+- `messages`: pydantic's validation errors as one line per problem, in the spec's terms: the key as written,
+  what it takes, the key a misspelt one meant (`format_validation_error`).
 - `dotted`: dotted keys over raw spec dicts (`set_dotted`, `dotted_items`).
 - `search_space`: the `search` section as Optuna distributions (`optuna_space`).
 - `checks`: the pre-flight (`preflight`): data, weights, storage, the tracking server and `tune.metric`, checked
@@ -42,8 +44,8 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
         "apply_overrides",
         "with_values",
         "read_yaml",
-        "format_validation_error",
     ),
+    "messages": ("format_validation_error",),
     "dotted": ("set_dotted", "dotted_items"),
     "search_space": ("optuna_space",),
     "checks": ("preflight", "PreflightError", "data_root_problems", "tracking_problem"),

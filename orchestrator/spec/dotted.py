@@ -6,12 +6,13 @@ settings by their dotted key. Pure functions on dicts.
 
 from __future__ import annotations
 
+import difflib
 import typing
 from typing import Any, Optional
 
 from pydantic import BaseModel
 
-from orchestrator.spec.schema import Spec, SpecError
+from orchestrator.spec.schema import SEARCH_FIELDS, Spec, SpecError
 
 
 def set_dotted(tree: dict, key: str, value: Any) -> None:
@@ -21,7 +22,10 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
     if parts[0] == "search" and len(parts) > 2 and isinstance(search, dict):
         # search keys hold dots themselves: search.loss.alpha.low -> search["loss.alpha"]["low"]
         rest = parts[1:]
-        n = next((n for n in range(len(rest), 0, -1) if ".".join(rest[:n]) in search), len(rest))
+        n = next((n for n in range(len(rest), 0, -1) if ".".join(rest[:n]) in search), None)
+        if n is None and rest[-1] in SEARCH_FIELDS:
+            _no_search_entry(key, ".".join(rest[:-1]), rest[-1], list(search))
+        n = n or len(rest)
         parts = ["search", ".".join(rest[:n]), *rest[n:]]
     *parents, leaf = parts
     node = tree
@@ -33,6 +37,16 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
             raise SpecError(f"--set {key}: {part!r} is not a section: use a key under a section, e.g. loss.alpha")
         node = child
     node[leaf] = value
+
+
+def _no_search_entry(key: str, entry: str, field: str, entries: list[str]) -> None:
+    """A `--set` of one field of a search entry the spec does not have: the entry meant, or how to add one."""
+    meant = difflib.get_close_matches(entry, entries, n=1, cutoff=0.6)
+    fix = f"did you mean search.{meant[0]}.{field}?" if meant else f"it searches {', '.join(entries) or 'nothing'}"
+    raise SpecError(
+        f"--set {key}: the spec has no search entry {entry!r} to set {field} in: {fix} (a new entry is set whole, "
+        f"e.g. --set 'search.{entry}={{type: float, low: 0.1, high: 0.9}}')"
+    )
 
 
 def _section(model: Optional[type[BaseModel]], key: str) -> Optional[type[BaseModel]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +14,7 @@ import yaml
 from pydantic import ValidationError
 
 from orchestrator.spec.dotted import set_dotted
+from orchestrator.spec.messages import format_validation_error
 from orchestrator.spec.schema import Spec, SpecError
 
 
@@ -31,22 +33,6 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return out
 
 
-def format_validation_error(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
-        if loc[:1] == ["search"] and len(loc) > 2 and loc[2] in ("float", "int", "categorical"):
-            del loc[2]  # the discriminator's tag
-        loc = ".".join(loc)
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] in ("union_tag_invalid", "union_tag_not_found"):
-            msg = "type must be float, int or categorical"
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key: remove it or check its spelling"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(dict.fromkeys(parts))
-
-
 def read_yaml(path: str | os.PathLike) -> dict:
     p = Path(path)
     if not p.is_file():
@@ -62,13 +48,35 @@ def read_yaml(path: str | os.PathLike) -> dict:
     return raw
 
 
-def validate_spec(raw: dict, source: str = "spec") -> Spec:
+def override_key(item: str) -> str:
+    return item.partition("=")[0].strip()
+
+
+def blamed(part: str, source: str, overrides: list[str]) -> str:
+    """`part` (`key: problem`) with where it came from: the last `--set` that set its key, a section above it or a
+    key inside it (or, for a problem the spec's checks name by key, a `--set` of a key it names), else `source`."""
+    key = part.partition(": ")[0].partition(" ")[0]
+    for item in reversed(overrides):
+        set_key = override_key(item)
+        if key == set_key or key.startswith(f"{set_key}.") or set_key.startswith(f"{key}."):
+            rest = part.removeprefix(f"{set_key}: ") if key == set_key and part.startswith(f"{key}: ") else part
+            return f"--set {item}: {rest}"
+    for item in reversed(overrides):
+        if re.search(rf"(?<![\w.]){re.escape(override_key(item))}(?![\w])", part):
+            return f"--set {item}: {part}"
+    return f"{source}: {part}"
+
+
+def validate_spec(raw: dict, source: str = "spec", overrides: Optional[list[str]] = None) -> Spec:
+    """`raw` as a `Spec`, or a SpecError whose one line names each problem's key and where it was written:
+    `source` (the spec file), or the `--set` of `overrides` that set it."""
     try:
         return Spec.model_validate(raw)
     except ValidationError as err:
-        raise SpecError(f"{source}: {format_validation_error(err)}") from None
+        parts = format_validation_error(err)
     except ValueError as err:
-        raise SpecError(f"{source}: {err}") from None
+        parts = [str(err)]
+    raise SpecError("; ".join(blamed(part, source, overrides or []) for part in parts))
 
 
 def load_raw(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> dict:
@@ -78,7 +86,7 @@ def load_raw(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> 
 
 def load_spec(path: str | os.PathLike, overrides: Optional[list[str]] = None) -> Spec:
     """Read, override and validate a spec; relative data and weight paths stay relative to the working folder."""
-    return validate_spec(load_raw(path, overrides), str(path))
+    return validate_spec(load_raw(path, overrides), str(path), overrides)
 
 
 def with_values(spec: Spec, values: dict[str, Any]) -> Spec:

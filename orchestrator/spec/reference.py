@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from orchestrator.spec.schema import Spec
+from orchestrator.spec.schema import CategoricalParam, FloatParam, IntParam, Spec
 
 PAGE = Path("docs/spec-reference.md")
 HEADER = """# Spec reference
@@ -79,6 +79,24 @@ def sections(model: type[BaseModel], prefix: str = "") -> list[tuple[str, type[B
     return found
 
 
+SEARCH_ENTRIES = """
+## search entries
+
+Each entry of `search` maps a dotted training setting to how Optuna draws it, by its `type`, e.g.
+`loss.temperature: {type: float, low: 1.0, high: 6.0, log: true}`.
+"""
+
+
+def field_rows(model: type[BaseModel], prefix: str) -> list[str]:
+    rows = ["| key | type | default | description |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        rows.append(
+            f"| `{prefix}{name}` | {type_name(field.annotation)} | {default_text(field)} | "
+            f"{cell(field.description or '')} |"
+        )
+    return rows
+
+
 def render() -> str:
     lines, seen = [HEADER], {}
     for prefix, model in sections(Spec):
@@ -91,14 +109,13 @@ def render() -> str:
         doc = inspect.cleandoc(model.__dict__.get("__doc__") or "")  # its own, not one inherited from pydantic
         if doc and model is not Spec:
             lines.append(cell(doc) + "\n")
-        lines.append("| key | type | default | description |")
-        lines.append("|---|---|---|---|")
-        for name, field in model.model_fields.items():
-            lines.append(
-                f"| `{prefix}{name}` | {type_name(field.annotation)} | {default_text(field)} | "
-                f"{cell(field.description or '')} |"
-            )
-    return "\n".join(lines) + "\n"
+        lines += field_rows(model, prefix)
+    lines.append(SEARCH_ENTRIES)
+    for model in (FloatParam, IntParam, CategoricalParam):
+        kind = model.model_fields["type"].annotation.__args__[0]
+        lines += [f"### {kind}\n", cell(inspect.cleandoc(model.__doc__ or "")) + "\n", *field_rows(model, "")]
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def write(path: Path = PAGE) -> Path:

@@ -1,21 +1,23 @@
 """What a spec holds, as pydantic models: every key, its type, its default and what it means.
 
-A spec is a `RunConfig` (what one training run needs, shared with the workers) plus what the driver
-alone uses: the search space, Tune settings, resources per trial, MLflow and where outputs go.
+A spec is the `TrainingSettings` of one run (sent to the workers as a `RunConfig`, with the keys the driver sets)
+plus what the driver alone uses: the search space, Tune settings, resources per trial, MLflow and where outputs go.
 Every mistake becomes a `SpecError` with one line that names the key and the fix (`orchestrator.spec.loading`
 reads and validates the files).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from trainables import storage
-from trainables.config import ConfigError, Method, RunConfig, Strict
+from trainables.config import DRIVER_KEYS, ConfigError, Method, RunConfig, Strict, TrainingSettings
 from trainables.methods import PRESETS, needs_two_students, resolve_method
 from trainables.model_names import ARCHITECTURES
 
@@ -28,10 +30,12 @@ class SpecError(ConfigError):
 
 
 class FloatParam(Strict):
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
+    """A real number drawn between low and high."""
+
+    type: Literal["float"] = Field(description="float: a real number")
+    low: float = Field(description="the smallest value drawn")
+    high: float = Field(description="the largest value drawn; above low")
+    log: bool = Field(False, description="draw on a log scale (low > 0)")
 
     @model_validator(mode="after")
     def _order(self):
@@ -43,11 +47,13 @@ class FloatParam(Strict):
 
 
 class IntParam(Strict):
-    type: Literal["int"]
-    low: int
-    high: int
-    log: bool = False
-    step: int = Field(1, ge=1)
+    """A whole number drawn from low to high, both included."""
+
+    type: Literal["int"] = Field(description="int: a whole number")
+    low: int = Field(description="the smallest value drawn")
+    high: int = Field(description="the largest value drawn; above low")
+    log: bool = Field(False, description="draw on a log scale (low >= 1, no step)")
+    step: int = Field(1, ge=1, description="draw low, low + step, ... up to high")
 
     @model_validator(mode="after")
     def _order(self):
@@ -61,11 +67,16 @@ class IntParam(Strict):
 
 
 class CategoricalParam(Strict):
-    type: Literal["categorical"]
-    choices: list[Union[str, int, float, bool, None]] = Field(min_length=1)
+    """One of the listed values."""
+
+    type: Literal["categorical"] = Field(description="categorical: one of a list")
+    choices: list[Union[str, int, float, bool, None]] = Field(
+        min_length=1, description="the values drawn from, e.g. [entropy, threshold]"
+    )
 
 
 SearchParam = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+SEARCH_FIELDS = tuple(dict.fromkeys(f for m in (FloatParam, IntParam, CategoricalParam) for f in m.model_fields))
 
 
 class Resources(Strict):
@@ -225,7 +236,7 @@ class MlflowSettings(Strict):
     )
 
 
-class Spec(RunConfig):
+class Spec(TrainingSettings):
     """What `orchestrator.sweep` and `orchestrator.train` read."""
 
     name: str = Field(
@@ -248,6 +259,15 @@ class Spec(RunConfig):
         None, description="set it to compare methods over seeds instead of searching"
     )
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings, description="where runs are tracked")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_dumps(cls, data: Any) -> Any:
+        """Specs saved by earlier versions (a sweep's spec.yaml, its MLflow config) hold the driver's keys, empty:
+        those are dropped; a value in one stays an unknown key, refused."""
+        if isinstance(data, dict) and any(key in data and data[key] is None for key in DRIVER_KEYS):
+            data = {k: v for k, v in data.items() if not (k in DRIVER_KEYS and v is None)}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "Spec":
@@ -338,6 +358,34 @@ def _absolute(path: Optional[str], key: str) -> Optional[str]:
     return str(Path(expanded).resolve())
 
 
+def field_section(annotation: Any) -> Optional[type[BaseModel]]:
+    """The model a field holds (directly or as Optional): a section of keys, else None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def setting_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key `model` holds, its sections walked: what a misspelt key is matched against."""
+    keys = []
+    for name, field in model.model_fields.items():
+        section = field_section(field.annotation)
+        keys += setting_keys(section, f"{prefix}{name}.") if section else [f"{prefix}{name}"]
+    return keys
+
+
+def closest_key(key: str, candidates: list[str]) -> Optional[str]:
+    """The key a misspelt one most likely meant: the closest spelling (loss.temprature -> loss.temperature), else
+    the one key with the same last part (students.temperature -> loss.temperature); None when nothing is close."""
+    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.75)
+    if match:
+        return match[0]
+    leaf = key.rpartition(".")[2]
+    same = [c for c in candidates if c.rpartition(".")[2] == leaf]
+    return same[0] if len(same) == 1 else None
+
+
 def _check_search_key(key: str, method: str) -> None:
     if key == "students.epochs":
         raise ValueError(
@@ -346,10 +394,12 @@ def _check_search_key(key: str, method: str) -> None:
             "longest a trial may train"
         )
     path = key.split(".")
-    fields: Any = RunConfig.model_fields
+    fields: Any = TrainingSettings.model_fields
     for depth, part in enumerate(path):
         if part not in fields:
-            raise ValueError(f"search key {key!r} is not a training setting (e.g. loss.temperature, students.lr)")
+            meant = closest_key(key, setting_keys(TrainingSettings))
+            hint = f": did you mean {meant}?" if meant else " (e.g. loss.temperature, students.lr)"
+            raise ValueError(f"search key {key!r} is not a training setting{hint}")
         annotation = fields[part].annotation
         fields = getattr(annotation, "model_fields", None) if depth < len(path) - 1 else None
         if depth < len(path) - 1 and fields is None:

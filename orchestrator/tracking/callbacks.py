@@ -12,7 +12,7 @@ from ray.tune import Callback
 from orchestrator.execution import CHECKPOINT_PATH_KEY, UserCallback
 from orchestrator.tracking.errors import error_line, error_text
 from orchestrator.tracking.journal import PARENT_TAG, open_journal
-from orchestrator.tracking.records import SWEEP_TAG, TRIAL_TAG, flatten, run_name
+from orchestrator.tracking.records import SWEEP_TAG, TRIAL_TAG, flatten, run_name, settings_params
 from orchestrator.tracking.runs import RunLog, live_tracker, log_params
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ class EpochLogger(UserCallback):
 
 
 class TrialTracker(Callback):
-    """Tune callback on the driver: a child run per trial, its params, and every reported epoch, journaled."""
+    """Tune callback on the driver: a child run per trial, its params (every setting it trains with: the sweep's
+    resolved spec and its own values), and every reported epoch, journaled."""
 
     def __init__(
         self,
@@ -46,12 +47,13 @@ class TrialTracker(Callback):
         storage_location: str,
         data: dict,
         tags: dict,
+        spec_dict: dict,
     ):
         self.uri, self.journal_folder = uri, journal_folder
         self.experiment_id, self.parent_id, self.sweep_id = experiment_id, parent_id, sweep_id
         self.epochs = epochs
         self.storage = storage_location  # where the trials' checkpoints are: a folder or a bucket
-        self.data, self.tags = data, tags
+        self.data, self.tags, self.spec_dict = data, tags, spec_dict
         self.journal = open_journal(journal_folder, uri)
 
     def __getstate__(self):  # Tune pickles callbacks into its experiment state; the journal is opened again
@@ -61,10 +63,11 @@ class TrialTracker(Callback):
         """A callback Tune restores from an earlier driver's state writes through this driver's tracker: a
         sweep resumed on another machine has its journal elsewhere and its parent run under another key."""
         self.__dict__.update(state)
+        self.spec_dict = state.get("spec_dict", {})  # a state saved before trial runs logged every setting
         live = live_tracker(self.sweep_id)
         if live is not None:
             self.journal_folder, self.parent_id = live.journal.folder, live.run_id
-            self.experiment_id = live.experiment_id
+            self.experiment_id, self.spec_dict = live.experiment_id, live.spec_dict or self.spec_dict
         self.journal = open_journal(self.journal_folder, self.uri)
 
     def run_id(self, trial) -> str:
@@ -78,7 +81,7 @@ class TrialTracker(Callback):
             run_name(number, values),
             {**self.tags, PARENT_TAG: self.parent_id, SWEEP_TAG: self.sweep_id, TRIAL_TAG: trial.trial_id},
         )
-        log_params(self.journal, run_id, values)
+        log_params(self.journal, run_id, settings_params(self.spec_dict, values))
         self.journal.log_data(run_id, self.data)
         return run_id
 
@@ -119,4 +122,5 @@ def trial_tracker(sweep: "SweepTracker", epochs: int, storage_location: str) -> 
         storage_location,
         sweep.data,
         sweep.tags,
+        sweep.spec_dict,
     )

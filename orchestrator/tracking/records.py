@@ -10,6 +10,7 @@ import os
 import subprocess
 from typing import Any, Optional
 
+from trainables.methods import PRESETS
 from trainables.metric_names import BAD_IMAGES_KEY, TEACHER_FORWARDS_KEY
 
 SWEEP_TAG = "dualkd.sweep"
@@ -79,6 +80,19 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def settings_params(spec_dict: dict, values: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Every setting of a resolved spec dump as a flat param (`students.epochs`), with a trial's `values` (its
+    searched point, or a comparison's method and seed) set and the loss settings its method forces as the run
+    trains them (`loss.alpha` 0 for ce): so the runs table compares any setting. The search entries are left out
+    (a run holds its values instead)."""
+    params = {k: v for k, v in flatten(spec_dict).items() if not k.startswith("search.")}
+    params.update(values or {})
+    for key, forced in PRESETS.get(params.get("loss.method"), {}).items():
+        if f"loss.{key}" in params:
+            params[f"loss.{key}"] = forced
+    return params
 
 
 def git_commit() -> Optional[str]:

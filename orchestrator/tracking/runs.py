@@ -24,8 +24,8 @@ from orchestrator.tracking.records import (
     SWEEP_TAG,
     TRIAL_TAG,
     constant_figures,
-    flatten,
     numeric_metrics,
+    settings_params,
 )
 from orchestrator.tracking.sender import Sender
 from trainables import storage
@@ -77,24 +77,20 @@ class TrackedRun:
         self.journal.name_experiment(self.experiment_id, experiment)  # another server finds it by this name
         self.sender = Sender(self.journal.files, uri).start()
         self.run_id = ""
+        self.spec_dict: dict = {}  # the resolved spec, once logged: what a sweep's trial runs log beside their values
 
     def create(self, run_name: str, tags: dict) -> None:
         self.run_id = self.journal.create_run(self.experiment_id, run_name, {**self.tags, **tags})
         self.journal.log_data(self.run_id, self.data)
 
     def log_spec(self, spec_dict: dict, spec_yaml: str, commit: Optional[str]) -> None:
-        """The fixed settings as params (searched ones are left for `log_best`), the spec as artifacts."""
+        """Every resolved setting as a param (searched ones are left for `log_best`; one a resumed run logged
+        already keeps its value, as MLflow refuses another), the spec as artifacts."""
+        self.spec_dict = spec_dict
         searched = set(spec_dict.get("search") or {})
         existing = self.journal.runs[self.run_id].params
-        log_params(
-            self.journal,
-            self.run_id,
-            {
-                k: v
-                for k, v in flatten(spec_dict).items()
-                if not k.startswith("search.") and k not in searched | set(existing)
-            },
-        )
+        params = settings_params(spec_dict)
+        log_params(self.journal, self.run_id, {k: v for k, v in params.items() if k not in searched | set(existing)})
         if commit:
             self.journal.set_tag(self.run_id, "mlflow.source.git.commit", commit)
         self.journal.log_text(self.run_id, spec_yaml, "spec.yaml")
