@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "search_spaces" / "imagenet100"
 CLASSES = read_classes()
-TRAIN_PER_CLASS, VAL_PER_CLASS = 4, 1
+TRAIN_PER_CLASS, VAL_PER_CLASS = 2, 1
 
 
 def write_tree(root: Path) -> Path:

@@ -33,9 +33,9 @@ from tests.sweep_checks import (
 )
 
 pytestmark = pytest.mark.slow
-# The sender's calls give up after about 35 s each (1 retry, 30 s timeout): 90 s is far past that; MLflow's
+# The sender's calls give up after about 35 s each (1 retry, 30 s timeout): 50 s is past that; MLflow's
 # default retries (about 4 minutes) do not apply. DUALKD_TEST_OUTAGE_S=360 gives the 6-minute outage.
-OUTAGE_S = float(os.environ.get("DUALKD_TEST_OUTAGE_S", 90))
+OUTAGE_S = float(os.environ.get("DUALKD_TEST_OUTAGE_S", 50))
 
 
 @pytest.fixture(scope="module")
