@@ -59,7 +59,8 @@ def read_trace(path: Path) -> dict[str, list[dict]]:
     free = [e["t"] for e in events if e["event"] in ("tune_start", "trial_end")]
     for event in events:
         if event["event"] == "trial_start":
-            runs[event["run"]].append({"event": "requested", "t": max(t for t in free if t <= event["t"])})
+            waited = max((t for t in free if t <= event["t"]), default=event["t"])
+            runs[event["run"]].append({"event": "requested", "t": waited})
         if event["run"]:
             runs[event["run"]].append(event)
     return runs
