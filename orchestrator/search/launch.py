@@ -6,6 +6,7 @@ torch): a dry run answers in seconds.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -107,7 +108,21 @@ def print_gating_view(spec: Optional[Spec]) -> None:
         print(f"  {line}")
 
 
-def launch_sweep(
+@dataclass(frozen=True)
+class Launched:
+    """What a launch came to: the command's exit status, and the sweep folder it ran in (a dry run's: the folder
+    it would take, not created)."""
+
+    code: int
+    folder: SweepFolder
+
+
+def launch_sweep(spec_file: str, overrides: list[str], **options) -> int:
+    """`python -m orchestrator.sweep` once its arguments are parsed: `start_sweep`'s exit status."""
+    return start_sweep(spec_file, overrides, **options).code
+
+
+def start_sweep(
     spec_file: str,
     overrides: list[str],
     *,
@@ -118,9 +133,9 @@ def launch_sweep(
     force: bool = False,
     earlier_sweep: Optional[str] = None,
     dry_run: bool = False,
-) -> int:
-    """`python -m orchestrator.sweep` once its arguments are parsed: the spec read, resolved and checked, the plan
-    printed; then, unless `dry_run`, the sweep run (`driver.run_sweep`). `earlier_sweep`: `--from-sweep`."""
+) -> Launched:
+    """The spec read, resolved and checked, the plan printed; then, unless `dry_run`, the sweep run
+    (`driver.run_sweep`). `earlier_sweep`: `--from-sweep`. The command and the Python API both come here."""
     raw = load_raw(spec_file, overrides)
     spec = validate_spec(raw, spec_file, overrides)
     if not spec.search and not spec.compare:
@@ -152,7 +167,7 @@ def launch_sweep(
         print_gating_view(resolved)
         print_notes(notes)
         print_notes(preflight(spec, sweeps_root(spec), create=False, skip_data_check=skip_data_check, tracking_uri=uri))
-        return 0
+        return Launched(0, folder)
     notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=skip_data_check, tracking_uri=uri)
     folder = sweep_folder(spec, resume)
     plan_lines += resume_check(spec, folder, force) if resume else []
@@ -163,4 +178,4 @@ def launch_sweep(
 
     spec_text, commit = Path(spec_file).read_text(), git_commit()
     with working_in(folder.local):
-        return run_sweep(spec, folder, uri, spec_text, commit, address=address, resume=resume)
+        return Launched(run_sweep(spec, folder, uri, spec_text, commit, address=address, resume=resume), folder)

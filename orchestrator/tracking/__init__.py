@@ -8,7 +8,8 @@ until the tracking server takes it.
 - `records`: what a run's record holds: the tags that find it (`SWEEP_TAG`, `TRIAL_TAG`), its name, which
   figures are curves and which params, the git commit.
 - `errors`: why a trial failed, in one line (`error_line`).
-- `journal`: the append-only journal of every write (`Journal`); `sender`: the thread that sends it, in order,
+- `journal`: the append-only journal of every write (`Journal`), and a finished sweep's run ids read from it
+  (`sent_run_id`); `sender`: the thread that sends it, in order,
   for as long as it takes (`Sender`); `resend`: sending what a journal kept (`python -m orchestrator.sync`).
 - `runs`: the runs a command writes through its journal: a sweep's parent run (`SweepTracker`), one
   `orchestrator.train` run (`TrackedRun`), and each run's writes (`RunLog`).
@@ -43,7 +44,15 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
         "git_commit",
     ),
     "errors": ("error_line", "error_text"),
-    "journal": ("JOURNAL_FOLDER", "PARENT_TAG", "RUN_KEY_TAG", "Journal", "JournalFiles", "open_journal"),
+    "journal": (
+        "JOURNAL_FOLDER",
+        "PARENT_TAG",
+        "RUN_KEY_TAG",
+        "Journal",
+        "JournalFiles",
+        "open_journal",
+        "sent_run_id",
+    ),
     "sender": ("Sender", "SendLock", "short_error", "dataset_input"),
     "resend": ("journal_files", "send_kept"),
     "runs": ("RunLog", "TrackedRun", "SweepTracker", "log_params"),

@@ -401,6 +401,20 @@ class Journal:
         self.append("log_inputs", run=run_id, data=data)
 
 
+def sent_run_id(folder: Path, tags: dict[str, str]) -> Optional[str]:
+    """The server's id of the first run in journal `folder` whose tags hold all of these, read without opening the
+    journal for writing (a finished sweep is only looked at); None when no such run, or its server has not taken
+    it yet (`python -m orchestrator.sync` sends it)."""
+    files = JournalFiles(folder)
+    if not files.exists():
+        return None
+    runs: dict[str, RunState] = {}
+    for record in files.records():
+        apply_to_state(runs, record)
+    key = next((key for key, run in runs.items() if all(run.tags.get(k) == v for k, v in tags.items())), None)
+    return files.ids().get(key) if key else None
+
+
 _opened: dict[Path, Journal] = {}
 
 
