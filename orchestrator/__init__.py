@@ -25,6 +25,9 @@ used, so importing a package loads nothing heavy); arrows point down, and no pac
 - `data_tools`: image data on disk: ImageNet-100, resized copies, image checks.
 
 `tests/test_layout.py` holds the code to this layout. Each package's face is `lazy_face` over its `_MODULES` table.
+
+For Python users, `orchestrator.run`, `orchestrator.open_sweep` and `orchestrator.SweepResult` are `search`'s
+(docs/python-api.md): found on first use by name, so importing `orchestrator` loads no package below it.
 """
 
 import importlib
@@ -48,3 +51,18 @@ def lazy_face(package: str, modules: dict[str, tuple[str, ...]]):
         return sorted({*vars(sys.modules[package]), *home})
 
     return __getattr__, __dir__, sorted(home)
+
+
+_API = ("run", "open_sweep", "SweepResult")  # the Python API, offered here for users (`orchestrator.search.api`)
+
+
+def __getattr__(name: str):
+    """`orchestrator.run` and the rest of `_API`, from `orchestrator.search` on first use: by name, not by an import
+    statement, so no package below imports this one back in a circle."""
+    if name not in _API:
+        raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")
+    return getattr(importlib.import_module("orchestrator.search"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})

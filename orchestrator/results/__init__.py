@@ -15,6 +15,8 @@ report rebuilt from MLflow.
 - `teacher_gating`: the teacher's gating curve as the parent run's plot, CSV and metrics.
 - `logged_sweep`: a sweep read back from MLflow (`load_sweep`); `sweep_report`: its tables and plots
   (`build_report`; `rebuild_report`: `python -m orchestrator.report`).
+- `finished_sweep`: a sweep read back from its folder's files (`read_sweep`, a `SweepResult`): what the Python API
+  returns.
 
 Pure functions on plain data where they can be, so the tests call them without Ray or MLflow. Above it:
 `orchestrator.search`; below it: `orchestrator.tracking` (MLflow), `orchestrator.teacher` (the teacher's figures),
@@ -56,5 +58,6 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
     "teacher_gating": ("PLOT_FILE", "CSV_FILE", "plot_gating_curve", "log_gating_curve"),
     "logged_sweep": ("LoggedSweep", "load_sweep", "find_parent", "CONFIG_ARTIFACT", "TEACHER_LOGITS_ARTIFACT"),
     "sweep_report": ("build_report", "parent_metrics", "rebuild_report"),
+    "finished_sweep": ("SweepResult", "read_sweep", "RESULTS_FILE"),
 }
 __getattr__, __dir__, __all__ = lazy_face(__name__, _MODULES)
