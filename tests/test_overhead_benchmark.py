@@ -1,19 +1,15 @@
 """benchmarks/overhead.py's reading of a phase trace (`trainables.trace`), on traces written by `mark` itself."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from tests.test_throughput import load_benchmark
 from trainables import trace
 
 
-def load_benchmark():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "overhead.py"
-    spec = importlib.util.spec_from_file_location("overhead", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_overhead():
+    return load_benchmark("overhead")
 
 
 def write_trace(path: Path, events: list[tuple[str, str, float]]) -> None:
@@ -27,7 +23,7 @@ def test_mark_writes_only_where_the_variable_names_a_file(tmp_path, monkeypatch)
     monkeypatch.setenv(trace.TRACE_ENV, str(path))
     trace.mark("t1", "worker_start")
     trace.mark("t1", "epoch_start")
-    events = load_benchmark().read_trace(path)["t1"]
+    events = load_overhead().read_trace(path)["t1"]
     assert [e["event"] for e in events] == ["worker_start", "epoch_start"]
     assert events[0]["t"] <= events[1]["t"]
 
@@ -58,7 +54,7 @@ def test_phases_of_two_trials_one_after_the_other(tmp_path):
             ("b", "trial_end", 42.0),
         ],
     )
-    bench = load_benchmark()
+    bench = load_overhead()
     runs = bench.read_trace(path)
     a, b = bench.phases(runs["a"]), bench.phases(runs["b"])
     # a: waited from Tune's start; b: from a's end (Tune calls on_trial_start once the actor runs)

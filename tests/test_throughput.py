@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 
-def load_benchmark():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-    spec = importlib.util.spec_from_file_location("throughput", path)
+def load_benchmark(name: str = "throughput"):
+    """A script of benchmarks/ as a module (benchmarks/ is no package)."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
