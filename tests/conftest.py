@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,20 @@ def ray_local():
     os.environ.pop("RAY_API_SERVER_ADDRESS")  # its processes have it; the sweeps and clusters tests start must not
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def teacher_cache(tmp_path_factory):
+    """One teacher cache for the session's sweeps: a tiny teacher with the same settings is trained once, not once
+    per test (each costs a TorchTrainer start here). Tests that check the cache itself keep their own."""
+    return tmp_path_factory.mktemp("teachers")
+
+
+def share_teachers(storage: Path, cache: Path) -> Path:
+    """Point `storage`'s teacher cache at the session's (`teacher_cache`); `storage` itself."""
+    storage.mkdir(parents=True, exist_ok=True)
+    (storage / "teachers").symlink_to(cache, target_is_directory=True)
+    return storage
 
 
 def tiny_spec_dict(tmp_path, **sections):

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.conftest import share_teachers
 from tests.servers import Process, base_env, tree
 from tests.sweep_checks import (
     EPOCHS,
@@ -38,8 +39,8 @@ WORKER_SETUP_S = 8  # a train worker's start-up here (imports, data, models) bef
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    return tmp_path_factory.mktemp("faults-storage")  # shared: the tiny teacher is trained once
+def storage(tmp_path_factory, teacher_cache):
+    return share_teachers(tmp_path_factory.mktemp("faults-storage"), teacher_cache)  # the tiny teacher is trained once
 
 
 def age(pid: int) -> float:

@@ -1,6 +1,7 @@
-"""A sweep interrupted after its first trial (SIGINT, or SIGKILL of the driver) and resumed ends with
-every trial exactly once: in Tune's results, in MLflow and in the Optuna study. A resume with an edited
-training setting is refused; one with a raised trial count runs the added trial."""
+"""A sweep interrupted after its first trial (SIGINT), resumed, its resume interrupted after the second trial
+(SIGKILL of the driver) and resumed again ends with every trial exactly once: in Tune's results, in MLflow and in
+the Optuna study. A resume with an edited training setting is refused; one with a raised trial count runs the
+added trial."""
 
 import contextlib
 import os
@@ -19,7 +20,7 @@ from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 from tests.servers import session
 
-NUM_TRIALS = 2  # the first ends before the interrupt, the second is cut short
+NUM_TRIALS = 3  # the first ends before the SIGINT, the second before the SIGKILL, the third is cut short
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,34 @@ def sweep_cmd(spec_path, *extra):
     return [sys.executable, "-m", "orchestrator.sweep", str(spec_path), *extra]
 
 
+def interrupt_when_finished(cmd, tmp_path, env, client, name, finished, sig):
+    """Run `cmd` until `finished` trials are FINISHED in MLflow, then send `sig` to its driver."""
+    run = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 400
+    while time.time() < deadline and run.poll() is None and len(finished_children(client, name)) < finished:
+        time.sleep(2)
+    assert run.poll() is None, "the sweep ended before it could be interrupted"
+    assert len(finished_children(client, name)) >= finished, "no trial finished in time"
+    run.send_signal(sig)
+    try:
+        run.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.wait()
+    assert run.returncode != 0  # interrupted, not finished
+    if sig == signal.SIGKILL:  # the driver's Ray processes share its session: clear them out (as pkill -s would)
+        for pid in session(run.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
-def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig):
-    name = f"resume-{sig.name.lower()}"
+def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage):
+    """One sweep, interrupted twice: SIGINT after its first trial, then its resume SIGKILLed (the driver) after the
+    second; an edited training setting is refused, and the last resume raises the trial count and ends it."""
+    name = "resume"
     raw = tiny_spec_dict(
         tmp_path,
         name=name,
@@ -57,37 +82,14 @@ def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig)
     client = MlflowClient(tracking_uri=raw["mlflow"]["tracking_uri"])
     env = {**os.environ, "RAY_DEDUP_LOGS": "0"}
 
-    first = subprocess.Popen(
-        sweep_cmd(spec_path),
-        cwd=tmp_path,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 400
-    while time.time() < deadline and first.poll() is None and not finished_children(client, name):
-        time.sleep(2)
-    assert first.poll() is None, "the sweep ended before it could be interrupted"
-    assert finished_children(client, name), "no trial finished in time"
-    first.send_signal(sig)
-    try:
-        first.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
-    assert first.returncode != 0  # interrupted, not finished
-    if sig == signal.SIGKILL:  # the driver's Ray processes share its session: clear them out (as pkill -s would)
-        for pid in session(first.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-    # an edited training setting is refused in one line; a raised trial count is taken (after SIGINT)
+    interrupt_when_finished(sweep_cmd(spec_path), tmp_path, env, client, name, 1, signal.SIGINT)
     refused = subprocess.run(
         sweep_cmd(spec_path, "--resume", "--set", "loss.temperature=2.0"), cwd=tmp_path, env=env, capture_output=True
     )
     assert refused.returncode == 2 and b"loss.temperature: 4.0 -> 2.0" in refused.stderr
-    trials = NUM_TRIALS + (sig == signal.SIGINT)
+    interrupt_when_finished(sweep_cmd(spec_path, "--resume"), tmp_path, env, client, name, 2, signal.SIGKILL)
+
+    trials = NUM_TRIALS + 1
     resumed = subprocess.run(
         sweep_cmd(spec_path, "--resume", "--set", f"tune.num_trials={trials}"),
         cwd=tmp_path,
@@ -97,7 +99,7 @@ def test_interrupted_sweep_resumes_with_every_trial_once(tmp_path, storage, sig)
         timeout=600,
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert (f"tune.num_trials: {NUM_TRIALS} -> {trials}" in resumed.stdout) == (trials > NUM_TRIALS)
+    assert f"tune.num_trials: {NUM_TRIALS} -> {trials}" in resumed.stdout
 
     folder = next((storage / "sweeps").glob(f"{name}-*"))
     table = pd.read_csv(folder / "results.csv", dtype={"trial_id": str})  # an id like 1234e567 is no number

@@ -20,6 +20,7 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator.tracking.journal import JournalFiles
+from tests.conftest import share_teachers
 from tests.servers import MlflowServer, Process, base_env
 from tests.sweep_checks import (
     EPOCHS,
@@ -39,8 +40,8 @@ OUTAGE_S = float(os.environ.get("DUALKD_TEST_OUTAGE_S", 50))
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    return tmp_path_factory.mktemp("outage-storage")  # shared: the tiny teacher is trained once
+def storage(tmp_path_factory, teacher_cache):
+    return share_teachers(tmp_path_factory.mktemp("outage-storage"), teacher_cache)  # the tiny teacher is trained once
 
 
 @pytest.fixture
