@@ -20,12 +20,13 @@ from tests.servers import Process, base_env
 EPOCHS = 3
 
 
-def write_spec(tmp_path: Path, storage: Path, name: str, uri: str, trials: int, **resources) -> Path:
-    """A sweep of `trials` tiny trials of EPOCHS epochs, every one run to the end (FIFO)."""
+def write_spec(tmp_path: Path, storage: Path, name: str, uri: str, trials: int, images: int = 240, **resources) -> Path:
+    """A sweep of `trials` tiny trials of EPOCHS epochs on `images` training digits, every one run to the end (FIFO).
+    The default is `tiny_spec_dict`'s, so its teacher is the one the session's other tiny sweeps share."""
     raw = tiny_spec_dict(
         tmp_path,
         name=name,
-        data={"train_subset": 480},
+        data={"train_subset": images},
         students={"epochs": EPOCHS},
         search={"loss.alpha": {"type": "float", "low": 0.2, "high": 0.8}},
         tune={"num_trials": trials, "max_concurrent_trials": 2, "scheduler": "fifo"},

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import share_teachers
 from tests.servers import Process, base_env, tree
 from tests.sweep_checks import (
     EPOCHS,
@@ -36,11 +35,12 @@ pytestmark = pytest.mark.slow
 
 RESUMED = "resumed from the checkpoint of epoch"
 WORKER_SETUP_S = 8  # a train worker's start-up here (imports, data, models) before its first step
+IMAGES = 480  # epochs long enough for a kill to land inside one
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory, teacher_cache):
-    return share_teachers(tmp_path_factory.mktemp("faults-storage"), teacher_cache)  # the tiny teacher is trained once
+def storage(tmp_path_factory):
+    return tmp_path_factory.mktemp("faults-storage")  # shared: the teacher of IMAGES is trained once
 
 
 def age(pid: int) -> float:
@@ -73,7 +73,7 @@ def final_by_alpha(runs: list) -> dict[str, float]:
 def test_worker_killed_mid_epoch_continues_from_its_checkpoint(tmp_path, storage):
     """Default settings: Tune restarts the failed trial, which continues from its last epoch's checkpoint."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    spec = write_spec(tmp_path, storage, "kill-once", uri, trials=1)
+    spec = write_spec(tmp_path, storage, "kill-once", uri, trials=1, images=IMAGES)
     client = MlflowClient(tracking_uri=uri)
     sweep = start_sweep(spec, tmp_path)
     try:
@@ -101,13 +101,16 @@ def test_chaos_random_worker_kills_during_a_sweep(tmp_path, storage):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
 
-    calm = start_sweep(write_spec(tmp_path, storage, "calm", uri, trials, max_failures=kills_allowed), tmp_path)
+    def spec(name: str) -> Path:
+        return write_spec(tmp_path, storage, name, uri, trials, IMAGES, max_failures=kills_allowed)
+
+    calm = start_sweep(spec("calm"), tmp_path)
     wait_for(calm)
     calm_runs = check_every_trial_once(client, "calm", storage, trials)
     calm_wall = trials_wall(calm_runs)
 
     rng = random.Random(0)
-    sweep = start_sweep(write_spec(tmp_path, storage, "chaos", uri, trials, max_failures=kills_allowed), tmp_path)
+    sweep = start_sweep(spec("chaos"), tmp_path)
     killed = []
     try:
         next_kill = None

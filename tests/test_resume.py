@@ -17,15 +17,15 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
-from tests.conftest import tiny_spec_dict
+from tests.conftest import share_teachers, tiny_spec_dict
 from tests.servers import session
 
 NUM_TRIALS = 3  # the first ends before the SIGINT, the second before the SIGKILL, the third is cut short
 
 
 @pytest.fixture(scope="module")
-def storage(tmp_path_factory):
-    return tmp_path_factory.mktemp("resume-storage")  # shared: the tiny teacher is trained once
+def storage(tmp_path_factory, teacher_cache):
+    return share_teachers(tmp_path_factory.mktemp("resume-storage"), teacher_cache)  # the tiny teacher, trained once
 
 
 def finished_children(client, experiment):
