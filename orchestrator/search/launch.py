@@ -6,6 +6,7 @@ torch): a dry run answers in seconds.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -20,7 +21,7 @@ from orchestrator.execution import (
     new_sweep_folder,
     working_in,
 )
-from orchestrator.search.plan import describe_plan
+from orchestrator.search.plan import cluster_warnings, describe_plan
 from orchestrator.spec import (
     Spec,
     SpecError,
@@ -151,7 +152,11 @@ def start_sweep(
         if not spec.compare:
             raise SpecError("--from-sweep feeds a comparison: use it with a spec that has a compare section")
         spec, plan_lines = from_sweep(raw, overrides, earlier, uri)
-    notes, written, resolved = [], spec, None  # the plan shows the settings as written (and where they came from)
+    notes, written, resolved = (
+        cluster_warnings(spec, uri, address or os.environ.get("RAY_ADDRESS")),
+        spec,
+        None,
+    )  # the plan shows the settings as written (and where they came from)
     try:
         spec = resolved = spec.resolved()  # paths and environment variables: fixed before Ray starts
     except SpecError as err:
@@ -163,7 +168,7 @@ def start_sweep(
     if dry_run:  # the plan first, then what the checks found; nothing is created
         folder = sweep_folder(spec, resume, claim=False)
         plan_lines += resume_check(spec, folder, force) if resume else []
-        print(describe_plan(written, folder, uri, plan_lines))
+        print(describe_plan(written, folder, uri, plan_lines, resolved))
         print_gating_view(resolved)
         print_notes(notes)
         print_notes(preflight(spec, sweeps_root(spec), create=False, skip_data_check=skip_data_check, tracking_uri=uri))
@@ -171,7 +176,7 @@ def start_sweep(
     notes += preflight(spec, sweeps_root(spec), create=True, skip_data_check=skip_data_check, tracking_uri=uri)
     folder = sweep_folder(spec, resume)
     plan_lines += resume_check(spec, folder, force) if resume else []
-    print(describe_plan(written, folder, uri, plan_lines))
+    print(describe_plan(written, folder, uri, plan_lines, resolved))
     print_gating_view(spec)
     print_notes(notes)
     from orchestrator.search.driver import run_sweep  # Ray, Tune and MLflow load only when the sweep runs

@@ -103,7 +103,8 @@ def ensure_teacher(
         checkpoint_classes(cfg, state)
         write_teacher(folder, state, cfg, {"source": str(cfg.teacher.checkpoint)}, cfg.teacher.cache_soft_labels)
         return folder
-    log(f"teacher: cache miss, training {cfg.teacher.arch} for {cfg.teacher.epochs} epochs into {folder}")
+    epochs = f"{cfg.teacher.epochs} epoch{'' if cfg.teacher.epochs == 1 else 's'}"
+    log(f"teacher: cache miss, training {cfg.teacher.arch} for {epochs} into {folder}")
     name, runs = f"teacher-{storage.basename(folder)}", storage.join(cache_root, "runs")
     training = teacher_training_config(cfg).model_copy(update={"failure_file": attempt_failure_location(runs, name)})
     trainer = TorchTrainer(
