@@ -1,7 +1,7 @@
 """Remakes the docs' pictures from real runs: `python scripts/doc_pictures.py` (a few minutes on a CPU).
 
 It runs `search_spaces/smoke.yaml` (4 trials) and a small `search_spaces/compare.yaml` (3 methods x 2 seeds
-at the smoke test's size) in a fresh folder, and writes into `docs/images/`:
+of 2 epochs on 8 px digits, a ResNet-18 teacher of 3 epochs) in a fresh folder, and writes into `docs/images/`:
 - `ray_dashboard.png`: the Ray dashboard's jobs page while the sweep's trials run;
 - `mlflow_runs.png`: the sweep's MLflow runs table (`mlflow server` on its sqlite store);
 - `sweep_val_top1_vs_threshold.png`, `sweep_optimization_history.png`: two of the sweep's own plots;
@@ -39,11 +39,9 @@ COMPARE = [
     "--set",
     "data.image_size=8",
     "--set",
-    "data.train_subset=240",
-    "--set",
     "teacher.arch=resnet18",
     "--set",
-    "teacher.epochs=1",
+    "teacher.epochs=3",
     "--set",
     "students.epochs=2",
 ]
@@ -90,11 +88,17 @@ class Browser:
         self._browser = self._playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
 
     def shoot(
-        self, url: str, out: Path, settle_s: float = 6, before: Optional[Callable] = None, cookies: tuple = ()
+        self,
+        url: str,
+        out: Path,
+        settle_s: float = 6,
+        before: Optional[Callable] = None,
+        cookies: tuple = (),
+        height: int = 800,
     ) -> Path:
-        page = self._browser.new_page(viewport={"width": 1400, "height": 800})
+        page = self._browser.new_page(viewport={"width": 1400, "height": height})
         page.context.add_cookies([{"name": k, "value": v, "url": url} for k, v in cookies])
-        page.goto(url, wait_until="networkidle")
+        page.goto(url, wait_until="load")
         time.sleep(settle_s)  # the pages fill in from their APIs after load
         if before:
             before(page)
@@ -163,8 +167,29 @@ def sweep_with_dashboard(env: dict, browser: Browser, tmp: Path) -> Optional[Pat
     return shot
 
 
+RUNS_COLUMNS = ("loss.threshold", "loss.temperature", "resnet18/val_top1", "mobilenet_v2/val_top1", "students.epochs")
+
+
+def show_runs_table(page) -> None:
+    """On MLflow's runs page: the assistant and sidebar closed, a few settings and figures as columns, the
+    sweep's parent run unfolded to its trials."""
+    page.get_by_text(re.compile(r"^smoke-\d")).first.wait_for(timeout=120_000)
+    page.get_by_role("button", name="Close").click()
+    page.get_by_role("button", name="Toggle sidebar").click()
+    page.get_by_role("button", name="Columns").click()
+    search = page.get_by_placeholder("Search columns")
+    for name in ("Source", "Models", "Dataset", *RUNS_COLUMNS):  # the first three are shown: a click hides them
+        search.fill(name)
+        time.sleep(0.7)
+        page.get_by_text(name, exact=True).last.click()
+    page.keyboard.press("Escape")
+    page.locator(".ag-pinned-left-cols-container .ag-row").first.locator("button").first.click()
+    page.mouse.click(5, 500)
+    time.sleep(3)
+
+
 def mlflow_runs_table(uri: str, experiment: str, browser: Browser, tmp: Path) -> Path:
-    """`mlflow server` on the store, and a screenshot of the experiment's runs table, its trials unfolded."""
+    """`mlflow server` on the store, and a screenshot of the experiment's runs table."""
     import mlflow
 
     experiment_id = mlflow.MlflowClient(uri).get_experiment_by_name(experiment).experiment_id
@@ -179,14 +204,8 @@ def mlflow_runs_table(uri: str, experiment: str, browser: Browser, tmp: Path) ->
     try:
         base = f"http://127.0.0.1:{port}"
         wait_for_url(f"{base}/health", 120)
-
-        def unfold(page) -> None:
-            for button in page.get_by_role("button", name=re.compile("expand", re.I)).all()[:1]:
-                button.click()
-            time.sleep(2)
-
         page = f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-        return browser.shoot(page, tmp / "mlflow.png", before=unfold)
+        return browser.shoot(page, tmp / "mlflow.png", settle_s=0, before=show_runs_table, height=480)
     finally:
         os.killpg(server.pid, 15)
         server.wait()
@@ -196,34 +215,54 @@ def newest(folder: Path, name: str) -> Path:
     return max(folder.glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
 
 
+NOTES = {  # what the main entries of a sweep folder hold
+    "train/": "each trial's epoch checkpoints (a restarted trial continues from its last)",
+    "mlflow-journal/": "MLflow's writes, kept until sent (python -m orchestrator.sync)",
+    ".tune-state-kept/": "Tune's state, kept for --resume",
+    "best.yaml": "the best trial as a spec: python -m orchestrator.train best.yaml",
+    "optuna.db": "the Optuna study",
+    "results.csv": "one row per trial (below as results.md)",
+    "spec.yaml": "the resolved spec the sweep ran",
+}
+
+
+def entry_name(path: Path) -> str:
+    """A file's name, with the machine's name in TensorBoard's event files left out."""
+    return "events.out.tfevents.*" if path.name.startswith("events.out.tfevents.") else path.name
+
+
 def tree(folder: Path, prefix: str = "") -> list[str]:
-    """The folder's files, drawn like `tree`; a trial's checkpoints folded to one line."""
+    """The folder's files, drawn like `tree`; a trial's and a journal's folders folded to one line."""
     lines = []
     entries = sorted(folder.iterdir(), key=lambda p: (p.is_file(), p.name))
     for i, entry in enumerate(entries):
         last = i == len(entries) - 1
-        lines.append(f"{prefix}{'└── ' if last else '├── '}{entry.name}{'/' if entry.is_dir() else ''}")
-        if entry.is_dir():
-            inner = prefix + ("    " if last else "│   ")
-            if entry.name.startswith(("checkpoint_", "TorchTrainer_")) or entry.parent.name == "train":
-                count = sum(1 for _ in entry.rglob("*") if _.is_file())
-                lines.append(f"{inner}└── ... ({count} files)")
-            else:
-                lines.extend(tree(entry, inner))
+        name = entry_name(entry) + ("/" if entry.is_dir() else "")
+        note = f"  # {NOTES[name]}" if name in NOTES else ""
+        lines.append(f"{prefix}{'└── ' if last else '├── '}{name}{note}")
+        inner = prefix + ("    " if last else "│   ")
+        if entry.is_dir() and (entry.name.startswith("run_trial_") or entry.parent.name in ("train", "mlflow-journal")):
+            files = sorted(entry_name(f) for f in entry.rglob("*") if f.is_file())
+            shown = ", ".join(files[:4]) + (f", ... ({len(files)} files)" if len(files) > 4 else "")
+            lines.append(f"{inner}└── {shown or '(empty)'}")
+        elif entry.is_dir():
+            lines.extend(tree(entry, inner))
     return lines
 
 
-def example_page(folder: Path, out: Path) -> None:
-    """The docs page of a finished sweep's folder: its tree, results.md and best.yaml."""
+def example_page(folder: Path, work: Path, out: Path) -> None:
+    """The docs page of a finished sweep's folder: its tree, results.md and best.yaml (WORK for the folder the
+    script ran in)."""
     results = (folder / "results.md").read_text().strip()
-    best = (folder / "best.yaml").read_text().strip()
+    best = (folder / "best.yaml").read_text().strip().replace(str(work), "WORK")
     name = re.sub(r"-\d{8}-\d{6}$", "-DATE-TIME", folder.name)
     text = f"""# A finished sweep, file by file
 
 Written by `python scripts/doc_pictures.py` from a real run of `search_spaces/smoke.yaml` with
-`--set tune.num_trials=4` on a CPU (toy size: its numbers mean nothing). Every sweep leaves this layout in
-`STORAGE/sweeps/NAME-DATE-TIME/` ([the sweep](sweep.md#what-happens)); pictures of its plots and of the
-MLflow runs table are on [the sweep's page](sweep.md#what-a-sweep-looks-like).
+`--set tune.num_trials=4` on a CPU (toy size: its numbers mean nothing; `WORK` stands for the folder it
+ran in). Every sweep leaves this layout in `STORAGE/sweeps/NAME-DATE-TIME/`
+([the sweep](sweep.md#what-happens)); pictures of its plots and of the MLflow runs table are in
+[what a sweep looks like](sweep.md#what-a-sweep-looks-like).
 
 ```
 {name}/
@@ -274,7 +313,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     shrink(sweep / "optimization_history.png", images / "sweep_optimization_history.png")
     shrink(comparison / "accuracy_by_certainty.png", images / "compare_accuracy_by_certainty.png")
     shrink(comparison / "reliability_resnet18.png", images / "compare_reliability.png")
-    example_page(sweep, Path(args.page))
+    example_page(sweep, work, Path(args.page))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     print(f"done in {time.monotonic() - started:.0f} s")
