@@ -2,7 +2,8 @@
 
 It runs `search_spaces/smoke.yaml` (4 trials) and a small `search_spaces/compare.yaml` (3 methods x 2 seeds
 of 2 epochs on 8 px digits, a ResNet-18 teacher of 3 epochs) in a fresh folder, and writes into `docs/images/`:
-- `ray_dashboard.png`: the Ray dashboard's jobs page while the sweep's trials run;
+- `ray_dashboard.png`, `ray_dashboard_actors.png`: the Ray dashboard's jobs and actors pages while the sweep's
+  trials run;
 - `mlflow_runs.png`: the sweep's MLflow runs table (`mlflow server` on its sqlite store);
 - `sweep_val_top1_vs_threshold.png`, `sweep_optimization_history.png`: two of the sweep's own plots;
 - `compare_accuracy_by_certainty.png`, `compare_reliability.png`: two of the comparison's plots;
@@ -143,9 +144,9 @@ def ray_token() -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def sweep_with_dashboard(env: dict, browser: Browser, tmp: Path) -> Optional[Path]:
-    """Runs the smoke sweep; once its trials run, shoots the Ray dashboard's jobs page from another thread's
-    cue (the sweep's output must keep flowing meanwhile)."""
+def sweep_with_dashboard(env: dict, browser: Browser, tmp: Path) -> list[Path]:
+    """Runs the smoke sweep; once two trials run, shoots the Ray dashboard's jobs and actors pages (the sweep runs
+    in another thread: its output must keep flowing meanwhile)."""
     found: dict[str, str] = {}
     running = threading.Event()
 
@@ -158,13 +159,29 @@ def sweep_with_dashboard(env: dict, browser: Browser, tmp: Path) -> Optional[Pat
 
     worker = threading.Thread(target=run_sweep, args=(SWEEP, env, on_line), daemon=True)
     worker.start()
-    shot = None
+    shots: list[Path] = []
     while worker.is_alive():
-        if running.wait(1) and "url" in found and shot is None:
+        if running.wait(1) and "url" in found and not shots:
             token = ("ray-authentication-token", ray_token())
-            shot = browser.shoot(f"{found['url']}/#/jobs", tmp / "dashboard.png", settle_s=4, cookies=(token,))
+            for page, height in (("jobs", 520), ("actors", 640)):
+                url = f"{found['url']}/#/{page}"
+                shots.append(browser.shoot(url, tmp / f"{page}.png", 4, hide_paths, (token,), height))
     worker.join()
-    return shot
+    return shots
+
+
+def hide_paths(page) -> None:
+    """This machine's paths in the page's text (the interpreter's, in a job's entrypoint) as plain names."""
+    names = {sys.executable: "python", str(REPO) + "/": ""}
+    page.evaluate(
+        """names => {
+            const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+            for (let node = walk.nextNode(); node; node = walk.nextNode())
+                for (const [path, name] of Object.entries(names))
+                    node.nodeValue = node.nodeValue.split(path).join(name);
+        }""",
+        names,
+    )
 
 
 RUNS_COLUMNS = ("loss.threshold", "loss.temperature", "resnet18/val_top1", "mobilenet_v2/val_top1", "students.epochs")
@@ -305,9 +322,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         browser.close()
     print("pictures:")
     if dashboard:
-        shrink(dashboard, images / "ray_dashboard.png")
+        shrink(dashboard[0], images / "ray_dashboard.png")
+        shrink(dashboard[1], images / "ray_dashboard_actors.png")
     else:
-        print("  ray_dashboard.png: not remade (no two trials were seen running at once)")
+        print("  ray_dashboard*.png: not remade (no two trials were seen running at once)")
     shrink(mlflow, images / "mlflow_runs.png")
     shrink(sweep / "val_top1_vs_loss_threshold.png", images / "sweep_val_top1_vs_threshold.png")
     shrink(sweep / "optimization_history.png", images / "sweep_optimization_history.png")
