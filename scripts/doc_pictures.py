@@ -1,4 +1,4 @@
-"""Remakes the docs' pictures from real runs: `python scripts/doc_pictures.py` (a few minutes on a CPU).
+"""Remakes the docs' pictures from real runs: `python scripts/doc_pictures.py` (minutes to half an hour on a CPU).
 
 It runs `search_spaces/smoke.yaml` (4 trials) and a small `search_spaces/compare.yaml` (3 methods x 2 seeds
 of 2 epochs on 8 px digits, a ResNet-18 teacher of 3 epochs) in a fresh folder, and writes into `docs/images/`:
