@@ -16,6 +16,15 @@ def sequential_plan(spec: Spec):
     return plan_of(spec)
 
 
+def lost_node(spec: Spec) -> str:
+    """What a worker or node that vanishes mid-trial costs: each epoch ends with a checkpoint."""
+    restarts = spec.resources.max_failures
+    return (
+        f"the trial continues from its last epoch's checkpoint on any node with room (costs the epoch in progress "
+        f"and a worker start; {restarts} restart(s) per trial, then Tune restarts it once)"
+    )
+
+
 def describe_plan(spec: Spec, folder: SweepFolder, uri: str, lines: tuple[str, ...] = ()) -> str:
     r, t = spec.resources, spec.tune
     per_trial = f"{r.num_workers} worker(s) x {r.cpus_per_worker} CPU" + (
@@ -67,6 +76,7 @@ def describe_plan(spec: Spec, folder: SweepFolder, uri: str, lines: tuple[str, .
             f"  trials: {trials}, at most {t.max_concurrent_trials} at once, {spec.students.epochs} epochs each",
             f"  scheduler: {scheduler}",
             f"  per trial: {per_trial}",
+            f"  a lost worker or node: {lost_node(spec)}",
             "  search:",
             space,
             f"  outputs: {folder}  (storage from {spec.storage_origin})",
