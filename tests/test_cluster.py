@@ -27,7 +27,7 @@ from mlflow import MlflowClient
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
 from tests.conftest import tiny_spec_dict
 from tests.servers import MlflowServer, Process, RayCluster, base_env, wait_until
-from tests.sweep_checks import check_every_trial_once
+from tests.sweep_checks import check_every_trial_once, trial_runs
 from tests.test_sweep import write_tiny_sweep
 
 pytestmark = pytest.mark.slow
@@ -49,7 +49,7 @@ TINY_OVERRIDES = [
     "tune.grace_period=1",
     "tune.max_concurrent_trials=2",
 ]
-EPOCHS = 3  # in the sweeps that lose nodes: one to finish before the loss, one to lose, one after
+EPOCHS = 2  # in the sweeps that lose nodes: one to finish before the loss, one to lose
 
 
 @pytest.fixture(scope="module")
@@ -132,14 +132,18 @@ def lost_node_spec(tmp_path: Path, storage: Path, name: str) -> Path:
     return path
 
 
-def mid_trial(log: Path, pids: Optional[set[int]] = None) -> Optional[tuple[str, int]]:
-    """A trial run past its first epoch and short of its last (run, epoch), by the epoch lines its driver
-    printed; with `pids`, one whose worker is one of them."""
+def mid_trial(log: Path, client: MlflowClient, experiment: str, pids: Optional[set[int]] = None):
+    """A trial between its epochs' checkpoints, (run, last epoch): its driver printed the epoch's line and MLflow
+    has the epoch (so the report, and its checkpoint, reached the trial's driver) and it has epochs left; with
+    `pids`, a trial whose worker is one of them."""
     last: dict[str, int] = {}
     for pid, run, epoch, total in EPOCH_LINE.findall(log.read_text(errors="replace")):
         if int(total) == EPOCHS and (pids is None or int(pid) in pids):
             last[run] = max(last.get(run, 0), int(epoch))
-    return next(((run, epoch) for run, epoch in last.items() if epoch < EPOCHS), None)
+    if not any(epoch < EPOCHS for epoch in last.values()):
+        return None
+    logged = {r.data.tags.get(TRIAL_TAG): int(r.data.metrics.get("epoch", 0)) for r in trial_runs(client, experiment)}
+    return next(((run, k) for run, k in last.items() if k < EPOCHS and logged.get(run, 0) >= k), None)
 
 
 def start_client(cmd: list[str], cwd: Path, env: dict, name: str) -> Process:
@@ -168,19 +172,19 @@ def test_tiny_sweep_on_two_nodes_loses_its_worker_node(cluster, storage, tmp_pat
     name = "lost-node"
     spec_path = lost_node_spec(tmp_path, storage, name)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a sqlite store on the driver's machine, as docs/clusters.md says
+    client = MlflowClient(tracking_uri=uri)
     start = time.time()
     sweep = start_client(
         sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", uri), tmp_path, cluster.env, name
     )
     try:
         run, at_kill = wait_until(
-            lambda: mid_trial(sweep.log, cluster.worker_processes()),
+            lambda: mid_trial(sweep.log, client, name, cluster.worker_processes()),
             600,
             "a trial past epoch 1 on the worker node",
             sweep,
             every=0.2,
         )
-        time.sleep(1)  # its checkpoint, written after the epoch's line, reaches the storage
         killed = cluster.lose_worker()
         lost_at = time.time()
         cluster.add_worker()
@@ -218,7 +222,7 @@ def test_tiny_sweep_on_two_nodes_loses_its_worker_node(cluster, storage, tmp_pat
     )
 
     # Every trial and every epoch once in MLflow and the Optuna study.
-    check_every_trial_once(MlflowClient(tracking_uri=uri), name, storage, trials=2, epochs=EPOCHS)
+    check_every_trial_once(client, name, storage, trials=2, epochs=EPOCHS)
 
 
 def ray_cli(*args: str) -> list[str]:
@@ -470,12 +474,14 @@ def test_a_lost_cluster_is_resumed_on_a_fresh_one(cluster, mlflow_server, storag
     name = "lost-cluster"
     spec_path = lost_node_spec(tmp_path, storage, name)
     uri = mlflow_server.uri
+    client = MlflowClient(tracking_uri=uri)
     first = start_client(
         sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", uri), tmp_path, cluster.env, name
     )
     try:
-        run, at_kill = wait_until(lambda: mid_trial(first.log), 600, "a trial past epoch 1", first, every=0.2)
-        time.sleep(1)  # its checkpoint, written after the epoch's line, reaches the storage
+        run, at_kill = wait_until(
+            lambda: mid_trial(first.log, client, name), 600, "a trial past epoch 1", first, every=0.2
+        )
         killed = cluster.lose_all(first)
     finally:
         first.stop(grace=5)
@@ -501,4 +507,4 @@ def test_a_lost_cluster_is_resumed_on_a_fresh_one(cluster, mlflow_server, storag
     assert len(cached_teachers(storage)) == 1
     # The trial cut short lost only the epoch in progress.
     assert resumed_runs(out).get(run, 0) >= at_kill, (run, at_kill, out[-5000:])
-    check_every_trial_once(MlflowClient(tracking_uri=uri), name, storage, trials=2, epochs=EPOCHS)
+    check_every_trial_once(client, name, storage, trials=2, epochs=EPOCHS)
