@@ -19,9 +19,10 @@ def sequential_plan(spec: Spec):
 def lost_node(spec: Spec) -> str:
     """What a worker or node that vanishes mid-trial costs: each epoch ends with a checkpoint."""
     restarts = spec.resources.max_failures
+    where = f"up to {restarts} times a trial (resources.max_failures)" if restarts else "once (Tune's restart)"
     return (
-        f"the trial continues from its last epoch's checkpoint on any node with room (costs the epoch in progress "
-        f"and a worker start; {restarts} restart(s) per trial, then Tune restarts it once)"
+        f"its trials continue from their last epoch's checkpoint on any node with room, {where}; "
+        "each loss costs the epoch in progress and a worker start"
     )
 
 

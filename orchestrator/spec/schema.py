@@ -89,8 +89,8 @@ class Resources(Strict):
     max_failures: int = Field(
         2,
         ge=0,
-        description="worker-group restarts per run from its last checkpoint, after a lost worker or node "
-        "(a preemptible machine); beyond them Tune restarts a trial once",
+        description="worker-group restarts per run, from its last checkpoint, after a lost worker or node "
+        "(a preemptible machine); with 0, Tune restarts a trial once instead",
     )
 
     @property
