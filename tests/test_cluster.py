@@ -469,8 +469,8 @@ def test_comparison_through_a_tracking_server(cluster, mlflow_server, storage, t
 def test_a_lost_cluster_is_resumed_on_a_fresh_one(cluster, mlflow_server, storage, tmp_path, capsys):
     """The driver, the head and the worker node SIGKILLed at once mid-epoch; a fresh cluster (new ports and
     temporary folders) with the same storage and tracking server, and `--resume`: every trial and epoch once in
-    MLflow, the Optuna study whole, the teacher (and its bank) taken from the cache. The module's cluster is
-    the fresh one afterwards."""
+    MLflow, the Optuna study whole, the teacher and its soft labels taken from the cache (digits need no bank:
+    tests/test_bank.py has the bank's cache hit). The module's cluster is the fresh one afterwards."""
     name = "lost-cluster"
     spec_path = lost_node_spec(tmp_path, storage, name)
     uri = mlflow_server.uri
@@ -502,7 +502,7 @@ def test_a_lost_cluster_is_resumed_on_a_fresh_one(cluster, mlflow_server, storag
     out = ended(resumed, timeout=900)
     tell(capsys, f"the lost sweep resumed on the fresh cluster: {time.time() - start:.0f} s wall")
     assert "resuming " in out, out[-5000:]
-    # The teacher and its bank came from the cache: nothing of the teacher's was trained again.
+    # The teacher and its soft labels came from the cache: nothing of the teacher's was trained again.
     assert "teacher: cache hit" in out and "cache miss" not in out, out[-5000:]
     assert len(cached_teachers(storage)) == 1
     # The trial cut short lost only the epoch in progress.
