@@ -319,19 +319,27 @@ class RayCluster:
         cmd += ["--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"]
         return Process(cmd, self.log_dir / f"ray-{name}-{len(self.temp_dirs)}.log", self.env)
 
-    def add_worker(self) -> None:
+    def add_worker(self, tries: int = 3) -> None:
         """Start a worker node and wait until it and the head are the live nodes: a replacement for a lost node
-        counts once Ray has declared the lost one dead."""
-        self.worker_temp_dir = self._temp_dir()  # the live worker node's
-        cpus, folder = str(self.worker_cpus), str(self.worker_temp_dir)
-        self.worker = self._node("worker", "--address", self.address, "--num-cpus", cpus, "--temp-dir", folder)
+        counts once Ray has declared the lost one dead. `ray start` gives its raylet 30 s to register, which an
+        overloaded machine can miss: then it is started again, up to `tries` times."""
 
         def joined() -> Optional[str]:
             alive = {n["node_id"] for n in self.nodes()}
             new = alive - {self.head_node_id} - self.lost_node_ids
             return new.pop() if len(alive) == 2 and len(new) == 1 else None
 
-        self.worker_node_id = wait_until(joined, 180, "Ray worker node", self.worker, every=1)
+        for attempt in range(1, tries + 1):
+            self.worker_temp_dir = self._temp_dir()  # the live worker node's
+            cpus, folder = str(self.worker_cpus), str(self.worker_temp_dir)
+            self.worker = self._node("worker", "--address", self.address, "--num-cpus", cpus, "--temp-dir", folder)
+            try:
+                self.worker_node_id = wait_until(joined, 180, "Ray worker node", self.worker, every=1)
+                return
+            except RuntimeError:  # it exited
+                self.worker.stop(grace=5)
+                if attempt == tries:
+                    raise
 
     def worker_processes(self) -> set[int]:
         """Every live process of the worker node: its `ray start`, raylet, object store, agents and workers."""
