@@ -98,6 +98,27 @@ def tree(root: int) -> set[int]:
     return {p for p in found | in_session if _alive(p)}
 
 
+def kill_all(*processes: "Process") -> int:
+    """SIGKILL at once the groups of `processes`, then every process left of their trees and sessions, and
+    wait until none runs; how many there were."""
+    pids = {pid for process in processes for pid in tree(process.pid) | session(process.pid)}
+    for process in processes:
+        process.seen |= pids
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    wait_until(lambda: not any(_alive(p) for p in pids), 30, "SIGKILLed processes gone")
+    for process in processes:
+        process.proc.poll()
+    return len(pids)
+
+
 class Process:
     """A command in a new session (so its process group id is its pid), its output in a log file."""
 
@@ -224,50 +245,50 @@ class RayCluster:
     Like two hosts, the nodes share no temporary folder: where they do (both under /tmp/ray, Ray's
     default on one machine), the second node's runtime-env agent replaces a job's unpacked working
     folder while the job's driver runs in it, and the driver's working directory is gone.
+
+    The faults of a cluster of preemptible machines: `lose_worker` SIGKILLs the worker node and `add_worker`
+    brings a replacement (as an autoscaler would); `lose_all` SIGKILLs every node and `start` makes a fresh
+    cluster (new ports, new temporary folders) in its place.
     """
 
     def __init__(self, log_dir: Path, head_cpus: int = 1, worker_cpus: int = 2, driver_slots: int = 2):
-        # A short root: Ray's unix sockets live under it (at most 107 characters a path).
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="dkray-", dir="/tmp"))  # the head's
-        self.worker_temp_dir = Path(tempfile.mkdtemp(prefix="dkray-", dir="/tmp"))
+        self.log_dir, self.head_cpus, self.worker_cpus = log_dir, head_cpus, worker_cpus
+        self.driver_slots = driver_slots
         self.token = secrets.token_hex(32)
+        self.temp_dirs: list[Path] = []  # every node's, removed by `stop`
+        self.lost: list[Process] = []  # the nodes SIGKILLed by `lose_worker` and `lose_all`
+        self.lost_node_ids: set[str] = set()
+        self.start()
+
+    def start(self) -> None:
+        """Start the head and a worker node."""
+        # A short root: Ray's unix sockets live under it (at most 107 characters a path).
+        self.temp_dir = self._temp_dir()  # the head's
         self.port, self.dashboard_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         # RAY_ADDRESS on the nodes too: Ray's own actors that look the cluster up without an address (Train's
         # PlacementGroupCleaner) would otherwise fail where another Ray runs on this machine.
         self.env = base_env(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, RAY_ADDRESS=self.address)
-        ray = str(Path(VENV_BIN) / "ray")
-        common = ["--block", "--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"]
-        self.head = Process(
-            [
-                ray,
-                "start",
-                "--head",
-                "--node-ip-address",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--num-cpus",
-                str(head_cpus),
-                "--resources",
-                json.dumps({"TRAIN_DRIVER": driver_slots}),
-                "--include-dashboard",
-                "true",
-                "--dashboard-host",
-                "127.0.0.1",
-                "--dashboard-port",
-                str(self.dashboard_port),
-                "--dashboard-agent-listen-port",
-                str(free_port()),
-                "--ray-client-server-port",
-                str(free_port()),
-                "--temp-dir",
-                str(self.temp_dir),
-                *common,
-            ],
-            log_dir / "ray-head.log",
-            self.env,
+        self.head = self._node(
+            "head",
+            "--head",
+            "--port",
+            str(self.port),
+            "--num-cpus",
+            str(self.head_cpus),
+            "--resources",
+            json.dumps({"TRAIN_DRIVER": self.driver_slots}),
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(self.dashboard_port),
+            "--ray-client-server-port",
+            str(free_port()),
+            "--temp-dir",
+            str(self.temp_dir),
         )
         self.worker: Optional[Process] = None
         try:
@@ -277,31 +298,68 @@ class RayCluster:
                 "Ray head dashboard",
                 self.head,
             )
-            self.worker = Process(
-                [
-                    ray,
-                    "start",
-                    "--address",
-                    self.address,
-                    "--node-ip-address",
-                    "127.0.0.1",
-                    "--num-cpus",
-                    str(worker_cpus),
-                    "--dashboard-agent-listen-port",
-                    str(free_port()),
-                    "--temp-dir",
-                    str(self.worker_temp_dir),
-                    *common,
-                ],
-                log_dir / "ray-worker.log",
-                self.env,
-            )
-            wait_until(lambda: len(self.nodes()) == 2, 120, "Ray worker node", self.worker, every=2)
+            self.head_node_id = wait_until(self._head_node, 120, "Ray head node", self.head)
+            self.add_worker()
         except BaseException:
             self.stop()
             raise
-        self.head_node_id = next(n["node_id"] for n in self.nodes() if n["is_head_node"])
         self.watch()
+
+    def _head_node(self) -> Optional[str]:
+        return next((n["node_id"] for n in self.nodes() if n["is_head_node"]), None)
+
+    def _temp_dir(self) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix="dkray-", dir="/tmp"))
+        self.temp_dirs.append(folder)
+        return folder
+
+    def _node(self, name: str, *args: str) -> Process:
+        cmd = [str(Path(VENV_BIN) / "ray"), "start", "--node-ip-address", "127.0.0.1", *args]
+        cmd += ["--dashboard-agent-listen-port", str(free_port()), "--block"]
+        cmd += ["--object-store-memory", str(200 * 1024**2), "--disable-usage-stats"]
+        return Process(cmd, self.log_dir / f"ray-{name}-{len(self.temp_dirs)}.log", self.env)
+
+    def add_worker(self, tries: int = 3) -> None:
+        """Start a worker node and wait until it and the head are the live nodes: a replacement for a lost node
+        counts once Ray has declared the lost one dead. `ray start` gives its raylet 30 s to register, which an
+        overloaded machine can miss: then it is started again, up to `tries` times."""
+
+        def joined() -> Optional[str]:
+            alive = {n["node_id"] for n in self.nodes()}
+            new = alive - {self.head_node_id} - self.lost_node_ids
+            return new.pop() if len(alive) == 2 and len(new) == 1 else None
+
+        for attempt in range(1, tries + 1):
+            self.worker_temp_dir = self._temp_dir()  # the live worker node's
+            cpus, folder = str(self.worker_cpus), str(self.worker_temp_dir)
+            self.worker = self._node("worker", "--address", self.address, "--num-cpus", cpus, "--temp-dir", folder)
+            try:
+                self.worker_node_id = wait_until(joined, 180, "Ray worker node", self.worker, every=1)
+                return
+            except RuntimeError:  # it exited
+                self.worker.stop(grace=5)
+                if attempt == tries:
+                    raise
+
+    def worker_processes(self) -> set[int]:
+        """Every live process of the worker node: its `ray start`, raylet, object store, agents and workers."""
+        return tree(self.worker.pid) | session(self.worker.pid) if self.worker is not None else set()
+
+    def lose_worker(self) -> int:
+        """SIGKILL every process of the worker node at once, as when its machine vanishes; how many there were."""
+        killed = kill_all(self.worker)
+        self.lost_node_ids.add(self.worker_node_id)
+        self.lost.append(self.worker)
+        self.worker = None
+        return killed
+
+    def lose_all(self, *others: Process) -> int:
+        """SIGKILL every process of every node, and of `others` (the driver), at once; how many there were."""
+        nodes = [p for p in (self.worker, self.head) if p is not None]
+        killed = kill_all(*others, *nodes)
+        self.lost += nodes
+        self.worker = None
+        return killed
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
@@ -330,11 +388,12 @@ class RayCluster:
 
     def stop(self) -> None:
         try:
-            if self.worker is not None:
-                self.worker.stop(grace=5)
+            for process in (*self.lost, self.worker):
+                if process is not None and process is not self.head:
+                    process.stop(grace=5)
         finally:
             self.head.stop(grace=5)  # its gcs_server takes longer than that to end on SIGTERM: killed
-            for folder in (self.temp_dir, self.worker_temp_dir):
+            for folder in self.temp_dirs:
                 shutil.rmtree(folder, ignore_errors=True)
 
 

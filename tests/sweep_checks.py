@@ -73,7 +73,9 @@ def wait_for_epoch(sweep: Process, client: MlflowClient, experiment: str, timeou
     return logged_epoch(client, experiment)
 
 
-def check_every_trial_once(client: MlflowClient, experiment: str, storage: Path, trials: int) -> list:
+def check_every_trial_once(
+    client: MlflowClient, experiment: str, storage: Path, trials: int, epochs: int = EPOCHS
+) -> list:
     """Tune's table, MLflow and the Optuna study each hold every trial once, each epoch once in MLflow."""
     folder = next((storage / "sweeps").glob(f"{experiment}-*"))
     table = pd.read_csv(folder / "results.csv", dtype={"trial_id": str})  # an id like 1234e567 is no number
@@ -85,7 +87,7 @@ def check_every_trial_once(client: MlflowClient, experiment: str, storage: Path,
     for run in runs:
         assert run.info.status == "FINISHED", run.data.tags
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch")]
-        assert sorted(steps) == list(range(1, EPOCHS + 1)), (run.data.tags[TRIAL_TAG], steps)
+        assert sorted(steps) == list(range(1, epochs + 1)), (run.data.tags[TRIAL_TAG], steps)
     exp = client.get_experiment_by_name(experiment)
     parents = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TRIAL_TAG) == "parent"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"

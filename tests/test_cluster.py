@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 import pytest
@@ -25,7 +26,8 @@ from mlflow import MlflowClient
 
 from orchestrator.tracking import PARENT_TAG, TRIAL_TAG
 from tests.conftest import tiny_spec_dict
-from tests.servers import MlflowServer, Process, RayCluster, base_env
+from tests.servers import MlflowServer, Process, RayCluster, base_env, wait_until
+from tests.sweep_checks import check_every_trial_once, trial_runs
 from tests.test_sweep import write_tiny_sweep
 
 pytestmark = pytest.mark.slow
@@ -47,6 +49,7 @@ TINY_OVERRIDES = [
     "tune.grace_period=1",
     "tune.max_concurrent_trials=2",
 ]
+EPOCHS = 2  # in the sweeps that lose nodes: one to finish before the loss, one to lose
 
 
 @pytest.fixture(scope="module")
@@ -115,46 +118,111 @@ def cached_teachers(storage: Path) -> list[str]:
     return [p.name for p in (storage / "teachers").iterdir() if p.name != "runs" and not p.name.startswith(".")]
 
 
-def test_tiny_sweep_on_two_nodes(cluster, storage, tmp_path, capsys):
-    raw = yaml.safe_load(write_tiny_sweep(tmp_path, storage).read_text())
-    raw["teacher_resources"] = TEACHER_RESOURCES
-    spec_path = tmp_path / "tiny.yaml"
-    spec_path.write_text(yaml.safe_dump(raw))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a sqlite store on the driver's machine, as docs/clusters.md says
+EPOCH_LINE = re.compile(r"\(RayTrainWorker pid=(\d+)[^)]*\)(?:\x1b\[\d+m)? (\S+): epoch (\d+)/(\d+)")
+RESUMED = re.compile(r"(\S+): resumed from the checkpoint of epoch (\d+)")
 
-    code, out, seconds = run_client(
-        sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", uri), tmp_path, cluster.env, timeout=900
+
+def lost_node_spec(tmp_path: Path, storage: Path, name: str) -> Path:
+    """The tiny sweep (the module's teacher) with EPOCHS epochs run to the end, its teacher on the worker node."""
+    raw = yaml.safe_load(write_tiny_sweep(tmp_path, storage, scheduler="fifo").read_text())
+    raw.update(name=name, teacher_resources=TEACHER_RESOURCES, mlflow={"experiment": name})
+    raw["students"]["epochs"] = EPOCHS
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def mid_trial(log: Path, client: MlflowClient, experiment: str, pids: Optional[set[int]] = None):
+    """A trial between its epochs' checkpoints, (run, last epoch): its driver printed the epoch's line and MLflow
+    has the epoch (so the report, and its checkpoint, reached the trial's driver) and it has epochs left; with
+    `pids`, a trial whose worker is one of them."""
+    last: dict[str, int] = {}
+    for pid, run, epoch, total in EPOCH_LINE.findall(log.read_text(errors="replace")):
+        if int(total) == EPOCHS and (pids is None or int(pid) in pids):
+            last[run] = max(last.get(run, 0), int(epoch))
+    if not any(epoch < EPOCHS for epoch in last.values()):
+        return None
+    logged = {r.data.tags.get(TRIAL_TAG): int(r.data.metrics.get("epoch", 0)) for r in trial_runs(client, experiment)}
+    return next(((run, k) for run, k in last.items() if k < EPOCHS and logged.get(run, 0) >= k), None)
+
+
+def start_client(cmd: list[str], cwd: Path, env: dict, name: str) -> Process:
+    return Process(cmd, cwd / f"{name}.log", env, cwd=cwd)
+
+
+def ended(process: Process, timeout: float) -> str:
+    """Wait for a started client to end (its whole tree stopped then); its output, after checking it exited 0."""
+    try:
+        process.proc.wait(timeout=timeout)
+    finally:
+        process.stop(grace=5)
+    out = process.log.read_text(errors="replace")
+    assert process.proc.returncode == 0, out[-5000:]
+    return out
+
+
+def resumed_runs(out: str) -> dict[str, int]:
+    return {run: int(epoch) for run, epoch in RESUMED.findall(out)}
+
+
+def test_tiny_sweep_on_two_nodes_loses_its_worker_node(cluster, storage, tmp_path, capsys):
+    """Every process of the worker node (raylet, object store, workers) SIGKILLed while a trial trains on it; a
+    replacement node joins, as an autoscaler would bring one. The trial continues from its last epoch's checkpoint
+    (`resources.max_failures`, default 2) and the sweep ends as if nothing happened."""
+    name = "lost-node"
+    spec_path = lost_node_spec(tmp_path, storage, name)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a sqlite store on the driver's machine, as docs/clusters.md says
+    client = MlflowClient(tracking_uri=uri)
+    start = time.time()
+    sweep = start_client(
+        sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", uri), tmp_path, cluster.env, name
     )
-    assert code == 0, out[-5000:]
-    tell(capsys, f"tiny sweep on the two-node cluster: {seconds:.0f} s wall")
+    try:
+        run, at_kill = wait_until(
+            lambda: mid_trial(sweep.log, client, name, cluster.worker_processes()),
+            600,
+            "a trial past epoch 1 on the worker node",
+            sweep,
+            every=0.2,
+        )
+        killed = cluster.lose_worker()
+        lost_at = time.time()
+        cluster.add_worker()
+        tell(
+            capsys,
+            f"lost the worker node ({killed} processes) in epoch {at_kill + 1} of {run}; "
+            f"a replacement joined {time.time() - lost_at:.0f} s later",
+        )
+        out = ended(sweep, timeout=900)
+    except BaseException:
+        sweep.stop(grace=5)
+        raise
+    tell(capsys, f"tiny sweep on the two-node cluster, its worker node lost: {time.time() - start:.0f} s wall")
 
     # The teacher was trained once, by this sweep (the module's first: its storage starts empty).
     assert out.count("teacher: cache miss") == 1, out[-5000:]
     teachers = cached_teachers(storage)
     assert len(teachers) == 1 and teachers[0].startswith("resnet18-"), teachers
 
-    # TorchTrainer workers (Train V2's RayTrainWorker actors) ran on the worker node, not only on the head.
-    nodes = {n["node_id"]: n for n in cluster.nodes()}
-    assert len(nodes) == 2
+    # The trial on the lost node lost only the epoch in progress: it continued from its last checkpoint.
+    resumed = resumed_runs(out)
+    assert resumed.get(run, 0) >= at_kill, (run, at_kill, resumed, out[-5000:])
+
+    # TorchTrainer workers (Train V2's RayTrainWorker actors) ran on the worker nodes, not only on the head.
     workers = cluster.state("actors", filters=[("class_name", "=", "RayTrainWorker")])
     placed = [w["node_id"] for w in workers]
-    assert len(placed) >= 3, workers  # the teacher's and one per trial
-    assert set(placed) <= set(nodes)
+    assert len(placed) >= 4, workers  # the teacher's, one per trial and the restarted one
     off_head = [n for n in placed if n != cluster.head_node_id]
     assert off_head, f"every TorchTrainer worker ran on the head node: {workers}"
+    on_replacement = placed.count(cluster.worker_node_id)
     tell(
-        capsys, f"RayTrainWorker actors: {len(off_head)} on the worker node, {len(placed) - len(off_head)} on the head"
+        capsys,
+        f"RayTrainWorker actors: {len(off_head)} off the head ({on_replacement} on the replacement), "
+        f"{len(placed) - len(off_head)} on the head",
     )
 
-    # Every trial once in MLflow: one child run per trial, nested under the sweep's parent run.
-    folder = next((storage / "sweeps").glob("tiny-*"))
-    table = pd.read_csv(folder / "results.csv")
-    assert len(table) == 2 and table["trial_id"].is_unique
-    parent, children = sweep_runs(MlflowClient(tracking_uri=uri), "tiny-sweep")
-    assert parent.info.status == "FINISHED"
-    trial_ids = [c.data.tags[TRIAL_TAG] for c in children]
-    assert sorted(trial_ids) == sorted(table["trial_id"])
-    assert all(c.info.status == "FINISHED" for c in children)
+    # Every trial and every epoch once in MLflow and the Optuna study.
+    check_every_trial_once(client, name, storage, trials=2, epochs=EPOCHS)
 
 
 def ray_cli(*args: str) -> list[str]:
@@ -396,3 +464,47 @@ def test_comparison_through_a_tracking_server(cluster, mlflow_server, storage, t
     # They went through the server: its artifact store holds them.
     assert any(mlflow_server.artifacts.rglob("val_predictions.pt"))
     assert any(mlflow_server.artifacts.rglob("comparison.tex"))
+
+
+def test_a_lost_cluster_is_resumed_on_a_fresh_one(cluster, mlflow_server, storage, tmp_path, capsys):
+    """The driver, the head and the worker node SIGKILLed at once mid-epoch; a fresh cluster (new ports and
+    temporary folders) with the same storage and tracking server, and `--resume`: every trial and epoch once in
+    MLflow, the Optuna study whole, the teacher and its soft labels taken from the cache (digits need no bank:
+    tests/test_bank.py has the bank's cache hit). The module's cluster is the fresh one afterwards."""
+    name = "lost-cluster"
+    spec_path = lost_node_spec(tmp_path, storage, name)
+    uri = mlflow_server.uri
+    client = MlflowClient(tracking_uri=uri)
+    first = start_client(
+        sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", uri), tmp_path, cluster.env, name
+    )
+    try:
+        run, at_kill = wait_until(
+            lambda: mid_trial(first.log, client, name), 600, "a trial past epoch 1", first, every=0.2
+        )
+        killed = cluster.lose_all(first)
+    finally:
+        first.stop(grace=5)
+    start = time.time()
+    cluster.start()
+    tell(
+        capsys,
+        f"lost the cluster and its driver ({killed} processes) in epoch {at_kill + 1} of {run}; "
+        f"a fresh cluster was up {time.time() - start:.0f} s later",
+    )
+
+    resumed = start_client(
+        sweep_cmd(spec_path, "--resume", "--address", cluster.address, "--tracking-uri", uri),
+        tmp_path,
+        cluster.env,
+        f"{name}-resumed",
+    )
+    out = ended(resumed, timeout=900)
+    tell(capsys, f"the lost sweep resumed on the fresh cluster: {time.time() - start:.0f} s wall")
+    assert "resuming " in out, out[-5000:]
+    # The teacher and its soft labels came from the cache: nothing of the teacher's was trained again.
+    assert "teacher: cache hit" in out and "cache miss" not in out, out[-5000:]
+    assert len(cached_teachers(storage)) == 1
+    # The trial cut short lost only the epoch in progress.
+    assert resumed_runs(out).get(run, 0) >= at_kill, (run, at_kill, out[-5000:])
+    check_every_trial_once(client, name, storage, trials=2, epochs=EPOCHS)

@@ -71,7 +71,8 @@ def final_by_alpha(runs: list) -> dict[str, float]:
 
 
 def test_worker_killed_mid_epoch_continues_from_its_checkpoint(tmp_path, storage):
-    """Default settings: Tune restarts the failed trial, which continues from its last epoch's checkpoint."""
+    """Default settings: Ray Train restarts the worker group (`resources.max_failures`, 2), which continues from
+    the trial's last epoch's checkpoint."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = write_spec(tmp_path, storage, "kill-once", uri, trials=1, images=IMAGES)
     client = MlflowClient(tracking_uri=uri)

@@ -232,6 +232,8 @@ def test_a_journal_folder_that_takes_no_writes_is_named_as_the_fault(tmp_path):
 
 
 def test_sync_to_another_server_sends_every_write_to_the_experiment_of_that_name(tmp_path):
+    """Issue 27's journal check: a finished sweep's journal, its server away and a cut line appended, goes whole
+    to another, empty server; a second sync has nothing to send."""
     first, other = f"sqlite:///{tmp_path / 'first.db'}", f"sqlite:///{tmp_path / 'other.db'}"
     experiment_id = ensure_experiment(open_client(first), "journal", first)
     client = open_client(other)
@@ -241,7 +243,9 @@ def test_sync_to_another_server_sends_every_write_to_the_experiment_of_that_name
     artifact.write_bytes(b"records")
     journal = Journal(tmp_path / "sweep" / JOURNAL_FOLDER, first)
     journal.name_experiment(experiment_id, "journal")
-    write_sweep(journal, experiment_id, artifact)
+    write_sweep(journal, experiment_id, artifact)  # a finished sweep whose first server never took a write
+    with open(journal.files.records_path, "ab") as f:  # and a line its driver's crash cut short
+        f.write(b'{"op": "set_tag", "ru')
 
     sent = sync(tmp_path / "sweep", "--tracking-uri", other)
     assert sent.returncode == 0 and sent.stdout.startswith(f"sent {len(journal.files.records())} writes"), sent.stderr

@@ -70,6 +70,16 @@ def sequential_plan(spec: Spec):
     return plan_of(spec)
 
 
+def lost_node(spec: Spec) -> str:
+    """What a worker or node that vanishes mid-trial costs: each epoch ends with a checkpoint."""
+    restarts = spec.resources.max_failures
+    where = f"up to {restarts} times a trial (resources.max_failures)" if restarts else "once (Tune's restart)"
+    return (
+        f"its trials continue from their last epoch's checkpoint on any node with room, {where}; "
+        "each loss costs the epoch in progress and a worker start"
+    )
+
+
 def describe_plan(
     spec: Spec, folder: SweepFolder, uri: str, lines: tuple[str, ...] = (), resolved: Optional[Spec] = None
 ) -> str:
@@ -131,6 +141,7 @@ def describe_plan(
             f"  scheduler: {scheduler}",
             f"  per trial: {per_trial(spec)}",
             f"  in all: {totals(spec, trial_count, more_later)}",
+            f"  a lost worker or node: {lost_node(spec)}",
             "  search:",
             space,
             f"  outputs: {folder}  (storage from {spec.storage_origin})",

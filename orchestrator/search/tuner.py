@@ -119,7 +119,9 @@ def build_tuner(
             callbacks=callbacks,
             progress_reporter=progress_reporter(spec),
             verbose=1,
-            failure_config=ray.tune.FailureConfig(max_failures=1),
+            # Ray Train's restarts of a trial's workers (resources.max_failures) cover a lost worker or node; Tune
+            # restarts a trial only where they are off: stacked, each failure a restart cannot fix would cost twice.
+            failure_config=ray.tune.FailureConfig(max_failures=0 if spec.resources.max_failures else 1),
         ),
     )
 

@@ -86,7 +86,12 @@ class Resources(Strict):
     use_gpu: bool = Field(False, description="one GPU share per worker (gpus_per_worker)")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs Ray reserves per worker")
     gpus_per_worker: float = Field(1, ge=0, description="used only with use_gpu")
-    max_failures: int = Field(0, ge=0, description="worker-group restarts per trial, from its last checkpoint")
+    max_failures: int = Field(
+        2,
+        ge=0,
+        description="worker-group restarts per run, from its last checkpoint, after a lost worker or node "
+        "(a preemptible machine); with 0, Tune restarts a trial once instead",
+    )
 
     @property
     def units(self) -> float:
