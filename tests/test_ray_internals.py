@@ -50,3 +50,17 @@ def test_a_search_generators_state_still_says_whether_it_finished():
 
     assert "finished" in inspect.getsource(SearchGenerator.get_state)
     assert 'self._finished = state["finished"]' in inspect.getsource(SearchGenerator.set_state)
+
+
+def test_a_lean_trainer_still_leaves_out_only_the_ray_data_callback():
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.callbacks import DatasetsCallback
+
+    from orchestrator.execution import LeanTorchTrainer
+
+    args = (lambda: None,)
+    kwargs = {"scaling_config": ray.train.ScalingConfig(num_workers=1)}
+    full = [type(c) for c in TorchTrainer(*args, **kwargs)._create_default_callbacks()]
+    lean = [type(c) for c in LeanTorchTrainer(*args, **kwargs)._create_default_callbacks()]
+    assert DatasetsCallback in full and lean == [c for c in full if c is not DatasetsCallback]

@@ -45,6 +45,7 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
         "CHECKPOINT_PATH_KEY",
         "TuneReportCallback",
         "UserCallback",
+        "LeanTorchTrainer",
         "hand_over_last_report",
         "experiment_folders",
     ),

@@ -16,6 +16,10 @@ the pin, run that test and read each item below against the new sources.
   Optuna's `Trial._trial_id` / `optuna.Trial(study, trial_id)`.
 - `SearchGenerator`'s state dict and its key `finished` (ray.tune.search), which `orchestrator.search.
   searcher.SweepGenerator` clears on restore so that a resumed sweep's searcher decides anew on the spec's trial count.
+- `LeanTorchTrainer`: a `TorchTrainer` whose private `_create_default_callbacks` (ray.train.v2's
+  `DataParallelTrainer`) leaves out the `DatasetsCallback` when the run has no Ray Datasets (ours never do):
+  that callback starts a `DatasetManager` actor per run, a fresh process importing Ray Data, seconds of CPU
+  that a trial's start-up on a small machine waits behind.
 - The worker side has one more, kept beside its use because workers never import the driver:
   `trainables.loop` quiets Ray Train v2's per-report log through the logger named after
   `ray.train.v2._internal.execution.context`.
@@ -28,12 +32,31 @@ from pathlib import Path
 
 from ray.train import UserCallback
 from ray.train._internal.session import get_session
+from ray.train.torch import TorchTrainer
+from ray.train.v2._internal.callbacks import DatasetsCallback
 from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY, TuneReportCallback
 
 CHECKED_AGAINST = {"ray": "2.60.0", "optuna": "5.0.0"}
 OPTUNA_SEARCH_FIELDS = ("_ot_trials", "_ot_study", "_storage", "_completed_trials")
 
-__all__ = ["CHECKPOINT_PATH_KEY", "TuneReportCallback", "UserCallback", "experiment_folders", "hand_over_last_report"]
+__all__ = [
+    "CHECKPOINT_PATH_KEY",
+    "LeanTorchTrainer",
+    "TuneReportCallback",
+    "UserCallback",
+    "experiment_folders",
+    "hand_over_last_report",
+]
+
+
+class LeanTorchTrainer(TorchTrainer):
+    """A `TorchTrainer` that starts no `DatasetManager` actor for a run without Ray Datasets (see the notes above)."""
+
+    def _create_default_callbacks(self):
+        callbacks = super()._create_default_callbacks()
+        if self.datasets:
+            return callbacks
+        return [c for c in callbacks if not isinstance(c, DatasetsCallback)]
 
 
 def hand_over_last_report(poll_s: float = 0.1) -> None:
