@@ -9,9 +9,8 @@ from typing import Optional
 
 import ray.train
 import torch
-from ray.train.torch import TorchTrainer
 
-from orchestrator.execution import attempt_failure_location, fit, scaling_config
+from orchestrator.execution import LeanTorchTrainer, attempt_failure_location, fit, scaling_config
 from orchestrator.spec import Spec
 from trainables import bank, failures, storage
 from trainables.config import ConfigError, RunConfig
@@ -107,7 +106,7 @@ def ensure_teacher(
     log(f"teacher: cache miss, training {cfg.teacher.arch} for {epochs} into {folder}")
     name, runs = f"teacher-{storage.basename(folder)}", storage.join(cache_root, "runs")
     training = teacher_training_config(cfg).model_copy(update={"failure_file": attempt_failure_location(runs, name)})
-    trainer = TorchTrainer(
+    trainer = LeanTorchTrainer(
         train_loop_per_worker,
         train_loop_config=training.model_dump(),
         scaling_config=scaling,
@@ -160,7 +159,7 @@ def ensure_bank(
             f"teacher: building a soft-label bank of {epochs} epochs of augmented views on "
             f"{scaling.num_workers} worker(s) into {folder}"
         )
-        trainer = TorchTrainer(
+        trainer = LeanTorchTrainer(
             bank.build_bank_per_worker,
             train_loop_config=cfg.model_copy(
                 update={
