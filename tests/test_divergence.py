@@ -137,7 +137,8 @@ DIVERGING = {
 def test_a_diverging_run_fails_with_one_line_and_its_restart_fails_at_once(ray_local, tmp_path):
     import ray.train
 
-    spec = validate_spec(tiny_spec_dict(tmp_path, **DIVERGING))
+    # no restart inside a fit (the default restarts, which stop at once as the second fit below does)
+    spec = validate_spec(tiny_spec_dict(tmp_path, resources={"max_failures": 0}, **DIVERGING))
     run_cfg = prepare_teacher(spec)  # dml: no teacher
     storage_path = str(tmp_path / "single")
     with pytest.raises(ray.train.TrainingFailedError) as err:
