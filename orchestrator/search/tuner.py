@@ -92,7 +92,8 @@ def build_tuner(
             seed=t.seed,
         )
         search_alg = sweep_search_alg(searcher, t.max_concurrent_trials)
-    if t.scheduler == "asha" and not spec.compare:
+    stops_early = t.scheduler == "asha" and not spec.compare
+    if stops_early:
         scheduler = ASHAScheduler(
             time_attr="epoch",
             max_t=spec.students.epochs,
@@ -111,7 +112,9 @@ def build_tuner(
             scheduler=scheduler,
             num_samples=1 if spec.compare else -1,  # the searcher stops at tune.num_trials (a resume may change it)
             max_concurrent_trials=t.max_concurrent_trials if spec.compare else None,  # a search's: in search_alg
-            reuse_actors=True,  # a trial that ended hands its actor (Ray and the project imported) to the next
+            # a trial that ended hands its actor (Ray and the project imported) to the next; not under ASHA: a
+            # trial it stops is still running, and Tune's reuse of that actor fails the next trial outright
+            reuse_actors=not stops_early,
         ),
         run_config=ray.tune.RunConfig(
             name=name or folder.name,
