@@ -73,7 +73,9 @@ def sequential_plan(spec: Spec):
 def lost_node(spec: Spec) -> str:
     """What a worker or node that vanishes mid-trial costs: each epoch ends with a checkpoint."""
     restarts = spec.resources.max_failures
-    where = f"up to {restarts} times a trial (resources.max_failures)" if restarts else "once (Tune's restart)"
+    where = "once (by Tune)"
+    if restarts:
+        where = f"up to {restarts} times a trial (resources.max_failures) and once more by Tune"
     return (
         f"its trials continue from their last epoch's checkpoint on any node with room, {where}; "
         "each loss costs the epoch in progress and a worker start"

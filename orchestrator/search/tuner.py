@@ -122,9 +122,11 @@ def build_tuner(
             callbacks=callbacks,
             progress_reporter=progress_reporter(spec),
             verbose=1,
-            # Ray Train's restarts of a trial's workers (resources.max_failures) cover a lost worker or node; Tune
-            # restarts a trial only where they are off: stacked, each failure a restart cannot fix would cost twice.
-            failure_config=ray.tune.FailureConfig(max_failures=0 if spec.resources.max_failures else 1),
+            # Ray Train's restarts of a trial's workers (resources.max_failures) cover a worker or node lost while
+            # they train; one lost while their group starts ends the run with a controller error that Train does
+            # not retry (Ray 2.60 launches the train function outside its start-up's retry). Tune restarts such a
+            # trial once, from its checkpoint; a recorded failure (a divergence) stops that restart at once.
+            failure_config=ray.tune.FailureConfig(max_failures=1),
         ),
     )
 

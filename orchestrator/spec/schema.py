@@ -90,7 +90,7 @@ class Resources(Strict):
         2,
         ge=0,
         description="worker-group restarts per run, from its last checkpoint, after a lost worker or node "
-        "(a preemptible machine); with 0, Tune restarts a trial once instead",
+        "(a preemptible machine); Tune restarts a trial once more (a loss while the workers start)",
     )
 
     @property
