@@ -254,6 +254,7 @@ def test_a_sweep_whose_every_trial_fails_exits_non_zero_with_their_causes(tmp_pa
         tiny_spec_dict(
             tmp_path,
             name="all-fail",
+            resources={"max_failures": 0},  # no restart (its stop at once: tested apart)
             loss={"method": "dml", "beta": 1.0},
             students={"epochs": 1, "lr": 8.0},
             data={"train_subset": 480},
@@ -314,6 +315,7 @@ def test_a_comparison_whose_every_trial_fails_exits_non_zero_with_their_causes(t
         tiny_spec_dict(
             tmp_path,
             name="all-fail-compare",
+            resources={"max_failures": 0},  # no restart (its stop at once: tested apart)
             loss={"method": "dml", "beta": 1.0},
             students={"epochs": 1, "lr": 8.0},
             data={"train_subset": 480},

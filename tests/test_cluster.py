@@ -49,7 +49,7 @@ TINY_OVERRIDES = [
     "tune.grace_period=1",
     "tune.max_concurrent_trials=2",
 ]
-EPOCHS = 2  # in the sweeps that lose nodes: one to finish before the loss, one to lose
+EPOCHS = 3  # in the sweep that loses nodes: one epoch before each loss, and one to lose
 
 
 @pytest.fixture(scope="module")
@@ -132,18 +132,26 @@ def lost_node_spec(tmp_path: Path, storage: Path, name: str) -> Path:
     return path
 
 
-def mid_trial(log: Path, client: MlflowClient, experiment: str, pids: Optional[set[int]] = None):
+def mid_trial(
+    log: Path,
+    client: MlflowClient,
+    experiment: str,
+    pids: Optional[set[int]] = None,
+    past: int = 1,
+    below: int = EPOCHS,
+):
     """A trial between its epochs' checkpoints, (run, last epoch): its driver printed the epoch's line and MLflow
-    has the epoch (so the report, and its checkpoint, reached the trial's driver) and it has epochs left; with
-    `pids`, a trial whose worker is one of them."""
+    has the epoch (so the report, and its checkpoint, reached the trial's driver), at least `past` epochs done and
+    fewer than `below`, so that it has epochs left; with `pids`, a trial whose worker is one of them."""
     last: dict[str, int] = {}
     for pid, run, epoch, total in EPOCH_LINE.findall(log.read_text(errors="replace")):
         if int(total) == EPOCHS and (pids is None or int(pid) in pids):
             last[run] = max(last.get(run, 0), int(epoch))
-    if not any(epoch < EPOCHS for epoch in last.values()):
+    between = {run: k for run, k in last.items() if past <= k < min(below, EPOCHS)}
+    if not between:
         return None
     logged = {r.data.tags.get(TRIAL_TAG): int(r.data.metrics.get("epoch", 0)) for r in trial_runs(client, experiment)}
-    return next(((run, k) for run, k in last.items() if k < EPOCHS and logged.get(run, 0) >= k), None)
+    return next(((run, k) for run, k in between.items() if logged.get(run, 0) >= k), None)
 
 
 def start_client(cmd: list[str], cwd: Path, env: dict, name: str) -> Process:
@@ -165,24 +173,30 @@ def resumed_runs(out: str) -> dict[str, int]:
     return {run: int(epoch) for run, epoch in RESUMED.findall(out)}
 
 
-def test_tiny_sweep_on_two_nodes_loses_its_worker_node(cluster, storage, tmp_path, capsys):
-    """Every process of the worker node (raylet, object store, workers) SIGKILLed while a trial trains on it; a
-    replacement node joins, as an autoscaler would bring one. The trial continues from its last epoch's checkpoint
-    (`resources.max_failures`, default 2) and the sweep ends as if nothing happened."""
-    name = "lost-node"
+def test_a_sweep_loses_its_worker_node_then_the_whole_cluster_and_ends_whole(cluster, storage, tmp_path, capsys):
+    """A tiny sweep on the two-node cluster meets both faults of preemptible machines, one after the other.
+
+    First every process of the worker node (raylet, object store, workers) is SIGKILLed while a trial trains on
+    it, and a replacement node joins, as an autoscaler would bring one: the trial continues from its last
+    epoch's checkpoint (`resources.max_failures`, default 2). Then the driver, the head and the worker node are
+    SIGKILLed at once mid-epoch, and a fresh cluster (new ports and temporary folders) with the same storage and
+    tracking store takes `--resume`: every trial and epoch once in MLflow, the Optuna study whole, the teacher
+    and its soft labels taken from the cache (digits need no bank: tests/test_bank.py has the bank's cache hit).
+    The module's cluster is the fresh one afterwards."""
+    name = "lost-nodes"
     spec_path = lost_node_spec(tmp_path, storage, name)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a sqlite store on the driver's machine, as docs/clusters.md says
     client = MlflowClient(tracking_uri=uri)
     start = time.time()
-    sweep = start_client(
+    first = start_client(
         sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", uri), tmp_path, cluster.env, name
     )
     try:
         run, at_kill = wait_until(
-            lambda: mid_trial(sweep.log, client, name, cluster.worker_processes()),
+            lambda: mid_trial(first.log, client, name, cluster.worker_processes(), below=2),
             600,
             "a trial past epoch 1 on the worker node",
-            sweep,
+            first,
             every=0.2,
         )
         killed = cluster.lose_worker()
@@ -193,35 +207,48 @@ def test_tiny_sweep_on_two_nodes_loses_its_worker_node(cluster, storage, tmp_pat
             f"lost the worker node ({killed} processes) in epoch {at_kill + 1} of {run}; "
             f"a replacement joined {time.time() - lost_at:.0f} s later",
         )
-        out = ended(sweep, timeout=900)
-    except BaseException:
-        sweep.stop(grace=5)
-        raise
-    tell(capsys, f"tiny sweep on the two-node cluster, its worker node lost: {time.time() - start:.0f} s wall")
+        # TorchTrainer workers (Train V2's RayTrainWorker actors) ran on the worker nodes, not only on the head.
+        workers = cluster.state("actors", filters=[("class_name", "=", "RayTrainWorker")])
+        placed = [w["node_id"] for w in workers]
+        off_head = [n for n in placed if n != cluster.head_node_id]
+        assert len(placed) >= 3 and off_head, workers  # the teacher's, the trials' and the restarted one
+        tell(capsys, f"RayTrainWorker actors: {len(off_head)} off the head, {len(placed) - len(off_head)} on it")
 
+        second, at_loss = wait_until(
+            lambda: mid_trial(first.log, client, name, past=2), 600, "a trial past epoch 2", first, every=0.2
+        )
+        killed = cluster.lose_all(first)
+    finally:
+        first.stop(grace=5)
+    out = first.log.read_text(errors="replace")
     # The teacher was trained once, by this sweep (the module's first: its storage starts empty).
     assert out.count("teacher: cache miss") == 1, out[-5000:]
     teachers = cached_teachers(storage)
     assert len(teachers) == 1 and teachers[0].startswith("resnet18-"), teachers
-
     # The trial on the lost node lost only the epoch in progress: it continued from its last checkpoint.
-    resumed = resumed_runs(out)
-    assert resumed.get(run, 0) >= at_kill, (run, at_kill, resumed, out[-5000:])
+    assert resumed_runs(out).get(run, 0) >= at_kill, (run, at_kill, out[-5000:])
 
-    # TorchTrainer workers (Train V2's RayTrainWorker actors) ran on the worker nodes, not only on the head.
-    workers = cluster.state("actors", filters=[("class_name", "=", "RayTrainWorker")])
-    placed = [w["node_id"] for w in workers]
-    assert len(placed) >= 4, workers  # the teacher's, one per trial and the restarted one
-    off_head = [n for n in placed if n != cluster.head_node_id]
-    assert off_head, f"every TorchTrainer worker ran on the head node: {workers}"
-    on_replacement = placed.count(cluster.worker_node_id)
+    restart = time.time()
+    cluster.start()
     tell(
         capsys,
-        f"RayTrainWorker actors: {len(off_head)} off the head ({on_replacement} on the replacement), "
-        f"{len(placed) - len(off_head)} on the head",
+        f"lost the cluster and its driver ({killed} processes) in epoch {at_loss + 1} of {second}; "
+        f"a fresh cluster was up {time.time() - restart:.0f} s later",
     )
-
-    # Every trial and every epoch once in MLflow and the Optuna study.
+    resumed = start_client(
+        sweep_cmd(spec_path, "--resume", "--address", cluster.address, "--tracking-uri", uri),
+        tmp_path,
+        cluster.env,
+        f"{name}-resumed",
+    )
+    out = ended(resumed, timeout=900)
+    tell(capsys, f"the sweep through both losses: {time.time() - start:.0f} s wall")
+    assert "resuming " in out, out[-5000:]
+    # The teacher and its soft labels came from the cache: nothing of the teacher's was trained again.
+    assert "teacher: cache hit" in out and "cache miss" not in out, out[-5000:]
+    assert len(cached_teachers(storage)) == 1
+    # The trial cut short lost only the epoch in progress.
+    assert resumed_runs(out).get(second, 0) >= at_loss, (second, at_loss, out[-5000:])
     check_every_trial_once(client, name, storage, trials=2, epochs=EPOCHS)
 
 
@@ -464,47 +491,3 @@ def test_comparison_through_a_tracking_server(cluster, mlflow_server, storage, t
     # They went through the server: its artifact store holds them.
     assert any(mlflow_server.artifacts.rglob("val_predictions.pt"))
     assert any(mlflow_server.artifacts.rglob("comparison.tex"))
-
-
-def test_a_lost_cluster_is_resumed_on_a_fresh_one(cluster, mlflow_server, storage, tmp_path, capsys):
-    """The driver, the head and the worker node SIGKILLed at once mid-epoch; a fresh cluster (new ports and
-    temporary folders) with the same storage and tracking server, and `--resume`: every trial and epoch once in
-    MLflow, the Optuna study whole, the teacher and its soft labels taken from the cache (digits need no bank:
-    tests/test_bank.py has the bank's cache hit). The module's cluster is the fresh one afterwards."""
-    name = "lost-cluster"
-    spec_path = lost_node_spec(tmp_path, storage, name)
-    uri = mlflow_server.uri
-    client = MlflowClient(tracking_uri=uri)
-    first = start_client(
-        sweep_cmd(spec_path, "--address", cluster.address, "--tracking-uri", uri), tmp_path, cluster.env, name
-    )
-    try:
-        run, at_kill = wait_until(
-            lambda: mid_trial(first.log, client, name), 600, "a trial past epoch 1", first, every=0.2
-        )
-        killed = cluster.lose_all(first)
-    finally:
-        first.stop(grace=5)
-    start = time.time()
-    cluster.start()
-    tell(
-        capsys,
-        f"lost the cluster and its driver ({killed} processes) in epoch {at_kill + 1} of {run}; "
-        f"a fresh cluster was up {time.time() - start:.0f} s later",
-    )
-
-    resumed = start_client(
-        sweep_cmd(spec_path, "--resume", "--address", cluster.address, "--tracking-uri", uri),
-        tmp_path,
-        cluster.env,
-        f"{name}-resumed",
-    )
-    out = ended(resumed, timeout=900)
-    tell(capsys, f"the lost sweep resumed on the fresh cluster: {time.time() - start:.0f} s wall")
-    assert "resuming " in out, out[-5000:]
-    # The teacher and its soft labels came from the cache: nothing of the teacher's was trained again.
-    assert "teacher: cache hit" in out and "cache miss" not in out, out[-5000:]
-    assert len(cached_teachers(storage)) == 1
-    # The trial cut short lost only the epoch in progress.
-    assert resumed_runs(out).get(run, 0) >= at_kill, (run, at_kill, out[-5000:])
-    check_every_trial_once(client, name, storage, trials=2, epochs=EPOCHS)

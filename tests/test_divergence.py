@@ -162,6 +162,7 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path):
     raw = tiny_spec_dict(
         tmp_path,
         name="diverge-sweep",
+        resources={"max_failures": 0},  # no restart (its stop at once: tested apart)
         **DIVERGING,
         search={"students.lr": {"type": "categorical", "choices": [0.02, 8.0]}},
         tune={"num_trials": 2, "max_concurrent_trials": 1, "scheduler": "fifo", "seed": 0},
@@ -200,7 +201,8 @@ def test_a_diverging_trial_fails_and_the_sweep_goes_on(tmp_path):
 
 @pytest.mark.slow
 def test_train_cli_ends_with_the_divergence_line(tmp_path):
-    raw = tiny_spec_dict(tmp_path, **DIVERGING)
+    # no restart (its stop at once: tested apart)
+    raw = tiny_spec_dict(tmp_path, resources={"max_failures": 0}, **DIVERGING)
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     proc = subprocess.run(
