@@ -14,6 +14,7 @@ from orchestrator.results.certainty_bins import (
     accuracy_by_certainty_table,
     bin_accuracy,
     certainty_bins,
+    certainty_markdown,
     equal_count_bins,
 )
 from trainables.losses import normalized_entropy
@@ -181,3 +182,16 @@ def test_write_certainty_table_beside_the_plot(tmp_path):
     assert not (tmp_path / "none").exists()
     empty = accuracy_by_certainty_table(trials, STUDENTS, {})
     assert empty.empty and "vs_kd_mean_%" in empty.columns
+
+
+def test_each_reference_gets_its_paired_columns():
+    trials, preds = small_example()
+    table = accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2, references=["kd", "ua_dual"])
+    table = table.set_index(["bin", "method"])
+    assert table.loc[("1", "kd"), "vs_ua_dual_mean_%"] == pytest.approx(-50)  # the mirror of ua_dual - kd
+    assert math.isnan(table.loc[("1", "ua_dual"), "vs_ua_dual_mean_%"])
+    md = certainty_markdown(table.reset_index())
+    assert "vs_ua_dual [95% t]" in md and "vs_kd ≠0" in md
+    assert "`vs_kd` and `vs_ua_dual`: per seed the method's top-1 in the bin minus kd's (ua_dual's) in the" in md
+    alone = certainty_markdown(accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2))
+    assert "`vs_kd`: per seed the method's top-1 in the bin minus kd's in the same bin" in alone
