@@ -93,6 +93,7 @@ def describe_plan(
         c = spec.compare
         trial_count, more_later = len(spec.variants()), bool(c.sequential)
         trials = f"{trial_count} fixed: {count(len(c.methods), 'method')} x seeds {c.seeds}"
+        trials += f" (each paired, seed by seed, against {', '.join(c.references)})"
         if c.sequential:
             q, plan = c.sequential, sequential_plan(spec)
             decisions = f"from {plan.first_decision} seeds" if plan.first_decision else "none: too few seeds"
