@@ -29,17 +29,18 @@ from orchestrator.results.paired import (
 )
 from orchestrator.teacher import summary_lines, teacher_val_summary
 from trainables.losses import normalized_entropy
-from trainables.methods import PRESETS
+from trainables.methods import PRESETS, TWO_STUDENT_METHODS
 
 CERTAINTY_BINS = 5
 REFERENCES = ("kd",)  # when the caller names none; a comparison's report passes its `compare.references`
 CSV, MD = "accuracy_by_certainty.csv", "accuracy_by_certainty.md"
 HEAD = ("bin", "u_low", "u_high", "samples", "method", "student", "seeds", "top1_mean_%")
+SHARED = "both_wrong_same_%"  # two-student methods: both students wrong with the same class
 
 
 def table_columns(references: Sequence[str] = REFERENCES) -> tuple[str, ...]:
     """The table's columns: one paired set (`vs_{ref}_*`) per reference, then the intervals' kind and level."""
-    return (*HEAD, *paired_column_names(references), *INTERVAL_COLUMNS)
+    return (*HEAD, SHARED, *paired_column_names(references), *INTERVAL_COLUMNS)
 
 
 CAPTION = (
@@ -50,7 +51,9 @@ CAPTION = (
     "every seed gave the same difference: no spread to estimate); `≠0` says whether the difference is decided: "
     "the interval excludes 0 and the exact sign-flip test agrees at the same level, {seeds}. Rows "
     "`classes ...` cover only the samples of those classes (the teacher's blind spots), rows `other classes` "
-    "the rest, at every certainty."
+    "the rest, at every certainty. `both wrong, same class`: for the two-student methods, the share (%) of the "
+    "row's images where both students are wrong with the same class, mean over seeds (alike on both students' "
+    "rows; none for one-student methods and for predictions saved without the class)."
 )
 
 
@@ -120,6 +123,21 @@ def matching_records(
     return found
 
 
+def shared_mistakes(pred: dict, names: Sequence[str], labels) -> Optional[torch.Tensor]:
+    """Per sample, whether the students `names` are all wrong with one same class: a shared blind spot that peer
+    learning cannot correct (each student teaches the other its own mistake). None for a trial evaluated on
+    other val labels or saved without predicted classes (records older than the class)."""
+    labels = torch.as_tensor(labels)
+    if not torch.equal(torch.as_tensor(pred.get("labels", torch.empty(0))), labels):
+        return None
+    classes = [(pred.get(name) or {}).get("predicted") for name in names]
+    if len(classes) < 2 or any(c is None for c in classes):
+        return None
+    first = torch.as_tensor(classes[0])
+    same = torch.stack([torch.as_tensor(c) == first for c in classes[1:]]).all(0)
+    return same & (first != labels)
+
+
 def bin_accuracy(correct, index: torch.Tensor, bins: int) -> torch.Tensor:
     """Top-1 per bin as a fraction (float64, so the bins recombine to the overall top-1); NaN for an empty bin."""
     hits = torch.bincount(index, weights=torch.as_tensor(correct).double(), minlength=bins)
@@ -153,7 +171,8 @@ def accuracy_by_certainty_table(
     comparison table's kind of interval); the reference's own rows, and every row when it has no trial, have none.
     Percentages x100; an empty table (with the columns) when no trial saved teacher val logits.
     `focus_classes`: class ids that get extra rows, bin label `classes 3,7`, over only their samples, and rows
-    `other classes` over the rest (a setting's blind-spot classes, `teacher.data`).
+    `other classes` over the rest (a setting's blind-spot classes, `teacher.data`). A two-student method's rows
+    also give `both_wrong_same_%` (`shared_mistakes`) over the row's images.
     """
     groups = methods_in_order(trials)
     reference = reference_predictions(predictions, groups)
@@ -179,7 +198,11 @@ def accuracy_by_certainty_table(
             for method, ids in groups.items()
             for name in student_names
         }
-        for method in groups:
+        for method, ids in groups.items():
+            shared = []
+            if method in TWO_STUDENT_METHODS:
+                records = [shared_mistakes(predictions.get(tid) or {}, student_names, labels) for tid in ids]
+                shared = [r[mask].double().mean().item() * 100 for r in records if r is not None and mask.any()]
             for name in student_names:
                 top1 = by_seed[method, name]
                 paired = {}
@@ -193,6 +216,7 @@ def accuracy_by_certainty_table(
                         "student": name,
                         "seeds": len(top1),
                         "top1_mean_%": sum(top1.values()) / len(top1) if top1 else math.nan,
+                        SHARED: sum(shared) / len(shared) if shared else math.nan,
                         **paired,
                         **intervals.columns(),
                     }
@@ -235,6 +259,7 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
         "student": df["student"],
         "seeds": df["seeds"].astype(str),
         "top1_% (mean)": df["top1_mean_%"].map(fmt),
+        "both wrong, same class %": df[SHARED].map(fmt),
     }
     for ref in table_references(df.columns):
         columns[f"vs_{ref} [{table_intervals(df).label}]"] = df.apply(paired(ref), axis=1) if len(df) else []
