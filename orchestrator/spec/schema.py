@@ -196,7 +196,7 @@ class CompareSettings(Strict):
         default_factory=lambda: list(DEFAULT_REFERENCES),
         min_length=1,
         description="each method's top-1 is paired seed by seed with these: one vs_<ref> column set each, in the "
-        "tables and the parent run's metrics; name methods of compare.methods",
+        "tables and the parent run's metrics; one not among compare.methods keeps its columns empty",
     )
     from_sweep: Optional[str] = Field(
         None, description="start from the recipe of this earlier sweep's best trial (as --from-sweep)"
@@ -213,17 +213,15 @@ class CompareSettings(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> "CompareSettings":
-        """References must be compared methods, once each; the default [kd, ce] is let through whatever the methods
-        (an absent one's columns stay empty, as before the list existed), also where a spec dump repeats it."""
+        """References are named once each. One that is not among the compared methods is allowed (its columns stay
+        empty; the plan says so), so `--set compare.methods=[...]` narrows a shipped spec without touching them."""
         if len(set(self.references)) < len(self.references):
             raise ValueError(f"compare.references {self.references} names a method twice: name each once")
-        strangers = [m for m in self.references if m not in self.methods]
-        if strangers and tuple(self.references) != DEFAULT_REFERENCES:
-            raise ValueError(
-                f"compare.references {strangers} are not among compare.methods {self.methods}: "
-                "add them to methods or remove them from references"
-            )
         return self
+
+    def uncompared_references(self) -> list[str]:
+        """The references that are not among `methods`: their paired columns stay empty."""
+        return [m for m in self.references if m not in self.methods]
 
     @model_validator(mode="after")
     def _sequential(self) -> "CompareSettings":
