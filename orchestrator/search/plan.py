@@ -146,7 +146,7 @@ def describe_plan(
             + (f" from {root}" if root else "")
             + (f", {spec.data.label_noise:.0%} of training labels noisy" if spec.data.label_noise else ""),
             *(
-                [f"  teacher trains on its own labels: {spec.teacher.data.model_dump(exclude_none=True)}"]
+                [f"  teacher trains on its own view of the data: {spec.teacher.data.model_dump(exclude_none=True)}"]
                 if spec.teacher.data
                 else []
             ),
