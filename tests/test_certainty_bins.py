@@ -14,7 +14,9 @@ from orchestrator.results.certainty_bins import (
     accuracy_by_certainty_table,
     bin_accuracy,
     certainty_bins,
+    certainty_markdown,
     equal_count_bins,
+    shared_mistakes,
 )
 from trainables.losses import normalized_entropy
 
@@ -181,3 +183,46 @@ def test_write_certainty_table_beside_the_plot(tmp_path):
     assert not (tmp_path / "none").exists()
     empty = accuracy_by_certainty_table(trials, STUDENTS, {})
     assert empty.empty and "vs_kd_mean_%" in empty.columns
+
+
+def test_each_reference_gets_its_paired_columns():
+    trials, preds = small_example()
+    table = accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2, references=["kd", "ua_dual"])
+    table = table.set_index(["bin", "method"])
+    assert table.loc[("1", "kd"), "vs_ua_dual_mean_%"] == pytest.approx(-50)  # the mirror of ua_dual - kd
+    assert math.isnan(table.loc[("1", "ua_dual"), "vs_ua_dual_mean_%"])
+    md = certainty_markdown(table.reset_index())
+    assert "vs_ua_dual [95% t]" in md and "vs_kd ≠0" in md
+    assert "`vs_kd` and `vs_ua_dual`: per seed the method's top-1 in the bin minus kd's (ua_dual's) in the" in md
+    alone = certainty_markdown(accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2))
+    assert "`vs_kd`: per seed the method's top-1 in the bin minus kd's in the same bin" in alone
+
+
+def test_shared_mistakes_count_both_students_wrong_with_one_class():
+    """Two-student methods: the share of images both students get wrong with the same class, per row, mean over
+    seeds; a trial saved before the class was (no `predicted`) is left out, one-student methods have none."""
+    labels = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
+    predicted = {  # (method, seed): (resnet18, mobilenet_v2)
+        ("dual_kd", 0): ([0, 1, 2, 2, 0, 1, 0, 1], [0, 1, 2, 0, 0, 1, 0, 2]),  # sample 2 shared; 3 wrong apart
+        ("dual_kd", 1): ([1, 1, 0, 1, 0, 2, 0, 1], [1, 1, 0, 1, 0, 2, 0, 1]),  # samples 0 and 5 shared
+        ("kd", 0): ([1, 1, 0, 1, 0, 1, 0, 1], [1, 1, 0, 1, 0, 1, 0, 1]),
+    }
+    logits = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    preds = {
+        f"{m}{s}": {"labels": labels, "teacher_logits": logits}
+        | {n: {"correct": torch.tensor(c) == labels, "predicted": torch.tensor(c)} for n, c in zip(STUDENTS, pair)}
+        for (m, s), pair in predicted.items()
+    }
+    preds["dual_kd2"] = {k: ({"correct": v["correct"]} if k in STUDENTS else v) for k, v in preds["dual_kd1"].items()}
+    trials = [trial(tid, tid[:-1], int(tid[-1])) for tid in preds]
+    table = accuracy_by_certainty_table(trials, STUDENTS, preds, bins=1, focus_classes={1})
+    dual = table[table["method"] == "dual_kd"].set_index(["bin", "student"])["both_wrong_same_%"]
+    assert dual[("1", "resnet18")] == dual[("1", "mobilenet_v2")] == pytest.approx((12.5 + 25) / 2)
+    assert dual[("classes 1", "resnet18")] == pytest.approx((0 + 25) / 2)
+    assert dual[("other classes", "resnet18")] == pytest.approx((25 + 25) / 2)
+    assert table.loc[table["method"] == "kd", "both_wrong_same_%"].isna().all()
+    md = certainty_markdown(table)
+    assert "both wrong, same class %" in md and "| 18.75" in md and "both students are wrong with the same" in md
+    assert shared_mistakes(preds["dual_kd0"], STUDENTS, labels).nonzero().flatten().tolist() == [2]
+    assert shared_mistakes(preds["dual_kd2"], STUDENTS, labels) is None
+    assert shared_mistakes(preds["dual_kd0"], STUDENTS, labels.flip(0)) is None  # another val order

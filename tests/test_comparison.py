@@ -327,3 +327,26 @@ def test_every_output_names_its_intervals_kind_and_level(intervals, header, word
     assert header.replace("_", r"\_").replace("%", r"\%") in written["comparison.tex"].read_text()
     assert header in format_comparison(df)
     assert parent_metrics(df)["paired_interval_level"] == intervals.level  # the parent run's metric
+
+
+def test_references_give_one_paired_column_set_each():
+    """`compare.references` as data: a column set, a display column and a caption name per reference, the parent
+    run's metrics too; the default gives the table it gave before the list existed."""
+    df = comparison_table(TRIALS, STUDENTS, ["kd", "ua_dual", "dml"], references=["kd", "dml"])
+    paired = [c for c in df.columns if c.startswith("vs_")]
+    assert paired[0] == "vs_kd_mean_%" and paired[6] == "vs_dml_mean_%" and len(paired) == 12
+    ua = df[(df["method"] == "ua_dual") & (df["student"] == "resnet18")].iloc[0]
+    assert ua["vs_dml_mean_%"] == pytest.approx(97 - 93) and ua["vs_dml_pairs"] == 1  # dml has seed 0 only
+    assert df.loc[df["method"] == "dml", "vs_dml_mean_%"].isna().all()
+    md = comparison_markdown(df)
+    assert "vs_dml ≠0" in md and "vs_ce" not in md
+    assert "`vs_kd` and `vs_dml`: the paired difference in top-1 points against kd (dml) on" in md
+    metrics = parent_metrics(df)
+    assert metrics["ua_dual/resnet18/vs_dml_mean"] == pytest.approx(0.04) and not any("vs_ce" in k for k in metrics)
+    methods = ["kd", "ua_dual", "dml"]
+    default = comparison_table(TRIALS, STUDENTS, methods)
+    pd.testing.assert_frame_equal(default, comparison_table(TRIALS, STUDENTS, methods, references=["kd", "ce"]))
+    caption = "`vs_kd` and `vs_ce`: the paired difference in top-1 points against kd (ce) on"
+    assert caption in comparison_markdown(default)
+    three = comparison_markdown(comparison_table(TRIALS, STUDENTS, methods, references=["kd", "ce", "ua_dual"]))
+    assert "`vs_kd`, `vs_ce` and `vs_ua_dual`: the paired difference in top-1 points against kd (ce, ua_dual)" in three

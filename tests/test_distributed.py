@@ -57,9 +57,12 @@ def test_sharded_evaluation_equals_one_process_to_the_last_sample(tmp_path):
     metrics, predictions = evaluate(
         {"net": model()}, loader, "cpu", torch.autocast("cpu", enabled=False), teacher=model().eval()
     )  # a frozen teacher is in eval mode
+    net = predictions["net"]
+    assert torch.equal(net["predicted"] == predictions["labels"], net["correct"].bool())  # the class behind top-1
     for got in ranks:  # every rank holds the whole set's figures, in the set's order, no sample twice
         assert torch.equal(got["predictions"]["labels"], predictions["labels"])
         assert torch.equal(got["predictions"]["net"]["correct"], predictions["net"]["correct"])
+        assert torch.equal(got["predictions"]["net"]["predicted"], predictions["net"]["predicted"])
         torch.testing.assert_close(got["predictions"]["net"]["confidence"], predictions["net"]["confidence"])
         torch.testing.assert_close(got["predictions"]["teacher_logits"], predictions["teacher_logits"])
         assert got["metrics"].keys() == metrics.keys()

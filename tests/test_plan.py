@@ -48,3 +48,14 @@ def test_a_cluster_address_warns_of_local_storage_and_sqlite(plan, tmp_path):
     shared = plan("search_spaces/smoke.yaml", "--address", "auto", "--set", f"storage={tmp_path}/shared")
     assert "but the storage is" not in shared
     assert "--address joins" not in plan("search_spaces/smoke.yaml")
+
+
+def test_a_comparison_names_its_references_and_those_not_compared(plan):
+    """A shipped spec's references [kd, ce, dual_kd] stay valid when `--set` narrows its methods: the plan says
+    which are not compared (their columns stay empty)."""
+    out = plan("search_spaces/compare.yaml")
+    assert "(each paired, seed by seed, against kd, ce, dual_kd)" in out and "not compared" not in out
+    narrowed = plan("search_spaces/compare.yaml", "--set", "compare.methods=[kd,ua_dual]")
+    assert "(each paired, seed by seed, against kd; ce, dual_kd are not compared: their columns stay empty)" in narrowed
+    one = plan("search_spaces/compare.yaml", "--set", "compare.methods=[kd,dual_kd,ua_dual]")
+    assert "against kd, dual_kd; ce is not compared: its columns stay empty" in one

@@ -108,7 +108,7 @@ def test_the_papers_sweep_and_comparison_rehearsed_on_cpu(tmp_path):
         uri,
         tmp_path,
         "compare.seeds=[0,1]",
-        "compare.methods=[kd,ua_dual]",
+        "compare.methods=[kd,ua_dual]",  # the spec's references ce and dual_kd are not compared: empty columns
         args=("--from-sweep", "imagenet100-peer"),
     )
     assert "recipe: the best trial of sweep imagenet100-peer-" in compare.stdout  # the README's flow, at scale
@@ -134,6 +134,7 @@ def test_the_papers_sweep_and_comparison_rehearsed_on_cpu(tmp_path):
     assert {"vs_kd_mean_%", "vs_kd_ci_low_%"} <= set(table.columns)
     ua = table[(table["method"] == "ua_dual")]
     assert (ua["seeds"] == 2).all() and (ua["vs_kd_pairs"] == 2).all()
+    assert (table["vs_ce_pairs"] == 0).all() and table["vs_dual_kd_mean_%"].isna().all()
     for _, row in ua.iterrows():  # an interval exactly when the two seeds' differences are not equal
         top1 = {
             (r.data.params["loss.method"], r.data.params["seed"]): r.data.metrics[f"{row.student}/val_top1"]

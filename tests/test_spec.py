@@ -23,6 +23,7 @@ from orchestrator.spec import (
     load_spec,
     optuna_space,
     read_yaml,
+    spec_changes,
     validate_spec,
     with_values,
 )
@@ -747,3 +748,49 @@ def test_the_committed_spec_reference_is_the_generated_one():
     assert committed == render(), "docs/spec-reference.md is stale: run python -m orchestrator.spec --reference"
     for key in ("loss.threshold", "tune.scheduler_metric", "compare.sequential.max_seeds", "data.decode"):
         assert f"| `{key}` |" in committed
+
+
+@pytest.mark.parametrize(
+    "compare, message",
+    [
+        ({"methods": ["kd", "ua_dual"], "references": ["kd", "kd"]}, "name each once"),
+        ({"methods": ["kd", "ua_dual"], "references": []}, "references"),
+        (
+            {
+                "methods": ["ce", "kd", "ua_dual"],
+                "references": ["kd"],
+                "sequential": {"against": "ce", "methods": ["kd"]},
+            },
+            "is not among compare.references ['kd']: add it there",
+        ),
+    ],
+)
+def test_references_named_twice_or_a_sequential_reference_not_listed_are_refused_in_one_line(compare, message):
+    with pytest.raises(SpecError) as err:
+        validate_spec({"name": "c", "compare": {"seeds": [0, 1], **compare}})
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_references_default_to_kd_and_ce_whatever_the_methods():
+    """The default lets methods without kd or ce through (their columns stay empty), also from a spec's own dump;
+    a sequential comparison may stop on any reference, and a resume takes a changed list (no trial changes)."""
+    spec = validate_spec({"name": "c", "compare": {"methods": ["kd", "ua_dual"]}})
+    assert spec.compare.references == ["kd", "ce"]
+    assert spec.compare.uncompared_references() == ["ce"]
+    assert validate_spec(spec.model_dump()).compare.references == ["kd", "ce"]
+    plan = {"against": "dual_kd", "methods": ["ua_dual"]}
+    compare = {"methods": ["dual_kd", "ua_dual"], "references": ["dual_kd"], "seeds": [0, 1], "sequential": plan}
+    assert validate_spec({"name": "c", "compare": compare}).compare.sequential.against == "dual_kd"
+    assert spec_changes({"compare": {"references": ["kd", "ce"]}}, {"compare": {"references": ["kd"]}})[0].taken
+
+
+def test_references_that_are_not_compared_are_allowed_and_keep_empty_columns():
+    """Narrowing a shipped spec's methods (`--set compare.methods=[kd,ua_dual]`) leaves its references [kd, ce,
+    dual_kd] valid: ce and dual_kd are not compared, so their columns stay empty; a list of none compared too."""
+    compare = {"methods": ["kd", "ua_dual"], "references": ["kd", "ce", "dual_kd"]}
+    spec = validate_spec({"name": "c", "compare": compare})
+    assert spec.compare.references == ["kd", "ce", "dual_kd"]
+    assert spec.compare.uncompared_references() == ["ce", "dual_kd"]
+    assert validate_spec(spec.model_dump()).compare.references == ["kd", "ce", "dual_kd"]
+    only_absent = validate_spec({"name": "c", "compare": {"methods": ["ua_dual"], "references": ["dml"]}})
+    assert only_absent.compare.uncompared_references() == ["dml"]

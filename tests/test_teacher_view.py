@@ -110,6 +110,31 @@ def test_the_view_changes_only_the_teachers_data(tmp_path):
     assert read_meta(folder)["identity"]["teacher"]["data"]["rare_classes"] == GROUP
 
 
+def test_the_teacher_may_see_more_labelled_images_than_the_students():
+    """`teacher.data.train_subset`: all (the whole training split) or a number, while the students keep their few;
+    the validation split is the same for both; unset, the teacher's cache key is what it was before the key."""
+    raw = {"data": {"name": "digits", "image_size": 8, "train_subset": 100}, "teacher": {"arch": "resnet18"}}
+    students, students_val, _ = build_datasets(RunConfig.model_validate(raw).data, 0)
+    assert len(students) == 100
+    view = {"train_subset": "all", "rare_classes": GROUP, "rare_keep": 0.1}
+    whole = RunConfig.model_validate({**raw, "teacher": {"arch": "resnet18", "data": view}})
+    assert whole.data.train_subset == 100  # the students' data is untouched
+    teacher_train, teacher_val, _ = build_datasets(teacher_training_config(whole).data, 0)
+    full, _, _ = build_datasets(digits(), 0)
+    counts = torch.bincount(full.labels, minlength=10)
+    assert len(teacher_train) == sum(max(1, round(0.1 * n)) if c in GROUP else n for c, n in enumerate(counts.tolist()))
+    assert torch.equal(teacher_val.labels, students_val.labels) and torch.equal(teacher_val.images, students_val.images)
+    some = RunConfig.model_validate({**raw, "teacher": {"arch": "resnet18", "data": {"train_subset": 500}}})
+    assert len(build_datasets(teacher_training_config(some).data, 0)[0]) == 500
+    assert teacher_identity(whole)["teacher"]["data"]["train_subset"] == "all"
+    assert teacher_identity(whole) != teacher_identity(some)
+    rare = RunConfig.model_validate({**raw, "teacher": {"arch": "resnet18", "data": {"rare_classes": GROUP}}})
+    assert "train_subset" not in teacher_identity(rare)["teacher"]["data"]  # older entries keep their keys
+    for bad in (5, "most"):
+        with pytest.raises(ValueError, match="teacher.data.train_subset"):
+            RunConfig.model_validate({**raw, "teacher": {"arch": "resnet18", "data": {"train_subset": bad}}})
+
+
 def test_error_auroc_and_the_blind_spot_figures():
     u = torch.tensor([0.9, 0.8, 0.1, 0.2, 0.3, 0.7])
     wrong = torch.tensor([1, 1, 0, 0, 0, 1]).bool()
@@ -180,6 +205,6 @@ def test_the_shipped_blind_spot_comparison_plans_its_teachers_view(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert "teacher trains on its own labels: {'rare_classes': [3, 5, 8], 'rare_keep': 0.05}" in result.stdout
+    assert "teacher trains on its own view of the data: {'rare_classes': [3, 5, 8], 'rare_keep': 0.05}" in result.stdout
     assert "30 fixed: 6 methods x seeds [0, 1, 2, 3, 4]" in result.stdout
     assert result.stdout.startswith("comparison blindspot-compare: methods ce, kd, dml, dual_kd, ua_kd, ua_dual,")

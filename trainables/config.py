@@ -8,7 +8,7 @@ default. Unknown keys are errors everywhere.
 from __future__ import annotations
 
 import re
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -119,12 +119,19 @@ class DataConfig(Strict):
 
 
 class TeacherDataConfig(Strict):
-    """The teacher's own view of the training labels, for a teacher with blind spots; unset keys are the students'.
+    """The teacher's own view of the training data, for a teacher with blind spots or more labelled images than
+    the students; unset keys are the students'.
 
     Only the teacher trains on it: the students' images, labels and the teacher's cached soft labels (its
-    logits on the students' training images) are those of `data`.
+    logits on the students' training images) are those of `data`. The validation split is the students' for
+    every view (it does not depend on these keys), so the teacher is measured where the students are.
     """
 
+    train_subset: Optional[Annotated[int, Field(ge=10)] | Literal["all"]] = Field(
+        None,
+        description="replaces data.train_subset: this many training images, or all: the whole training split "
+        "(a teacher that saw more labelled images than the students)",
+    )
     label_noise: Optional[float] = Field(None, ge=0.0, lt=1.0, description="replaces data.label_noise")
     confused_classes: Optional[list[list[int]]] = Field(None, description="replaces data.confused_classes")
     rare_classes: Optional[list[int]] = Field(None, description="replaces data.rare_classes")
@@ -132,7 +139,14 @@ class TeacherDataConfig(Strict):
 
     def applied_to(self, data: DataConfig) -> DataConfig:
         """`data` with this view's keys replaced: the data the teacher trains on (validated like `data`)."""
-        return DataConfig.model_validate({**data.model_dump(), **self.model_dump(exclude_none=True)})
+        view = self.model_dump(exclude_none=True)
+        if view.get("train_subset") == "all":
+            view["train_subset"] = None
+        return DataConfig.model_validate({**data.model_dump(), **view})
+
+    def identity(self) -> dict:
+        """The view for cache keys: train_subset only when set, so entries made before it existed keep theirs."""
+        return self.model_dump(exclude=set() if self.train_subset is not None else {"train_subset"})
 
     def blind_classes(self) -> list[int]:
         """The classes this view alters (confused or rare): the blind-spot classes a comparison reports apart."""
@@ -165,7 +179,9 @@ class TeacherConfig(OptimConfig):
     init_weights: Optional[str] = Field(None, description="local weights file to start training from")
     seed: int = Field(0, ge=0, description="the teacher's own seed: student seeds share one teacher")
     data: Optional[TeacherDataConfig] = Field(
-        None, description="the teacher's own training labels (a teacher with blind spots); default: the students'"
+        None,
+        description="the teacher's own training data (a teacher with blind spots, or with more labelled images); "
+        "default: the students'",
     )
     cache_soft_labels: bool = Field(
         True,

@@ -162,7 +162,8 @@ class _Averager:
 def evaluate(
     models: dict[str, nn.Module], loader, device, autocast, teacher=None, epoch: Optional[int] = None, hint: str = ""
 ) -> tuple[dict, dict]:
-    """Val top-1/top-5/ECE per model, and per-sample records (confidence, correctness, teacher logits).
+    """Val top-1/top-5/ECE per model, and per-sample records (confidence, correctness, predicted class, teacher
+    logits, whose argmax is the teacher's class): the class, so a report can tell two students' shared mistakes.
 
     `loader` yields (images, labels, index); with several ranks each passes its own shard and the
     records of every rank are gathered (in index order), so every rank returns the figures a one-process
@@ -171,7 +172,7 @@ def evaluate(
     """
     records: dict[str, list] = {"index": [], "labels": [], "teacher_logits": []}
     for name in models:
-        records.update({f"{name}/confidence": [], f"{name}/correct": [], f"{name}/top5": []})
+        records.update({f"{name}/{k}": [] for k in ("confidence", "correct", "top5", "predicted")})
     for m in models.values():
         m.eval()
     for batch in loader:
@@ -189,6 +190,7 @@ def evaluate(
                 records[f"{name}/confidence"].append(logits.softmax(1).max(1).values.cpu())
                 records[f"{name}/correct"].append(topk_correct(logits, labels, 1).cpu())
                 records[f"{name}/top5"].append(topk_correct(logits, labels, 5).cpu())
+                records[f"{name}/predicted"].append(logits.argmax(1).cpu())
     mine = {k: torch.cat(v) for k, v in records.items() if v}
     shards = distributed.gather(mine)
     full = {k: torch.cat([s[k] for s in shards if k in s]) for k in {k for s in shards for k in s}}
@@ -207,7 +209,7 @@ def evaluate(
             )
         values = (correct.float().mean().item(), top5.float().mean().item(), expected_calibration_error(conf, correct))
         metrics.update({f"{name}/{key}": value for key, value in zip(VAL_KEYS, values)})
-        predictions[name] = {"confidence": conf, "correct": correct}
+        predictions[name] = {"confidence": conf, "correct": correct, "predicted": full[f"{name}/predicted"]}
     return metrics, predictions
 
 

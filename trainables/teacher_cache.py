@@ -26,6 +26,8 @@ def teacher_identity(cfg: RunConfig) -> dict:
     teacher = cfg.teacher.model_dump(
         exclude={"bank_epochs", "bank_seed"} | ({"data"} if cfg.teacher.data is None else set())
     )
+    if cfg.teacher.data is not None:
+        teacher["data"] = cfg.teacher.data.identity()
     if teacher["checkpoint"]:
         src = Path(teacher["checkpoint"])
         stat = src.stat()

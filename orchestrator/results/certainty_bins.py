@@ -1,5 +1,5 @@
 """The table behind `accuracy_by_certainty.png`: each student's accuracy in equal-count bins of the teacher's
-certainty, per method, with its paired difference to kd.
+certainty, per method, with its paired difference to each reference (`compare.references`).
 
 Uncertainty weighting can only differ from plain KD where the teacher is unsure, so a method's gain or loss
 is read bin by bin, seed paired, not only over the whole val set. Pure functions on the saved validation
@@ -12,47 +12,48 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import pandas as pd
 import torch
 
 from orchestrator.results.comparison import finished_trials, table_intervals, trial_method
 from orchestrator.results.formatting import markdown_table
-from orchestrator.results.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
+from orchestrator.results.paired import (
+    INTERVAL_COLUMNS,
+    IntervalLevel,
+    difference_columns,
+    paired_column_names,
+    references_words,
+    table_references,
+)
 from orchestrator.teacher import summary_lines, teacher_val_summary
 from trainables.losses import normalized_entropy
-from trainables.methods import PRESETS
+from trainables.methods import PRESETS, TWO_STUDENT_METHODS
 
 CERTAINTY_BINS = 5
-REFERENCE = "kd"
+REFERENCES = ("kd",)  # when the caller names none; a comparison's report passes its `compare.references`
 CSV, MD = "accuracy_by_certainty.csv", "accuracy_by_certainty.md"
-COLUMNS = (
-    "bin",
-    "u_low",
-    "u_high",
-    "samples",
-    "method",
-    "student",
-    "seeds",
-    "top1_mean_%",
-    f"vs_{REFERENCE}_mean_%",
-    f"vs_{REFERENCE}_ci_low_%",
-    f"vs_{REFERENCE}_ci_high_%",
-    f"vs_{REFERENCE}_excludes_0",
-    f"vs_{REFERENCE}_sign_flip_p",
-    f"vs_{REFERENCE}_pairs",
-    *INTERVAL_COLUMNS,
-)
+HEAD = ("bin", "u_low", "u_high", "samples", "method", "student", "seeds", "top1_mean_%")
+SHARED = "both_wrong_same_%"  # two-student methods: both students wrong with the same class
+
+
+def table_columns(references: Sequence[str] = REFERENCES) -> tuple[str, ...]:
+    """The table's columns: one paired set (`vs_{ref}_*`) per reference, then the intervals' kind and level."""
+    return (*HEAD, SHARED, *paired_column_names(references), *INTERVAL_COLUMNS)
+
+
 CAPTION = (
     "Val top-1 (%) of each student in equal-count bins of the teacher's normalized entropy u = H / log C on "
     "the validation set (the bins of accuracy_by_certainty.png; bin 1 holds the samples the teacher is least "
-    "sure of), mean over seeds. `vs_kd`: per seed the method's top-1 in the bin minus kd's in the same bin, "
+    "sure of), mean over seeds. {listed}: per seed the method's top-1 in the bin minus {against} in the same bin, "
     "its mean in points and, in brackets, its {interval} over the seeds both have (none under 2 seeds or where "
     "every seed gave the same difference: no spread to estimate); `≠0` says whether the difference is decided: "
     "the interval excludes 0 and the exact sign-flip test agrees at the same level, {seeds}. Rows "
     "`classes ...` cover only the samples of those classes (the teacher's blind spots), rows `other classes` "
-    "the rest, at every certainty."
+    "the rest, at every certainty. `both wrong, same class`: for the two-student methods, the share (%) of the "
+    "row's images where both students are wrong with the same class, mean over seeds (alike on both students' "
+    "rows; none for one-student methods and for predictions saved without the class)."
 )
 
 
@@ -122,6 +123,21 @@ def matching_records(
     return found
 
 
+def shared_mistakes(pred: dict, names: Sequence[str], labels) -> Optional[torch.Tensor]:
+    """Per sample, whether the students `names` are all wrong with one same class: a shared blind spot that peer
+    learning cannot correct (each student teaches the other its own mistake). None for a trial evaluated on
+    other val labels or saved without predicted classes (records older than the class)."""
+    labels = torch.as_tensor(labels)
+    if not torch.equal(torch.as_tensor(pred.get("labels", torch.empty(0))), labels):
+        return None
+    classes = [(pred.get(name) or {}).get("predicted") for name in names]
+    if len(classes) < 2 or any(c is None for c in classes):
+        return None
+    first = torch.as_tensor(classes[0])
+    same = torch.stack([torch.as_tensor(c) == first for c in classes[1:]]).all(0)
+    return same & (first != labels)
+
+
 def bin_accuracy(correct, index: torch.Tensor, bins: int) -> torch.Tensor:
     """Top-1 per bin as a fraction (float64, so the bins recombine to the overall top-1); NaN for an empty bin."""
     hits = torch.bincount(index, weights=torch.as_tensor(correct).double(), minlength=bins)
@@ -145,20 +161,23 @@ def accuracy_by_certainty_table(
     intervals: IntervalLevel = IntervalLevel(),
     focus_classes: Optional[Iterable[int]] = None,
     bins: int = CERTAINTY_BINS,
+    references: Sequence[str] = REFERENCES,
 ) -> pd.DataFrame:
-    """One row per (certainty bin, method, student): top-1 mean over seeds, and the paired difference to kd.
+    """One row per (certainty bin, method, student): top-1 mean over seeds, and the paired difference to each of
+    `references` (the spec's `compare.references`; kd alone by default).
 
     Bins, methods, teacher logits and the trials used are those of the plot. Per seed a method's top-1 in a
-    bin is compared with kd's top-1 in the same bin on the same seed (`orchestrator.results.paired`, the comparison
-    table's kind of interval); kd's own rows, and every row when kd has no trial, have no difference.
+    bin is compared with a reference's top-1 in the same bin on the same seed (`orchestrator.results.paired`, the
+    comparison table's kind of interval); the reference's own rows, and every row when it has no trial, have none.
     Percentages x100; an empty table (with the columns) when no trial saved teacher val logits.
     `focus_classes`: class ids that get extra rows, bin label `classes 3,7`, over only their samples, and rows
-    `other classes` over the rest (a setting's blind-spot classes, `teacher.data`).
+    `other classes` over the rest (a setting's blind-spot classes, `teacher.data`). A two-student method's rows
+    also give `both_wrong_same_%` (`shared_mistakes`) over the row's images.
     """
     groups = methods_in_order(trials)
     reference = reference_predictions(predictions, groups)
     if reference is None:
-        return _frame([], intervals)
+        return _frame([], intervals, references)
     labels = torch.as_tensor(reference["labels"])
     cb = certainty_bins(reference["teacher_logits"], bins)
     seed_of = {t["trial_id"]: t["params"].get("seed") for t in trials}
@@ -179,10 +198,17 @@ def accuracy_by_certainty_table(
             for method, ids in groups.items()
             for name in student_names
         }
-        for method in groups:
+        for method, ids in groups.items():
+            shared = []
+            if method in TWO_STUDENT_METHODS:
+                records = [shared_mistakes(predictions.get(tid) or {}, student_names, labels) for tid in ids]
+                shared = [r[mask].double().mean().item() * 100 for r in records if r is not None and mask.any()]
             for name in student_names:
                 top1 = by_seed[method, name]
-                reference = by_seed.get((REFERENCE, name), {})
+                paired = {}
+                for ref in references:
+                    against = by_seed.get((ref, name), {})
+                    paired.update(difference_columns(top1, against, ref, method == ref, intervals))
                 rows.append(
                     {
                         **where,
@@ -190,15 +216,16 @@ def accuracy_by_certainty_table(
                         "student": name,
                         "seeds": len(top1),
                         "top1_mean_%": sum(top1.values()) / len(top1) if top1 else math.nan,
-                        **difference_columns(top1, reference, REFERENCE, method == REFERENCE, intervals),
+                        SHARED: sum(shared) / len(shared) if shared else math.nan,
+                        **paired,
                         **intervals.columns(),
                     }
                 )
-    return _frame(rows, intervals)
+    return _frame(rows, intervals, references)
 
 
-def _frame(rows: list[dict], intervals: IntervalLevel) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+def _frame(rows: list[dict], intervals: IntervalLevel, references: Sequence[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(table_columns(references)))
     df.attrs["intervals"] = intervals
     return df
 
@@ -209,11 +236,14 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
     def fmt(value, spec: str = ".2f") -> str:
         return "-" if pd.isna(value) else format(round(value, 2) + 0.0, spec)  # + 0.0: no "-0.00"
 
-    def paired(row) -> str:
-        mean, low, high = (row[f"vs_{REFERENCE}_{k}_%"] for k in ("mean", "ci_low", "ci_high"))
-        if pd.isna(mean):
-            return "-"
-        return fmt(mean, "+.2f") + ("" if pd.isna(low) else f" [{fmt(low, '+.2f')}, {fmt(high, '+.2f')}]")
+    def paired(ref: str):
+        def cell(row) -> str:
+            mean, low, high = (row[f"vs_{ref}_{k}_%"] for k in ("mean", "ci_low", "ci_high"))
+            if pd.isna(mean):
+                return "-"
+            return fmt(mean, "+.2f") + ("" if pd.isna(low) else f" [{fmt(low, '+.2f')}, {fmt(high, '+.2f')}]")
+
+        return cell
 
     def excludes(value) -> str:
         return "-" if value is None or pd.isna(value) else ("yes" if value else "no")
@@ -221,25 +251,27 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
     def u_range(row) -> str:
         return "-" if pd.isna(row["u_low"]) else f"{row['u_low']:.3f}-{row['u_high']:.3f}"
 
-    return pd.DataFrame(
-        {
-            "bin": df["bin"],
-            "teacher u": df.apply(u_range, axis=1) if len(df) else [],
-            "samples": df["samples"].astype(str),
-            "method": df["method"],
-            "student": df["student"],
-            "seeds": df["seeds"].astype(str),
-            "top1_% (mean)": df["top1_mean_%"].map(fmt),
-            f"vs_{REFERENCE} [{table_intervals(df).label}]": df.apply(paired, axis=1) if len(df) else [],
-            f"vs_{REFERENCE} ≠0": df[f"vs_{REFERENCE}_excludes_0"].map(excludes),
-        }
-    )
+    columns = {
+        "bin": df["bin"],
+        "teacher u": df.apply(u_range, axis=1) if len(df) else [],
+        "samples": df["samples"].astype(str),
+        "method": df["method"],
+        "student": df["student"],
+        "seeds": df["seeds"].astype(str),
+        "top1_% (mean)": df["top1_mean_%"].map(fmt),
+        "both wrong, same class %": df[SHARED].map(fmt),
+    }
+    for ref in table_references(df.columns):
+        columns[f"vs_{ref} [{table_intervals(df).label}]"] = df.apply(paired(ref), axis=1) if len(df) else []
+        columns[f"vs_{ref} ≠0"] = df[f"vs_{ref}_excludes_0"].map(excludes)
+    return pd.DataFrame(columns)
 
 
 def certainty_markdown(df: pd.DataFrame) -> str:
     """A GitHub Markdown table with its caption."""
     intervals = table_intervals(df)
-    caption = CAPTION.format(interval=intervals.words, seeds=intervals.seeds_needed)
+    listed, against = references_words(table_references(df.columns), "'s")
+    caption = CAPTION.format(listed=listed, against=against, interval=intervals.words, seeds=intervals.seeds_needed)
     return markdown_table(_display(df)) + "\n" + caption + "\n"
 
 
@@ -261,6 +293,7 @@ def write_certainty_table(
     intervals: IntervalLevel = IntervalLevel(),
     focus_classes: Iterable[int] = (),
     teacher: Optional[dict[str, float]] = None,
+    references: Sequence[str] = REFERENCES,
 ) -> dict[str, Path]:
     """accuracy_by_certainty.csv (exact values) and .md beside the plot, the .md under the `teacher` figures
     when given; name -> path.
@@ -268,7 +301,9 @@ def write_certainty_table(
     Nothing is written when no trial has the data the plot needs (teacher val logits, a student's records),
     so the table appears exactly when the plot does.
     """
-    df = accuracy_by_certainty_table(trials, student_names, predictions, intervals, focus_classes=focus_classes)
+    df = accuracy_by_certainty_table(
+        trials, student_names, predictions, intervals, focus_classes=focus_classes, references=references
+    )
     if not (df["seeds"] > 0).any():
         return {}
     out = Path(out_dir)

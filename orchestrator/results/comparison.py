@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import pandas as pd
 
 from orchestrator.results.formatting import markdown_table
-from orchestrator.results.paired import INTERVAL_COLUMNS, IntervalLevel, difference_columns
+from orchestrator.results.paired import (
+    INTERVAL_COLUMNS,
+    IntervalLevel,
+    difference_columns,
+    paired_column_names,
+    references_words,
+    table_references,
+)
+from orchestrator.spec import DEFAULT_REFERENCES
 
 # The paper's ImageNet-100 top-1 (%) (Gore, Dey, Mishra, arXiv 2511.18826: the method this project
 # implements). It states the dual-student numbers and their gains over KD; the KD figures here are
@@ -30,13 +38,7 @@ PAPER_TOP1: dict[tuple[str, str], float] = {
 # with 1000-class heads, so they compare with `compression_1000`, not with `compression`.
 PAPER_COMPRESSION: dict[str, float] = {"resnet18": 2.19, "mobilenet_v2": 7.31}
 
-REFERENCES = ("kd", "ce")  # each method's top-1 is compared, seed by seed, with these
-PAIRED = tuple(
-    f"vs_{ref}_{part}"
-    for ref in REFERENCES
-    for part in ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "sign_flip_p", "pairs")
-)
-COLUMNS = (
+HEAD = (
     "method",
     "student",
     "seeds",
@@ -48,15 +50,11 @@ COLUMNS = (
     "flops_per_image",
     "compression",
     "compression_1000",
-    *PAIRED,
-    *INTERVAL_COLUMNS,
-    "teacher_top1_%",
-    "paper_top1_%_quoted",
-    "paper_compression_quoted",
 )
+TAIL = (*INTERVAL_COLUMNS, "teacher_top1_%", "paper_top1_%_quoted", "paper_compression_quoted")
 CAPTION = (
-    "Top-1, top-5 and ECE in percent, mean ± sample std over seeds. `vs_kd` and `vs_ce`: the paired "
-    "difference in top-1 points against kd (ce) on the same seeds (same initialisation and batch order), "
+    "Top-1, top-5 and ECE in percent, mean ± sample std over seeds. {listed}: the paired "
+    "difference in top-1 points against {against} on the same seeds (same initialisation and batch order), "
     "its mean and, in brackets, its {interval} (none under 2 seeds or where every seed gave the same "
     "difference: no spread to estimate); `≠0` says whether the difference is decided: the interval excludes 0 "
     "and the exact sign-flip test agrees at the same level, {seeds}. Columns marked "
@@ -64,6 +62,11 @@ CAPTION = (
     "stated gain), not measured here. `compression` = teacher params / student params with heads of "
     "this dataset's classes; `compression_1000` counts 1000-class heads, as the paper's ratios do."
 )
+
+
+def table_columns(references: Sequence[str] = DEFAULT_REFERENCES) -> tuple[str, ...]:
+    """The table's columns: one paired set (`vs_{ref}_*`) per reference, between the sizes and the intervals."""
+    return (*HEAD, *paired_column_names(references), *TAIL)
 
 
 def finished_trials(trials: list[dict]) -> list[dict]:
@@ -99,16 +102,17 @@ def comparison_table(
     methods: list[str],
     intervals: IntervalLevel = IntervalLevel(),
     note: Optional[str] = None,
+    references: Sequence[str] = DEFAULT_REFERENCES,
 ) -> pd.DataFrame:
     """One row per (method, student), in the given orders; seeds pooled, percentages x100.
 
     Sizes, compression and the teacher's top-1 come from any finished trial (one teacher and the
     same architectures for the whole comparison), so a method without a teacher still shows how
     much smaller its student is. A method with no finished trial keeps its row, with 0 seeds.
-    The paired columns compare each method with kd and ce on the seeds both finished (NaN for the
-    reference itself and where it is not among `methods`). `intervals`: their kind and level (a sequential
-    comparison's are per look: `orchestrator.results.sequential`), also in the table's `interval_*` columns; `note`
-    goes into the caption.
+    The paired columns compare each method with each of `references` (the spec's `compare.references`) on the
+    seeds both finished (NaN for the reference itself and where it is not among `methods`). `intervals`: their
+    kind and level (a sequential comparison's are per look: `orchestrator.results.sequential`), also in the
+    table's `interval_*` columns; `note` goes into the caption.
     """
     done = finished_trials(trials)
     reports = [t["metrics"] for t in done]
@@ -125,7 +129,7 @@ def comparison_table(
         for name in student_names:
             measured = [m for m in runs if m.get(f"{name}/val_top1") is not None]
             paired = {}
-            for ref in REFERENCES:
+            for ref in references:
                 reference = by_seed.get((ref, name), {})
                 paired.update(difference_columns(by_seed[method, name], reference, ref, method == ref, intervals))
             top1 = _values(measured, f"{name}/val_top1") * 100
@@ -150,7 +154,7 @@ def comparison_table(
                     **intervals.columns(),
                 }
             )
-    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    df = pd.DataFrame(rows, columns=list(table_columns(references)))
     df.attrs["intervals"] = intervals
     df.attrs["note"] = note
     for column in ("params", "flops_per_image"):
@@ -202,7 +206,7 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
         "top5_%": df["top5_mean_%"].map(fmt),
         "ece_%": df["ece_mean_%"].map(fmt),
     }
-    for ref in REFERENCES:
+    for ref in table_references(df.columns):
         columns[f"vs_{ref} [{table_intervals(df).label}]"] = df.apply(paired(ref), axis=1)
         columns[f"vs_{ref} ≠0"] = df[f"vs_{ref}_excludes_0"].map(excludes)
     return pd.DataFrame(
@@ -231,7 +235,8 @@ def comparison_markdown(df: pd.DataFrame) -> str:
 
 def caption(df: pd.DataFrame) -> str:
     intervals = table_intervals(df)
-    text = CAPTION.format(interval=intervals.words, seeds=intervals.seeds_needed)
+    listed, against = references_words(table_references(df.columns))
+    text = CAPTION.format(listed=listed, against=against, interval=intervals.words, seeds=intervals.seeds_needed)
     return text + (f" {df.attrs['note']}" if df.attrs.get("note") else "")
 
 

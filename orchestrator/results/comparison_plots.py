@@ -157,7 +157,7 @@ def analysis_plots(
       w = 1 - u, one line per method. The teacher is the same in every trial, so the first teacher
       logits found bin every method, those without a teacher too; a trial whose validation labels
       differ from that trial's (another split or order) is left out. Its numbers, with paired differences
-      to kd, are `orchestrator.results.certainty_bins`' accuracy_by_certainty.csv, from the same bins;
+      to the references, are `orchestrator.results.certainty_bins`' accuracy_by_certainty.csv, from the same bins;
     - reliability_<student>.png: accuracy against confidence, ECE per method in the legend;
     - accuracy_vs_epoch.png: val top-1 against epoch, mean over seeds.
     Seeds are pooled per method; errored trials are left out, as in the table.

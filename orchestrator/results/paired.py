@@ -233,3 +233,25 @@ def difference_columns(
         f"vs_{ref}_sign_flip_p": math.nan if none else d.sign_flip_p,
         f"vs_{ref}_pairs": 0 if none else d.seeds,
     }
+
+
+def table_references(columns) -> list[str]:
+    """The references a table has `vs_{ref}_*` columns for, in column order: read from the table itself, so
+    its display, caption and logged metrics follow whatever references it was built with (a CSV read back too)."""
+    return [c[len("vs_") : -len("_mean_%")] for c in columns if c.startswith("vs_") and c.endswith("_mean_%")]
+
+
+def references_words(references, suffix: str = "") -> tuple[str, str]:
+    """The caption's words for the paired columns: ("`vs_kd` and `vs_ce`", "kd (ce)") for [kd, ce]; `suffix`
+    follows each reference's name ("'s": "kd's (ce's)")."""
+    names = [f"`vs_{ref}`" for ref in references]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    named = [ref + suffix for ref in references]
+    against = named[0] + (f" ({', '.join(named[1:])})" if len(named) > 1 else "")
+    return listed, against
+
+
+def paired_column_names(references) -> tuple[str, ...]:
+    """The `vs_{ref}_*` columns of each reference, in the order `difference_columns` gives them."""
+    parts = ("mean_%", "ci_low_%", "ci_high_%", "excludes_0", "sign_flip_p", "pairs")
+    return tuple(f"vs_{ref}_{part}" for ref in references for part in parts)

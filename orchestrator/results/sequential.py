@@ -188,7 +188,9 @@ def undecided(table: pd.DataFrame, against: str, methods: list[str]) -> list[str
 def stop_reason(trials: list[dict], spec: Spec, seeds: int, hours_used: float) -> Optional[str]:
     """Why a sequential comparison stops after `seeds` seeds, or None to add one more."""
     plan, rule = plan_of(spec), spec.compare.sequential
-    table = comparison_table(trials, spec.students.names, spec.compare.methods, plan.intervals)
+    table = comparison_table(
+        trials, spec.students.names, spec.compare.methods, plan.intervals, references=spec.compare.references
+    )
     left = undecided(table, rule.against, rule.methods)
     if not left:
         return f"decided at {seeds} seeds: every difference of {', '.join(rule.methods)} against {rule.against} ≠ 0"

@@ -16,17 +16,11 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 from orchestrator.results.certainty_bins import teacher_figures, write_certainty_table
-from orchestrator.results.comparison import (
-    REFERENCES,
-    comparison_table,
-    format_comparison,
-    table_intervals,
-    write_comparison,
-)
+from orchestrator.results.comparison import comparison_table, format_comparison, table_intervals, write_comparison
 from orchestrator.results.comparison_plots import analysis_plots
 from orchestrator.results.formatting import format_table
 from orchestrator.results.logged_sweep import TEACHER_LOGITS_ARTIFACT, LoggedSweep, download, load_sweep
-from orchestrator.results.paired import IntervalLevel
+from orchestrator.results.paired import IntervalLevel, table_references
 from orchestrator.results.search_outputs import write_results
 from orchestrator.results.sequential import STOP_TAG, intervals_of, table_note
 from orchestrator.results.tables import ALL_FAILED, all_failed_line, trials_table
@@ -49,7 +43,8 @@ def build_report(
         names = spec.students.names
         stopped = client.get_run(sweep.parent_id).data.tags.get(STOP_TAG)
         note = table_note(spec, sweep.trials, stopped)
-        table = comparison_table(sweep.trials, names, spec.compare.methods, intervals_of(spec), note)
+        references = spec.compare.references
+        table = comparison_table(sweep.trials, names, spec.compare.methods, intervals_of(spec), note, references)
         files.update(write_comparison(table, out_dir))
         predictions, histories = {}, {}
         for trial_id, run_id in sweep.child_ids.items():
@@ -68,7 +63,14 @@ def build_report(
         teacher = teacher_figures(sweep.trials, predictions, spec.loss.threshold, blind)
         files.update(
             write_certainty_table(
-                out_dir, names, predictions, sweep.trials, IntervalLevel(spec.compare.interval), blind, teacher
+                out_dir,
+                names,
+                predictions,
+                sweep.trials,
+                IntervalLevel(spec.compare.interval),
+                blind,
+                teacher,
+                references,
             )
         )
         print("\n" + format_comparison(table))
@@ -88,12 +90,13 @@ def build_report(
 
 
 def parent_metrics(table) -> dict[str, float]:
-    """`{method}/{student}/val_top1` (mean over seeds) and its paired differences to kd and ce with their
-    interval (`.../vs_kd_mean`, `.../vs_kd_ci_low`, `.../vs_kd_ci_high`), as fractions like every top-1, and
+    """`{method}/{student}/val_top1` (mean over seeds) and its paired differences to each of the table's references
+    with their interval (`.../vs_kd_mean`, `.../vs_kd_ci_low`, `.../vs_kd_ci_high`), as fractions like every top-1, and
     `paired_interval_level`, the intervals' level (per look in a sequential comparison)."""
+    paired = table_references(table.columns)
     parts = {
         "val_top1": "top1_mean_%",
-        **{f"vs_{ref}_{end}": f"vs_{ref}_{end}_%" for ref in REFERENCES for end in ("mean", "ci_low", "ci_high")},
+        **{f"vs_{ref}_{end}": f"vs_{ref}_{end}_%" for ref in paired for end in ("mean", "ci_low", "ci_high")},
     }
     figures = {
         f"{row['method']}/{row['student']}/{name}": row[column] / 100

@@ -70,6 +70,18 @@ def sequential_plan(spec: Spec):
     return plan_of(spec)
 
 
+def paired_against(compare) -> str:
+    """What each method is paired with, and which references are not compared (their columns stay empty)."""
+    compared = [ref for ref in compare.references if ref in compare.methods]
+    absent = compare.uncompared_references()
+    words = f"each paired, seed by seed, against {', '.join(compared)}" if compared else "paired against none"
+    if absent:
+        one = len(absent) == 1
+        words += f"; {', '.join(absent)} {'is' if one else 'are'} not compared: {'its' if one else 'their'} "
+        words += "columns stay empty"
+    return words
+
+
 def lost_node(spec: Spec) -> str:
     """What a worker or node that vanishes mid-trial costs: each epoch ends with a checkpoint."""
     restarts = spec.resources.max_failures
@@ -95,6 +107,7 @@ def describe_plan(
         c = spec.compare
         trial_count, more_later = len(spec.variants()), bool(c.sequential)
         trials = f"{trial_count} fixed: {count(len(c.methods), 'method')} x seeds {c.seeds}"
+        trials += f" ({paired_against(c)})"
         if c.sequential:
             q, plan = c.sequential, sequential_plan(spec)
             decisions = f"from {plan.first_decision} seeds" if plan.first_decision else "none: too few seeds"
@@ -135,7 +148,7 @@ def describe_plan(
             + (f" from {root}" if root else "")
             + (f", {spec.data.label_noise:.0%} of training labels noisy" if spec.data.label_noise else ""),
             *(
-                [f"  teacher trains on its own labels: {spec.teacher.data.model_dump(exclude_none=True)}"]
+                [f"  teacher trains on its own view of the data: {spec.teacher.data.model_dump(exclude_none=True)}"]
                 if spec.teacher.data
                 else []
             ),

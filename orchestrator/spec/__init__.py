@@ -36,6 +36,7 @@ _MODULES = {  # module -> the names it offers the other packages (imported when 
         "CategoricalParam",
         "STORAGE_ENV",
         "DEFAULT_STORAGE",
+        "DEFAULT_REFERENCES",
     ),
     "loading": (
         "load_spec",

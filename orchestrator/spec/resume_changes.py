@@ -3,8 +3,9 @@
 A resumed sweep rebuilds its trials from the spec as it is now, while Tune's and Optuna's saved state hold
 what was searched so far: a changed training setting would give the rest of the trials another recipe than
 the first ones, in one table. So every changed setting is named; those that change how much is run, or where,
-are taken (the trial count, the budgets, the resources per trial, MLflow's address and wait); any other one
-is refused in one line, unless `--force`, for those who mean it.
+are taken (the trial count, the budgets, the resources per trial, MLflow's address and wait), and so are the
+tables' paired references (no trial trains differently); any other one is refused in one line, unless
+`--force`, for those who mean it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ TAKEN = (
     "tune.num_trials",
     "tune.budget_hours",
     "compare.budget_hours",
+    "compare.references",
     "compare.sequential.max_seeds",
     "resources.",
     "teacher_resources.",

@@ -167,11 +167,14 @@ class TuneSettings(Strict):
         return self.objectives[0]
 
 
+DEFAULT_REFERENCES = ("kd", "ce")  # compare.references when a spec names none
+
+
 class SequentialSettings(Strict):
     """Seeds added one at a time (for every method) until each named method's paired difference against the
     reference is decided (≠ 0) for every student, or `max_seeds` or `compare.budget_hours` is reached."""
 
-    against: Literal["kd", "ce"] = Field(description="the reference: one of the table's paired columns")
+    against: Method = Field(description="the reference: one of compare.references, the table's paired columns")
     methods: list[Method] = Field(min_length=1, description="the methods that must be told apart from it")
     max_seeds: int = Field(10, ge=3, description="stop adding seeds here, decided or not")
 
@@ -189,6 +192,12 @@ class CompareSettings(Strict):
         min_length=1,
         description="run seeds; the intervals pair methods seed by seed",
     )
+    references: list[Method] = Field(
+        default_factory=lambda: list(DEFAULT_REFERENCES),
+        min_length=1,
+        description="each method's top-1 is paired seed by seed with these: one vs_<ref> column set each, in the "
+        "tables and the parent run's metrics; one not among compare.methods keeps its columns empty",
+    )
     from_sweep: Optional[str] = Field(
         None, description="start from the recipe of this earlier sweep's best trial (as --from-sweep)"
     )
@@ -203,12 +212,28 @@ class CompareSettings(Strict):
     )
 
     @model_validator(mode="after")
+    def _references(self) -> "CompareSettings":
+        """References are named once each. One that is not among the compared methods is allowed (its columns stay
+        empty; the plan says so), so `--set compare.methods=[...]` narrows a shipped spec without touching them."""
+        if len(set(self.references)) < len(self.references):
+            raise ValueError(f"compare.references {self.references} names a method twice: name each once")
+        return self
+
+    def uncompared_references(self) -> list[str]:
+        """The references that are not among `methods`: their paired columns stay empty."""
+        return [m for m in self.references if m not in self.methods]
+
+    @model_validator(mode="after")
     def _sequential(self) -> "CompareSettings":
         plan = self.sequential
         if plan is None:
             return self
         if plan.against not in self.methods:
             raise ValueError(f"sequential.against {plan.against!r} is not among methods {self.methods}: add it")
+        if plan.against not in self.references:
+            raise ValueError(
+                f"sequential.against {plan.against!r} is not among compare.references {self.references}: add it there"
+            )
         strangers = [m for m in plan.methods if m not in self.methods or m == plan.against]
         if strangers:
             raise ValueError(
