@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from orchestrator.results.comparison import finished_trials, table_intervals, trial_method
-from orchestrator.results.formatting import markdown_table
+from orchestrator.results.formatting import decided_cell, markdown_table, paired_cell, percent_cell
 from orchestrator.results.paired import (
     INTERVAL_COLUMNS,
     IntervalLevel,
@@ -233,21 +233,6 @@ def _frame(rows: list[dict], intervals: IntervalLevel, references: Sequence[str]
 def _display(df: pd.DataFrame) -> pd.DataFrame:
     """The table as strings, for reading: u range in one cell, difference with its interval in one cell."""
 
-    def fmt(value, spec: str = ".2f") -> str:
-        return "-" if pd.isna(value) else format(round(value, 2) + 0.0, spec)  # + 0.0: no "-0.00"
-
-    def paired(ref: str):
-        def cell(row) -> str:
-            mean, low, high = (row[f"vs_{ref}_{k}_%"] for k in ("mean", "ci_low", "ci_high"))
-            if pd.isna(mean):
-                return "-"
-            return fmt(mean, "+.2f") + ("" if pd.isna(low) else f" [{fmt(low, '+.2f')}, {fmt(high, '+.2f')}]")
-
-        return cell
-
-    def excludes(value) -> str:
-        return "-" if value is None or pd.isna(value) else ("yes" if value else "no")
-
     def u_range(row) -> str:
         return "-" if pd.isna(row["u_low"]) else f"{row['u_low']:.3f}-{row['u_high']:.3f}"
 
@@ -258,12 +243,12 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
         "method": df["method"],
         "student": df["student"],
         "seeds": df["seeds"].astype(str),
-        "top1_% (mean)": df["top1_mean_%"].map(fmt),
-        "both wrong, same class %": df[SHARED].map(fmt),
+        "top1_% (mean)": df["top1_mean_%"].map(percent_cell),
+        "both wrong, same class %": df[SHARED].map(percent_cell),
     }
     for ref in table_references(df.columns):
-        columns[f"vs_{ref} [{table_intervals(df).label}]"] = df.apply(paired(ref), axis=1) if len(df) else []
-        columns[f"vs_{ref} ≠0"] = df[f"vs_{ref}_excludes_0"].map(excludes)
+        columns[f"vs_{ref} [{table_intervals(df).label}]"] = df.apply(paired_cell(ref), axis=1) if len(df) else []
+        columns[f"vs_{ref} ≠0"] = df[f"vs_{ref}_excludes_0"].map(decided_cell)
     return pd.DataFrame(columns)
 
 

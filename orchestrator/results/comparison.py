@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-from orchestrator.results.formatting import markdown_table
+from orchestrator.results.formatting import decided_cell, markdown_table, paired_cell, percent_cell
 from orchestrator.results.paired import (
     INTERVAL_COLUMNS,
     IntervalLevel,
@@ -178,47 +178,32 @@ def table_intervals(df: pd.DataFrame) -> IntervalLevel:
 def _display(df: pd.DataFrame) -> pd.DataFrame:
     """The table as strings, for reading: mean ± std in one cell, 2 decimals, '-' for a gap."""
 
-    def fmt(value, spec: str = ".2f") -> str:
-        return "-" if pd.isna(value) else format(round(value, 2) + 0.0, spec)  # + 0.0: no "-0.00"
-
     def mean_std(row) -> str:
         if pd.isna(row["top1_mean_%"]):
             return "-"
-        return fmt(row["top1_mean_%"]) + ("" if pd.isna(row["top1_std_%"]) else f" ± {row['top1_std_%']:.2f}")
-
-    def paired(ref: str):
-        def cell(row) -> str:
-            mean, low, high = (row[f"vs_{ref}_{k}_%"] for k in ("mean", "ci_low", "ci_high"))
-            if pd.isna(mean):
-                return "-"
-            return fmt(mean, "+.2f") + ("" if pd.isna(low) else f" [{fmt(low, '+.2f')}, {fmt(high, '+.2f')}]")
-
-        return cell
-
-    def excludes(value) -> str:
-        return "-" if value is None or pd.isna(value) else ("yes" if value else "no")
+        return percent_cell(row["top1_mean_%"]) + ("" if pd.isna(row["top1_std_%"]) else f" ± {row['top1_std_%']:.2f}")
 
     columns = {
         "method": df["method"],
         "student": df["student"],
         "seeds": df["seeds"].astype(str),
         "top1_% (mean ± std)": df.apply(mean_std, axis=1),
-        "top5_%": df["top5_mean_%"].map(fmt),
-        "ece_%": df["ece_mean_%"].map(fmt),
+        "top5_%": df["top5_mean_%"].map(percent_cell),
+        "ece_%": df["ece_mean_%"].map(percent_cell),
     }
     for ref in table_references(df.columns):
-        columns[f"vs_{ref} [{table_intervals(df).label}]"] = df.apply(paired(ref), axis=1)
-        columns[f"vs_{ref} ≠0"] = df[f"vs_{ref}_excludes_0"].map(excludes)
+        columns[f"vs_{ref} [{table_intervals(df).label}]"] = df.apply(paired_cell(ref), axis=1)
+        columns[f"vs_{ref} ≠0"] = df[f"vs_{ref}_excludes_0"].map(decided_cell)
     return pd.DataFrame(
         {
             **columns,
             "params": df["params"].map(lambda v: "-" if pd.isna(v) else _si(v)),
             "flops/image": df["flops_per_image"].map(lambda v: "-" if pd.isna(v) else _si(v)),
-            "compression": df["compression"].map(fmt),
-            "compression_1000": df["compression_1000"].map(fmt),
-            "teacher_top1_%": df["teacher_top1_%"].map(fmt),
-            "paper_top1_%_quoted": df["paper_top1_%_quoted"].map(fmt),
-            "paper_compression_quoted": df["paper_compression_quoted"].map(fmt),
+            "compression": df["compression"].map(percent_cell),
+            "compression_1000": df["compression_1000"].map(percent_cell),
+            "teacher_top1_%": df["teacher_top1_%"].map(percent_cell),
+            "paper_top1_%_quoted": df["paper_top1_%_quoted"].map(percent_cell),
+            "paper_compression_quoted": df["paper_compression_quoted"].map(percent_cell),
         }
     )
 

@@ -45,3 +45,26 @@ def markdown_table(df: pd.DataFrame) -> str:
     )
     align = ["right" if pd.api.types.is_numeric_dtype(df[c]) else "left" for c in df.columns]
     return shown.to_markdown(index=False, tablefmt="pipe", colalign=align, disable_numparse=True) + "\n"
+
+
+def percent_cell(value: Any, spec: str = ".2f") -> str:
+    """A figure in percent or points as the tables show it: 2 decimals, `-` for none, never `-0.00`."""
+    return "-" if pd.isna(value) else format(round(value, 2) + 0.0, spec)
+
+
+def paired_cell(ref: str):
+    """A row's paired difference against `ref` with its interval, `+1.23 [+0.45, +2.01]`, for `DataFrame.apply`."""
+
+    def cell(row) -> str:
+        mean, low, high = (row[f"vs_{ref}_{k}_%"] for k in ("mean", "ci_low", "ci_high"))
+        if pd.isna(mean):
+            return "-"
+        interval = "" if pd.isna(low) else f" [{percent_cell(low, '+.2f')}, {percent_cell(high, '+.2f')}]"
+        return percent_cell(mean, "+.2f") + interval
+
+    return cell
+
+
+def decided_cell(value: Any) -> str:
+    """Whether a paired difference is decided (its `_excludes_0`): yes, no, or `-` where there is no interval."""
+    return "-" if value is None or pd.isna(value) else ("yes" if value else "no")
