@@ -387,8 +387,8 @@ def test_job_submit_of_the_shipped_spec(cluster, mlflow_server, storage, tmp_pat
     (tmp_path / "job.log").write_text(logs)
     assert "Traceback" not in logs, logs[-5000:]  # nor from any trial, worker or Ray's own actors
     epoch_lines = re.findall(
-        r"\)(?:\x1b\[\d+m)? (\S+): epoch (\d+)/", logs
-    )  # "(RayTrainWorker pid=..) <run>: epoch 1/1 ..."
+        r"\)(?:\x1b\[\d+m)? ([0-9a-f]{8}): epoch (\d+)/", logs
+    )  # "(RayTrainWorker pid=..) <trial id>: epoch 1/1 ..." (a teacher trained here logs its own run's name)
     assert len({run for run, _ in epoch_lines}) == 2, logs[-5000:]  # one line per trial and epoch, each once
     assert len(epoch_lines) == len(set(epoch_lines)) == 2, epoch_lines
     # Its teacher (the tiny sweep's, by the --set values) is the module's one cache entry.

@@ -159,3 +159,28 @@ def test_trial_actors_are_reused_only_where_no_scheduler_stops_a_running_trial(t
     folder.local.mkdir()
     tuner = build_tuner(spec, folder, lambda config: None, [])
     assert tuner._local_tuner._tune_config.reuse_actors is reuse
+
+
+def test_asha_stops_a_weak_trial_early_but_lets_a_trial_end_its_last_epoch_by_itself():
+    """Tune's stop at the last report races the TorchTrainer's own shutdown of its workers (a traceback, a worker
+    group started for nothing); the trial ends there anyway, so ASHA answers CONTINUE."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from orchestrator.search.tuner import LastEpochASHA
+
+    def scheduler(cls):
+        asha = cls(time_attr="epoch", metric="val", mode="max", max_t=EPOCHS, grace_period=1, reduction_factor=2)
+        for trial in (strong, weak):
+            asha.on_trial_add(None, trial)
+        return asha
+
+    strong, weak = SimpleNamespace(trial_id="strong"), SimpleNamespace(trial_id="weak")
+    for cls, last in ((ASHAScheduler, TrialScheduler.STOP), (LastEpochASHA, TrialScheduler.CONTINUE)):
+        asha = scheduler(cls)
+        assert asha.on_trial_result(None, strong, {"epoch": 1, "val": 0.9}) == TrialScheduler.CONTINUE
+        assert asha.on_trial_result(None, weak, {"epoch": 1, "val": 0.1}) == TrialScheduler.STOP
+        for epoch in range(2, EPOCHS):
+            assert asha.on_trial_result(None, strong, {"epoch": epoch, "val": 0.9}) == TrialScheduler.CONTINUE
+        assert asha.on_trial_result(None, strong, {"epoch": EPOCHS, "val": 0.9}) == last

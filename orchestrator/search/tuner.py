@@ -11,7 +11,7 @@ from typing import Optional
 import ray.tune
 from ray.tune import CLIReporter
 from ray.tune.error import TuneError
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from orchestrator.execution import SweepFolder, found_in
 from orchestrator.search.searcher import SweepSearch, sweep_search_alg
@@ -31,6 +31,21 @@ def set_tune_environment() -> None:
     """Tune's settings (`TUNE_ENVIRONMENT`) where the user set none: Tune's driver reads them when a Tuner runs."""
     for key, value in TUNE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+
+
+class LastEpochASHA(ASHAScheduler):
+    """ASHA that lets a trial's last epoch end the trial by itself instead of stopping it there.
+
+    Tune's stop of a trial at its last report ends the trial's actor while its TorchTrainer is still shutting
+    its workers down: they die mid-shutdown, and Ray Train logs a failed health check, a traceback and a
+    worker group started for nothing. A result at the last epoch joins its bracket when the trial completes
+    (`on_trial_complete`), as it does under ASHA's own stop.
+    """
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get(self._time_attr, 0) >= self._max_t:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
 
 
 class TrialsReporter(CLIReporter):
@@ -94,7 +109,7 @@ def build_tuner(
         search_alg = sweep_search_alg(searcher, t.max_concurrent_trials)
     stops_early = t.scheduler == "asha" and not spec.compare
     if stops_early:
-        scheduler = ASHAScheduler(
+        scheduler = LastEpochASHA(
             time_attr="epoch",
             max_t=spec.students.epochs,
             grace_period=asha_grace(spec),
