@@ -66,11 +66,13 @@ def test_bin_accuracies_recombine_to_the_overall_accuracy():
     trials = [trial(f"{m}{s}", m, s) for m in ("kd", "ua_dual") for s in range(3)]
     preds = {t["trial_id"]: random_predictions(n, 10, i) for i, t in enumerate(trials)}
     table = accuracy_by_certainty_table(trials, STUDENTS, preds)
-    assert len(table) == 5 * 2 * 2 and set(table["seeds"]) == {3}
+    assert len(table) == (5 + 1) * 2 * 2 and set(table["seeds"]) == {3}
     for (method, name), rows in table.groupby(["method", "student"]):
         overall = sum(preds[f"{method}{s}"][name]["correct"].double().mean().item() * 100 for s in range(3)) / 3
-        recombined = (rows["top1_mean_%"] * rows["samples"]).sum() / rows["samples"].sum()
+        bins, every = rows[rows["bin"] != "all"], rows[rows["bin"] == "all"]
+        recombined = (bins["top1_mean_%"] * bins["samples"]).sum() / bins["samples"].sum()
         assert recombined == pytest.approx(overall, abs=1e-9)
+        assert every["samples"].tolist() == [n] and every["top1_mean_%"].item() == pytest.approx(overall, abs=1e-9)
 
 
 def small_example():
@@ -96,7 +98,7 @@ def small_example():
 def test_paired_difference_matches_a_hand_computation():
     trials, preds = small_example()
     table = accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2).set_index(["bin", "method"])
-    assert table["samples"].tolist() == [4, 4, 4, 4]
+    assert table["samples"].tolist() == [4, 4, 4, 4, 8, 8]  # bins 1 and 2, then all
     assert table.loc[("1", "kd"), "top1_mean_%"] == pytest.approx(37.5)
     assert table.loc[("2", "ua_dual"), "top1_mean_%"] == pytest.approx(75.0)
     # bin 1: ua_dual - kd per seed = 75 - 25 = 50 and 100 - 50 = 50: mean 50, every seed alike: no spread, so
@@ -143,13 +145,18 @@ def test_focus_classes_cover_only_their_samples():
     assert (focus.loc["kd", "u_low"], focus.loc["kd", "u_high"]) == pytest.approx((u.min().item(), u.max().item()))
     assert "classes" not in set(accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2)["bin"])
     several = accuracy_by_certainty_table(trials, ["resnet18"], preds, bins=2, focus_classes=[1, 0])
-    assert set(several["bin"]) == {"1", "2", "classes 0,1", "other classes"}
+    assert set(several["bin"]) == {"1", "2", "classes 0,1", "other classes", "all"}
     assert (several[several["bin"] == "classes 0,1"]["samples"] == 8).all()
     assert (several[several["bin"] == "other classes"]["samples"] == 0).all()
     others = table[table["bin"] == "other classes"].set_index("method")  # class 0: the even samples
     assert (others["samples"] == 4).all()
     assert others.loc["kd", "top1_mean_%"] + focus.loc["kd", "top1_mean_%"] == pytest.approx(
         2 * table[(table["bin"].isin(["1", "2"])) & (table["method"] == "kd")]["top1_mean_%"].mean()
+    )
+    every = table[table["bin"] == "all"].set_index("method")  # the whole split: the two halves' mean
+    assert (every["samples"] == 8).all()
+    assert every.loc["ua_dual", "top1_mean_%"] == pytest.approx(
+        (focus.loc["ua_dual", "top1_mean_%"] + others.loc["ua_dual", "top1_mean_%"]) / 2
     )
 
 
@@ -172,7 +179,7 @@ def test_write_certainty_table_beside_the_plot(tmp_path):
     plots = analysis_plots(tmp_path, STUDENTS, preds, trials, {})
     assert set(written) == {CSV, MD} and (tmp_path / "accuracy_by_certainty.png") in plots
     csv = pd.read_csv(written[CSV], dtype={"bin": str})
-    assert len(csv) == 5 * 2 * 2 and csv["samples"].sum() == 40 * 2 * 2
+    assert len(csv) == (5 + 1) * 2 * 2 and csv.loc[csv["bin"] != "all", "samples"].sum() == 40 * 2 * 2
     assert set(csv["interval_kind"]) == {"bootstrap"} and set(csv["interval_level"]) == {0.95}
     md = written[MD].read_text()
     assert "vs_kd [95% bootstrap BCa]" in md and "95% bootstrap BCa interval" in md and "| ua_dual" in md
@@ -220,6 +227,7 @@ def test_shared_mistakes_count_both_students_wrong_with_one_class():
     assert dual[("1", "resnet18")] == dual[("1", "mobilenet_v2")] == pytest.approx((12.5 + 25) / 2)
     assert dual[("classes 1", "resnet18")] == pytest.approx((0 + 25) / 2)
     assert dual[("other classes", "resnet18")] == pytest.approx((25 + 25) / 2)
+    assert dual[("all", "mobilenet_v2")] == pytest.approx((12.5 + 25) / 2)
     assert table.loc[table["method"] == "kd", "both_wrong_same_%"].isna().all()
     md = certainty_markdown(table)
     assert "both wrong, same class %" in md and "| 18.75" in md and "both students are wrong with the same" in md

@@ -51,9 +51,10 @@ CAPTION = (
     "every seed gave the same difference: no spread to estimate); `≠0` says whether the difference is decided: "
     "the interval excludes 0 and the exact sign-flip test agrees at the same level, {seeds}. Rows "
     "`classes ...` cover only the samples of those classes (the teacher's blind spots), rows `other classes` "
-    "the rest, at every certainty. `both wrong, same class`: for the two-student methods, the share (%) of the "
-    "row's images where both students are wrong with the same class, mean over seeds (alike on both students' "
-    "rows; none for one-student methods and for predictions saved without the class)."
+    "the rest, at every certainty; rows `all` every sample. `both wrong, same class`: for the two-student "
+    "methods, the share (%) of the row's images where both students are wrong with the same class, mean over "
+    "seeds (alike on both students' rows; none for one-student methods and for predictions saved without the "
+    "class)."
 )
 
 
@@ -145,13 +146,14 @@ def bin_accuracy(correct, index: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 def _subsets(cb: CertaintyBins, labels: torch.Tensor, focus_classes) -> list[tuple[str, torch.Tensor]]:
-    """(bin label, sample mask): the certainty bins, then the focus classes' samples and the others' when asked for."""
+    """(bin label, sample mask): the certainty bins, the focus classes' samples and the others' when asked for, then
+    every sample (`all`: the paired differences of the whole split, and the students' shared mistakes overall)."""
     subsets = [(str(b + 1), cb.index == b) for b in range(cb.bins)]
     if focus_classes:
         ids = sorted(int(c) for c in focus_classes)
         focus = torch.isin(labels, torch.tensor(ids))
         subsets += [("classes " + ",".join(map(str, ids)), focus), ("other classes", ~focus)]
-    return subsets
+    return subsets + [("all", torch.ones_like(cb.index, dtype=torch.bool))]
 
 
 def accuracy_by_certainty_table(

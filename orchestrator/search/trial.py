@@ -3,8 +3,8 @@
 The trial's config holds only the sampled (or fixed) dotted-key values; the spec and the prepared
 teacher come through `tune.with_parameters`. The TorchTrainer's name is the trial id, so a trial that
 Tune restarts (resume, failure) finds its own checkpoints and continues from the last epoch.
-Nothing runs after `fit()`: ASHA may stop the trial at its last report. A trial whose workers failed
-in a way a restart cannot fix (a diverged loss, an unreadable image) fails with their one line, and
+Nothing runs after `fit()`: ASHA may stop the trial at any report before its last epoch's. A trial whose
+workers failed in a way a restart cannot fix (a diverged loss, an unreadable image) fails with their one line, and
 Tune's retry of it fails at once (see `trainables.failures`).
 """
 
