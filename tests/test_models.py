@@ -115,3 +115,21 @@ def test_unknown_name_lists_the_available_ones(name, problem):
     message = str(err.value)
     assert "\n" not in message and f"{name!r} {problem}" in message
     assert all(name in message for name in ARCHS)
+
+
+def test_students_keep_channels_last_weights_on_gpu_and_on_cpu_for_mobilenet_alone():
+    """oneDNN runs MobileNetV2's depthwise convolutions faster channels-last on CPU, ResNet's slower
+    (benchmarks/cpu_memory_format.py); `students.channels_last: false` keeps every student contiguous."""
+    from trainables.models import student_memory_format
+
+    assert student_memory_format("mobilenet_v2", on_gpu=False, channels_last=True) == torch.channels_last
+    assert student_memory_format("resnet18", on_gpu=False, channels_last=True) == torch.contiguous_format
+    assert student_memory_format("resnet18", on_gpu=True, channels_last=True) == torch.channels_last
+    for arch in ("resnet18", "mobilenet_v2"):
+        for on_gpu in (False, True):
+            assert student_memory_format(arch, on_gpu=on_gpu, channels_last=False) == torch.contiguous_format
+    model = build_model("mobilenet_v2", 10, 12).to(memory_format=torch.channels_last)
+    seen = []
+    model.features[1].register_forward_hook(lambda m, i, out: seen.append(out))
+    model(torch.randn(4, 3, 12, 12))  # a contiguous input, as the loop feeds it: the convolutions follow the weights
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()

@@ -225,7 +225,11 @@ class StudentsConfig(OptimConfig):
         f"each one of {', '.join(ARCHITECTURES)}",
     )
     init_weights: dict[str, str] = Field(default_factory=dict, description="arch -> local weights file")
-    channels_last: bool = Field(True, description="channels-last memory format on GPU (ignored on CPU)")
+    channels_last: bool = Field(
+        True,
+        description="channels-last memory format: every student's on GPU, on CPU MobileNetV2's alone "
+        "(its depthwise convolutions run faster so; trainables.models.CPU_CHANNELS_LAST)",
+    )
     amp: bool = Field(True, description="bf16 autocast on GPU (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile both students (after the DDP wrap)")
     sync_bn: bool = Field(

@@ -42,7 +42,7 @@ from trainables.losses import peer_warmup_factor, students_loss
 from trainables.methods import needs_teacher, resolve_method
 from trainables.metric_names import BAD_IMAGES_KEY, MEAN_KEY, TEACHER_FORWARDS_KEY, VAL_KEYS, train_key
 from trainables.metrics import expected_calibration_error, topk_correct
-from trainables.models import build_model, model_profile
+from trainables.models import build_model, model_profile, student_memory_format
 from trainables.teacher_logits import TeacherLogits, build_teacher_logits
 
 log = logging.getLogger(__name__)  # Ray Train forwards worker logs; its patched print() would echo twice
@@ -255,7 +255,7 @@ def use_deterministic_algorithms() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def build_students(cfg: RunConfig, num_classes: int, world: int, memory_format) -> dict[str, nn.Module]:
+def build_students(cfg: RunConfig, num_classes: int, world: int, on_gpu: bool) -> dict[str, nn.Module]:
     """Both students on this worker's device, wrapped by DDP when there are several workers.
 
     `students.sync_bn` shares BatchNorm statistics over ranks; `students.compile` compiles after the DDP
@@ -267,7 +267,8 @@ def build_students(cfg: RunConfig, num_classes: int, world: int, memory_format) 
         model = build_model(arch, num_classes, cfg.data.image_size, sc.init_weights.get(arch))
         if sc.sync_bn and world > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model = ray.train.torch.prepare_model(model.to(memory_format=memory_format))
+        model = model.to(memory_format=student_memory_format(arch, on_gpu, sc.channels_last))
+        model = ray.train.torch.prepare_model(model)
         if sc.compile:
             model.compile()  # in place: the module, its state_dict keys and DDP's wrapping stay as they are
         models[name] = model
@@ -344,7 +345,7 @@ def build_training(cfg: RunConfig, w: Worker) -> Training:
     raw_bytes = cfg.data.name == "imagefolder" and resolve_decode(cfg.data.decode, w.device.type == "cuda") == "gpu"
     train_ds, val_ds, num_classes = build_datasets(cfg.data, cfg.data.split_seed, raw_bytes=raw_bytes)
     sc = cfg.students
-    models = build_students(cfg, num_classes, w.world, w.memory_format)
+    models = build_students(cfg, num_classes, w.world, w.device.type == "cuda")
     teacher = None
     if needs_teacher(loss_settings):
         if not cfg.teacher_dir:

@@ -25,6 +25,18 @@ log = logging.getLogger(__name__)
 SMALL_INPUT = 64
 """Images this size or smaller get the small-input stem; the ImageNet stem would shrink them 32x."""
 
+CPU_CHANNELS_LAST = frozenset({"mobilenet_v2"})
+"""Architectures whose weights a CPU worker keeps channels-last (`students.channels_last`): oneDNN runs
+MobileNetV2's depthwise convolutions faster so, and ResNet's plain ones slower (benchmarks/cpu_memory_format.py)."""
+
+
+def student_memory_format(arch: str, on_gpu: bool, channels_last: bool) -> torch.memory_format:
+    """A student's weights' memory format: channels-last on GPU, and on CPU for `CPU_CHANNELS_LAST`, when
+    `channels_last`. Its convolutions follow their weights' format whatever the input's."""
+    if channels_last and (on_gpu or arch in CPU_CHANNELS_LAST):
+        return torch.channels_last
+    return torch.contiguous_format
+
 
 def _resnet_small_input(model: tvm.ResNet) -> None:
     # CIFAR-style stem: 3x3 stride-1 conv and no max-pool, so the stem keeps full resolution.
