@@ -248,14 +248,14 @@ def test_a_sweep_with_a_diverged_teacher_ends_before_any_trial_with_one_line(tmp
 
 @pytest.mark.slow
 def test_a_sweep_whose_every_trial_fails_exits_non_zero_with_their_causes(tmp_path):
-    # DML at lr 8 (no teacher to train): every trial's loss is nan within the first 15 steps.
+    # DML at lr 8 and beta 10 (no teacher to train): every trial's loss is nan within its first 10 steps.
     spec_path = write_spec(
         tmp_path,
         tiny_spec_dict(
             tmp_path,
             name="all-fail",
             resources={"max_failures": 0},  # no restart (its stop at once: tested apart)
-            loss={"method": "dml", "beta": 1.0},
+            loss={"method": "dml", "beta": 10.0},
             students={"epochs": 1, "lr": 8.0},
             data={"train_subset": 480},
             search={"loss.temperature": {"type": "categorical", "choices": [3.0, 4.0]}},
@@ -316,7 +316,7 @@ def test_a_comparison_whose_every_trial_fails_exits_non_zero_with_their_causes(t
             tmp_path,
             name="all-fail-compare",
             resources={"max_failures": 0},  # no restart (its stop at once: tested apart)
-            loss={"method": "dml", "beta": 1.0},
+            loss={"method": "dml", "beta": 10.0},
             students={"epochs": 1, "lr": 8.0},
             data={"train_subset": 480},
             teacher={"checkpoint": str(tmp_path / "teacher.pt")},

@@ -126,9 +126,10 @@ def test_error_tag_is_the_message_of_our_errors_and_the_last_line_of_others():
     assert error_line("") == "failed"
 
 
-# DML (no teacher to train) at lr 8: the loss grows to NaN within the first 15 steps.
+# DML (no teacher to train) at lr 8 and beta 10: the loss grows to NaN within the first 10 steps of the 15 (at
+# beta 1 one seed and temperature stayed finite through the epoch once MobileNetV2 ran channels-last on CPU).
 DIVERGING = {
-    "loss": {"method": "dml", "beta": 1.0},
+    "loss": {"method": "dml", "beta": 10.0},
     "students": {"epochs": 1, "lr": 8.0},
     "data": {"train_subset": 480},
 }
@@ -148,7 +149,7 @@ def test_a_diverging_run_fails_with_one_line_and_its_restart_fails_at_once(ray_l
     line = str(failure)
     assert line.startswith("loss diverged in epoch 1, step ") and "\n" not in line
     assert "'s ce loss is nan" in line or "'s peer loss is nan" in line, line
-    assert line.endswith("try a lower students.lr (now 8), loss.beta (now 1) or loss.temperature (now 4)")
+    assert line.endswith("try a lower students.lr (now 8), loss.beta (now 10) or loss.temperature (now 4)")
     assert failures.recorded(failure_location(storage_path, "diverges")) == line
 
     # A restart of the same run (what Ray Train's or Tune's retry does) stops at once with the same line.
