@@ -64,3 +64,28 @@ def test_a_lean_trainer_still_leaves_out_only_the_ray_data_callback():
     full = [type(c) for c in TorchTrainer(*args, **kwargs)._create_default_callbacks()]
     lean = [type(c) for c in LeanTorchTrainer(*args, **kwargs)._create_default_callbacks()]
     assert DatasetsCallback in full and lean == [c for c in full if c is not DatasetsCallback]
+
+
+def test_a_lean_trainers_controller_start_is_still_the_trainers_and_tune_still_stops_through_the_event():
+    from ray.train.v2._internal.execution.controller import TrainController
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+    from ray.tune.trainable.function_trainable import FunctionTrainable
+
+    from orchestrator.search.trial import ACTOR_HANDOVER_ENV
+
+    copied = inspect.getsource(DataParallelTrainer._initialize_and_run_controller)
+    for step in (
+        "get_env_vars_to_propagate()",
+        "RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_ENV_VAR",
+        "ray._raylet.RAY_NODE_ID_KEY: ray.get_runtime_context().get_node_id()",
+        "(TrainController)",
+        "controller_actor_cls.remote(**controller_init_kwargs)",
+        "ray.get(controller.run.remote())",
+        "return ray.get(controller.get_result.remote())",
+    ):
+        assert step in copied, step
+    assert len(copied.splitlines()) < 30  # nothing added that the copy would miss
+    assert "exit_actor" in inspect.getsource(TrainController.abort)
+    assert "self.stop_event.set()" in inspect.getsource(_TrainSession.finish)
+    reset = inspect.getsource(FunctionTrainable.reset_config)
+    assert ACTOR_HANDOVER_ENV in reset and "session.finish(timeout=" in reset

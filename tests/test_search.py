@@ -139,28 +139,6 @@ def test_a_restored_generator_asks_its_searcher_again(tmp_path):
     assert not restored.is_finished()
 
 
-@pytest.mark.parametrize("scheduler, reuse", [("asha", False), ("fifo", True)])
-def test_trial_actors_are_reused_only_where_no_scheduler_stops_a_running_trial(tmp_path, scheduler, reuse):
-    """Tune's reuse of an actor whose trial ASHA stopped mid-run fails the next trial ("reset_config")."""
-    from orchestrator.execution import SweepFolder
-    from orchestrator.search.tuner import build_tuner
-    from orchestrator.spec import validate_spec
-    from tests.conftest import tiny_spec_dict
-
-    spec = validate_spec(
-        tiny_spec_dict(
-            tmp_path,
-            students={"epochs": 2},
-            search={"loss.alpha": {"type": "float", "low": 0.2, "high": 0.8}},
-            tune={"scheduler": scheduler, "num_trials": 2},
-        )
-    )
-    folder = SweepFolder(str(tmp_path), "s")
-    folder.local.mkdir()
-    tuner = build_tuner(spec, folder, lambda config: None, [])
-    assert tuner._local_tuner._tune_config.reuse_actors is reuse
-
-
 def test_asha_stops_a_weak_trial_early_but_lets_a_trial_end_its_last_epoch_by_itself():
     """Tune's stop at the last report races the TorchTrainer's own shutdown of its workers (a traceback, a worker
     group started for nothing); the trial ends there anyway, so ASHA answers CONTINUE."""

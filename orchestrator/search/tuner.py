@@ -127,9 +127,9 @@ def build_tuner(
             scheduler=scheduler,
             num_samples=1 if spec.compare else -1,  # the searcher stops at tune.num_trials (a resume may change it)
             max_concurrent_trials=t.max_concurrent_trials if spec.compare else None,  # a search's: in search_alg
-            # a trial that ended hands its actor (Ray and the project imported) to the next; not under ASHA: a
-            # trial it stops is still running, and Tune's reuse of that actor fails the next trial outright
-            reuse_actors=not stops_early,
+            # a trial that ended hands its actor (Ray and the project imported) to the next; one ASHA stopped too:
+            # its run is aborted on the stop (`LeanTorchTrainer`), so its thread has ended when Tune resets it
+            reuse_actors=True,
         ),
         run_config=ray.tune.RunConfig(
             name=name or folder.name,
