@@ -12,7 +12,7 @@ their phases' timestamps (`trainables.trace`). Per trial and as medians it print
   overhead   the trial's wall minus its epochs
 Then the same epochs in this process without Ray workers (Ray Train's local mode, the teacher from the sweep's
 cache): the limit. The ratio wall / limit is measured in one run, so it holds on a noisy machine. Usage:
-    python benchmarks/overhead.py [SPEC] [--trials 3] [--epochs 2] [--workers 1] [--concurrent 1] [--set k=v]
+    python benchmarks/overhead.py [SPEC] [--trials 3] [--epochs 2] [--workers 1] [--concurrent 1] [--set k=v] [--keep]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -132,13 +133,15 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--concurrent", type=int, default=1, help="trials at once (1: each trial's phases alone)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more settings of the spec")
+    p.add_argument("--keep", action="store_true", help="keep the sweep's folder (its trace, runs and MLflow store)")
     args = p.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="overhead-"))
     trials, sweep_wall = run_sweep(str(Path(args.spec).resolve()), folder, args)
     local = run_local(folder)
 
     print(f"\n{Path(args.spec).name}: {args.trials} trials x {args.epochs} epochs, {args.workers} worker(s) per trial,")
-    print(f"{args.concurrent} at a time; seconds per phase (folder {folder})\n")
+    kept = f" (folder {folder})" if args.keep else ""
+    print(f"{args.concurrent} at a time; seconds per phase{kept}\n")
     print(f"{'trial':<12}" + "".join(f"{p:>10}" for p in PHASES))
     complete = {run: f for run, f in trials.items() if "wall" in f}  # the trials (the teacher is no trial)
     for run, figures in sorted(complete.items(), key=lambda item: item[1]["wall"]):
@@ -152,6 +155,8 @@ def main() -> None:
         f"median trial wall / the same epochs without Ray: {median['wall'] / max(local['epochs'], 1e-9):.2f}x; "
         f"the sweep took {sweep_wall:.0f} s (teacher included)"
     )
+    if not args.keep:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
