@@ -120,7 +120,11 @@ def test_unknown_name_lists_the_available_ones(name, problem):
 def test_students_keep_channels_last_weights_on_gpu_and_on_cpu_for_mobilenet_alone():
     """oneDNN runs MobileNetV2's depthwise convolutions faster channels-last on CPU, ResNet's slower
     (benchmarks/cpu_memory_format.py); `students.channels_last: false` keeps every student contiguous."""
-    from trainables.models import student_memory_format
+    from trainables.models import input_memory_format, student_memory_format
+
+    assert input_memory_format(on_gpu=True, channels_last=True) == torch.channels_last  # images, teacher: GPU only
+    assert input_memory_format(on_gpu=False, channels_last=True) == torch.contiguous_format
+    assert input_memory_format(on_gpu=True, channels_last=False) == torch.contiguous_format
 
     assert student_memory_format("mobilenet_v2", on_gpu=False, channels_last=True) == torch.channels_last
     assert student_memory_format("resnet18", on_gpu=False, channels_last=True) == torch.contiguous_format

@@ -28,6 +28,7 @@ from trainables.config import DataConfig, MissingInput, RunConfig
 from trainables.data import bad_image, build_datasets, collate_skipping_none
 from trainables.decode import device_batch, resolve_decode
 from trainables.failures import one_line, recording_failures
+from trainables.models import input_memory_format
 from trainables.teacher import check_logits, load_teacher
 from trainables.views import VERSION, draw_views, epoch_uniforms
 
@@ -149,7 +150,7 @@ def build_shards(cfg: RunConfig, rank: int, world: int, device, out_dir: str) ->
     raw = resolve_decode(cfg.data.decode, on_gpu) == "gpu"
     train_ds, _, num_classes = build_datasets(cfg.data, cfg.data.split_seed, raw_bytes=raw)
     teacher = load_teacher(cfg.teacher_dir, cfg.teacher.arch, num_classes, cfg.data.image_size, device)
-    memory_format = torch.channels_last if on_gpu and cfg.students.channels_last else torch.contiguous_format
+    memory_format = input_memory_format(on_gpu, cfg.students.channels_last)
     teacher = teacher.to(memory_format=memory_format)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.students.amp else None
     n = len(train_ds)

@@ -42,7 +42,7 @@ from trainables.losses import peer_warmup_factor, students_loss
 from trainables.methods import needs_teacher, resolve_method
 from trainables.metric_names import BAD_IMAGES_KEY, MEAN_KEY, TEACHER_FORWARDS_KEY, VAL_KEYS, train_key
 from trainables.metrics import expected_calibration_error, topk_correct
-from trainables.models import build_model, model_profile, student_memory_format
+from trainables.models import build_model, input_memory_format, model_profile, student_memory_format
 from trainables.teacher_logits import TeacherLogits, build_teacher_logits
 
 log = logging.getLogger(__name__)  # Ray Train forwards worker logs; its patched print() would echo twice
@@ -331,7 +331,7 @@ def start_worker(cfg: RunConfig) -> Worker:
     if cfg.deterministic:
         use_deterministic_algorithms()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.students.amp else nullcontext()
-    memory_format = torch.channels_last if on_gpu and cfg.students.channels_last else torch.contiguous_format
+    memory_format = input_memory_format(on_gpu, cfg.students.channels_last)
     return Worker(rank, world, run, device, autocast, memory_format, live)
 
 

@@ -30,12 +30,18 @@ CPU_CHANNELS_LAST = frozenset({"mobilenet_v2"})
 MobileNetV2's depthwise convolutions faster so, and ResNet's plain ones slower (benchmarks/cpu_memory_format.py)."""
 
 
+def input_memory_format(on_gpu: bool, channels_last: bool) -> torch.memory_format:
+    """The images' and the teacher's memory format: channels-last on GPU when `channels_last`
+    (`students.channels_last`), else contiguous."""
+    return torch.channels_last if on_gpu and channels_last else torch.contiguous_format
+
+
 def student_memory_format(arch: str, on_gpu: bool, channels_last: bool) -> torch.memory_format:
-    """A student's weights' memory format: channels-last on GPU, and on CPU for `CPU_CHANNELS_LAST`, when
+    """A student's weights' memory format: the inputs', or channels-last on CPU too for `CPU_CHANNELS_LAST` when
     `channels_last`. Its convolutions follow their weights' format whatever the input's."""
-    if channels_last and (on_gpu or arch in CPU_CHANNELS_LAST):
+    if channels_last and arch in CPU_CHANNELS_LAST:
         return torch.channels_last
-    return torch.contiguous_format
+    return input_memory_format(on_gpu, channels_last)
 
 
 def _resnet_small_input(model: tvm.ResNet) -> None:
