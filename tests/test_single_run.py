@@ -1,5 +1,6 @@
 """One real TorchTrainer run of the dual-student loop, and the frozen teacher's cache."""
 
+import signal
 import subprocess
 import sys
 import time
@@ -52,7 +53,9 @@ def test_teacher_cache_then_one_epoch_dual_student_run(ray_local, tmp_path, caps
     assert teacher_dir(teacher_cache(changed), changed.run_config()) != location
     assert not is_cached(teacher_dir(teacher_cache(changed), changed.run_config()))
 
+    ctrl_c = signal.getsignal(signal.SIGINT)
     result = build_trainer(spec, run_cfg, name="one-epoch", storage_path=str(tmp_path / "single")).fit()
+    assert signal.getsignal(signal.SIGINT) is ctrl_c  # Ray's handler, holding the run's controller, is gone
     m = result.metrics
     assert m["epoch"] == 1
     for student in ("resnet18", "mobilenet_v2"):

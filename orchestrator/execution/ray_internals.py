@@ -23,6 +23,8 @@ the pin, run that test and read each item below against the new sources.
   `_initialize_and_run_controller` aborts the run's `TrainController` (its `abort`, which the driver's Ctrl-C
   calls) once Tune stops the trial: Tune v1's session (`_TrainSession.stop_event`, set by its `finish`, with
   `reset_config` waiting `TUNE_FUNCTION_THREAD_TIMEOUT_S` for the trial's thread) then finds the thread ended.
+  In a driver's main thread it puts back the Ctrl-C handler that the parent's method replaces with one holding
+  the run's controller.
 - The worker side has one more, kept beside its use because workers never import the driver:
   `trainables.loop` quiets Ray Train v2's per-report log through the logger named after
   `ray.train.v2._internal.execution.context`.
@@ -30,6 +32,7 @@ the pin, run that test and read each item below against the new sources.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -82,8 +85,8 @@ class LeanTorchTrainer(TorchTrainer):
 
     def _initialize_and_run_controller(self, **controller_init_kwargs):
         stop = getattr(get_session(), "stop_event", None)  # Tune's, in a trial's thread; None in a driver
-        if stop is None:
-            return super()._initialize_and_run_controller(**controller_init_kwargs)
+        if stop is None:  # the teacher's run, a bank's, `orchestrator.train`'s
+            return _restoring_sigint(super()._initialize_and_run_controller, **controller_init_kwargs)
         # DataParallelTrainer._initialize_and_run_controller of Ray 2.60, with the watcher added
         env_vars = get_env_vars_to_propagate()
         env_vars.setdefault(WARN_KEY, DEFAULT_RAY_WARN_BLOCKING_GET_INSIDE_ASYNC_VALUE)
@@ -103,6 +106,18 @@ class LeanTorchTrainer(TorchTrainer):
             raise
         finally:
             finished.set()
+
+
+def _restoring_sigint(run_controller, **controller_init_kwargs):
+    """Ray's run in a driver's main thread, with the driver's Ctrl-C handler back afterwards: Ray's handler for
+    the run holds its controller's handle, so left installed it kept the finished run's controller process (about
+    700 MB) alive for the rest of the command, and sent a later Ctrl-C to that dead run."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        return run_controller(**controller_init_kwargs)
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def _abort_on_stop(stop: threading.Event, finished: threading.Event, controller, poll_s: float = 0.1) -> None:
